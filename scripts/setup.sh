@@ -39,8 +39,12 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+log=$(mktemp)
+if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+       .venv/bin/python -m pip install -q -e '.[test]'; } >"$log" 2>&1; then
+  cat "$log" >&2; echo "setup: pip install failed (output above)" >&2; exit 1
+fi
+rm -f "$log"
 
 if [ -f tools/micropython/package.json ]; then
   (cd tools/micropython && npm install --no-audit --no-fund --silent)
