@@ -1,0 +1,150 @@
+"""Opening the SQLite file: refusal checks, pragmas and schema migrations (blocking calls).
+
+Why these pragmas: WAL lets readers run beside the single writer; `synchronous=FULL` makes every
+commit fsync the WAL, so a commit that returned survives a power cut (with `NORMAL` a WAL commit is
+only durable after the next checkpoint). Grouping many rows per commit is what keeps that affordable.
+A large `wal_autocheckpoint` lets a hot index page be rewritten many times in the WAL but copied
+into the main file once per checkpoint, which is most of the SD-card write saving.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from .errors import StoreOpenError
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+APPLICATION_ID = 0x686E6D73  # "hnms": marks the file as a homenode message store
+
+# Each entry upgrades the schema from version i to i+1. Never edit a released entry: append.
+MIGRATIONS: list[str] = [
+    # v1
+    """
+    CREATE TABLE messages (
+        seq       INTEGER PRIMARY KEY,   -- rowid: insertion order, rows append at the end
+        hash      BLOB NOT NULL UNIQUE,  -- dedupe + lookup by hash
+        recipient BLOB NOT NULL,
+        ns        INTEGER NOT NULL,
+        ts        INTEGER NOT NULL,
+        expiry    INTEGER NOT NULL,
+        data      BLOB NOT NULL
+    );
+    -- retrieve: (recipient, ns) then rowid order (the rowid is implicit in every index entry)
+    CREATE INDEX messages_mailbox ON messages (recipient, ns);
+    -- expiry sweep and eviction (expired first, then soonest to expire)
+    CREATE INDEX messages_expiry ON messages (expiry);
+    -- running totals so opening a big store does not scan it
+    CREATE TABLE totals (
+        id    INTEGER PRIMARY KEY CHECK (id = 0),
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO totals (id, count, bytes) VALUES (0, 0, 0);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _fix_hint(path: Path) -> str:
+    return (
+        f"Nothing was changed. To start with an empty message store, move the file aside "
+        f"(e.g. `mv {path} {path}.bad`, and its -wal/-shm files if present) and restart; "
+        f"or restore it from a backup."
+    )
+
+
+def check_file_header(path: Path) -> None:
+    """Refuse a non-empty file that is not SQLite before SQLite gets a chance to touch it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    if head and head != SQLITE_MAGIC:
+        raise StoreOpenError(
+            f"{path} is not an SQLite database (bad header), so it is not a homenode message "
+            f"store. {_fix_hint(path)}"
+        )
+
+
+def connect(path: Path, *, autocheckpoint_pages: int, query_only: bool = False) -> sqlite3.Connection:
+    """Open one connection with our pragmas. Connections are used by one thread at a time."""
+    conn = sqlite3.connect(
+        str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+    )
+    try:
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
+        # After a checkpoint the WAL is reused from its start; cap what stays allocated.
+        conn.execute(f"PRAGMA journal_size_limit={int(autocheckpoint_pages) * 4096 * 2}")
+        if query_only:
+            conn.execute("PRAGMA query_only=1")
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise StoreOpenError(
+            f"{path} cannot be opened as an SQLite database ({e}). {_fix_hint(path)}"
+        ) from e
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> int:
+    """Bring the schema to SCHEMA_VERSION; refuse foreign, newer or corrupt databases."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+    except sqlite3.DatabaseError as e:
+        raise StoreOpenError(
+            f"{path} is corrupt or not an SQLite database ({e}). {_fix_hint(path)}"
+        ) from e
+    if version == 0 and tables:
+        raise StoreOpenError(
+            f"{path} is an SQLite database but not a homenode message store "
+            f"(it has tables {sorted(tables)} and no schema version). {_fix_hint(path)}"
+        )
+    if version and app_id != APPLICATION_ID:
+        raise StoreOpenError(
+            f"{path} is an SQLite database of another application "
+            f"(application_id {app_id:#x}). {_fix_hint(path)}"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreOpenError(
+            f"{path} was written by a newer homenode (schema version {version}; this version "
+            f"understands up to {SCHEMA_VERSION}). Upgrade homenode; do not delete the file, it "
+            f"holds stored messages."
+        )
+    while version < SCHEMA_VERSION:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _statements(MIGRATIONS[version]):
+                conn.execute(stmt)
+            version += 1
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return version
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT implicitly; run the statements inside our own transaction.
+    return [s.strip() for s in script.split(";") if _has_sql(s)]
+
+
+def _has_sql(s: str) -> bool:
+    return any(line.split("--")[0].strip() for line in s.splitlines())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the creation of the database and WAL files themselves durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
