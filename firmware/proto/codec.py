@@ -1,0 +1,107 @@
+"""Safe CBOR for untrusted bytes: one map in, plain Python data out, or MalformedFrame.
+
+cbor2 turns many semantic tags into live Python objects (tag 35 compiles a regex, 28/29 build
+shared and cyclic references, 2/3 bignums, 1 datetimes, 258 sets, 36 MIME parsing...). None of
+that belongs in this protocol, and some of it is a denial-of-service handle, so **every tag is
+refused**: unknown tags through ``tag_hook``, cbor2's built-in ones by overriding them in
+``semantic_decoders`` (cbor2 >= 6). Also refused: indefinite lengths (we never send them),
+nesting deeper than MAX_DEPTH, duplicate map keys (ambiguous), map keys other than text/bytes
+(int keys allow hash-collision floods), trailing bytes after the map. Huge declared lengths are
+cut off by cbor2 reading only what is there (an EOF error, no allocation up front).
+
+What can still come out: dict, list, str, bytes, int (64-bit range at most), bool, None, float,
+cbor2's ``undefined`` and ``CBORSimpleValue``. The schema layer checks exact types, so the last
+ones never get past it.
+"""
+
+import io
+
+import cbor2
+
+from .errors import MalformedFrame
+from .limits import MAX_DEPTH
+
+__all__ = ["encode_map", "decode_map"]
+
+# Tags cbor2 6.x decodes by itself (found by probing every tag 0..69999 plus a few large ones,
+# see tests/proto/test_codec.py::test_every_builtin_tag_is_refused).
+_BUILTIN_TAGS = (
+    0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004,
+    43000, 55799,
+)  # fmt: skip
+
+
+class _TagRefused(Exception):
+    pass
+
+
+def _refuse_tag(decoder, tag):
+    raise _TagRefused(f"CBOR tag {tag.tag} is not allowed")
+
+
+def _refuse_semantic(decoder, *args):
+    raise _TagRefused("CBOR semantic tags are not allowed")
+
+
+_DECODER_OPTIONS = {
+    "tag_hook": _refuse_tag,
+    "semantic_decoders": {tag: _refuse_semantic for tag in _BUILTIN_TAGS},
+    "max_depth": MAX_DEPTH,
+    "allow_indefinite": False,
+    "allow_duplicate_keys": False,
+    "strict_hashable_types": True,
+}
+
+
+def _check_cbor2():
+    try:
+        cbor2.CBORDecoder(io.BytesIO(b"\xa0"), **_DECODER_OPTIONS).decode()
+    except TypeError as exc:  # pragma: no cover - depends on the installed cbor2
+        raise ImportError(
+            "firmware.proto needs cbor2 >= 6 (decoder options max_depth, semantic_decoders, "
+            "strict_hashable_types); install it with pip install 'cbor2>=6'"
+        ) from exc
+
+
+_check_cbor2()
+
+_Decoder = cbor2.CBORDecoder
+_BytesIO = io.BytesIO
+
+
+def decode_map(body, what="frame"):
+    """Decode ``body`` (bytes) that must hold exactly one CBOR map; return it as a dict.
+
+    Raises MalformedFrame (only) on anything else. ``what`` names the thing in messages.
+    """
+    fp = _BytesIO(body)
+    try:
+        obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
+    except cbor2.CBORDecodeError as exc:
+        cause = exc.__cause__
+        detail = str(cause) if isinstance(cause, _TagRefused) else str(exc)
+        raise MalformedFrame(
+            f"{what} body is not valid CBOR for this protocol ({detail}); send one CBOR map "
+            "with text keys, definite lengths, no tags"
+        ) from None
+    except (ValueError, TypeError, OverflowError, RecursionError, MemoryError, LookupError) as exc:
+        raise MalformedFrame(
+            f"{what} body could not be decoded ({type(exc).__name__}: {exc}); send one CBOR map"
+        ) from None
+    if type(obj) is not dict:
+        raise MalformedFrame(
+            f"{what} body must be a CBOR map, got {type(obj).__name__}; wrap the message in a map"
+        )
+    if fp.tell() != len(body):
+        raise MalformedFrame(
+            f"{what} body has {len(body) - fp.tell()} trailing bytes after the CBOR map; "
+            "put exactly one map in a frame"
+        )
+    return obj
+
+
+def encode_map(obj):
+    """CBOR-encode a map (dict) to bytes. Only plain data: dict/list/tuple/str/bytes/int/bool/None."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"expected a dict to encode, got {type(obj).__name__}")
+    return cbor2.dumps(obj)
