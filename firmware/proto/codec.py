@@ -35,17 +35,22 @@ class _TagRefused(Exception):
     pass
 
 
-def _refuse_tag(decoder, tag):
-    raise _TagRefused(f"CBOR tag {tag.tag} is not allowed")
+def _refuse_tag(*args):
+    # cbor2 6 calls tag_hook(tag, immutable); cbor2 5 called tag_hook(decoder, tag)
+    number = next((a.tag for a in args if isinstance(a, cbor2.CBORTag)), "?")
+    raise _TagRefused(f"CBOR tag {number} is not allowed")
 
 
-def _refuse_semantic(decoder, *args):
-    raise _TagRefused("CBOR semantic tags are not allowed")
+def _semantic_refuser(tag):
+    def refuse(decoder, *args):
+        raise _TagRefused(f"CBOR tag {tag} is not allowed")
+
+    return refuse
 
 
 _DECODER_OPTIONS = {
     "tag_hook": _refuse_tag,
-    "semantic_decoders": {tag: _refuse_semantic for tag in _BUILTIN_TAGS},
+    "semantic_decoders": {tag: _semantic_refuser(tag) for tag in _BUILTIN_TAGS},
     "max_depth": MAX_DEPTH,
     "allow_indefinite": False,
     "allow_duplicate_keys": False,
@@ -65,6 +70,19 @@ def _check_cbor2():
 
 _check_cbor2()
 
+
+def _refusal_reason(exc):
+    """Our own refusal message if one is in the cause chain, else cbor2's."""
+    cause = exc
+    for _ in range(8):
+        if isinstance(cause, _TagRefused):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            break
+    return str(exc)
+
+
 _Decoder = cbor2.CBORDecoder
 _BytesIO = io.BytesIO
 
@@ -78,8 +96,7 @@ def decode_map(body, what="frame"):
     try:
         obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
     except cbor2.CBORDecodeError as exc:
-        cause = exc.__cause__
-        detail = str(cause) if isinstance(cause, _TagRefused) else str(exc)
+        detail = _refusal_reason(exc)
         raise MalformedFrame(
             f"{what} body is not valid CBOR for this protocol ({detail}); send one CBOR map "
             "with text keys, definite lengths, no tags"
