@@ -18,8 +18,9 @@ public keys binds the key to this exact exchange (as libsodium's crypto_kx does)
 personalisation keeps it apart from every other BLAKE2b use in homenode.
 
 Plaintext is a CBOR map ``{"next": {"id", "host", "port"} | "final", "inner": bytes, "ts": int}``.
-For a middle hop ``inner`` is the next hop's blob; for the final hop it is the CBOR request map
-``{"op", "args"}``. ``ts`` (ms since the epoch) is checked at every hop (|now - ts| <= 60 s) and
+For a middle hop ``inner`` is the next hop's blob; for the final hop it is a CBOR request map
+exactly as on a direct link (``{"v", "id", "op", "args"}``, docs/protocol.md) and the final
+response body is the matching response map (``{"v", "id", "ok" | "err"}``). ``ts`` (ms since the epoch) is checked at every hop (|now - ts| <= 60 s) and
 each hop remembers the ephemeral keys it has opened until their ``ts`` leaves the window, so a
 captured onion cannot be replayed into any hop.
 
@@ -32,8 +33,8 @@ the client opens one layer per hop (outermost first)::
     tag 0x01: body is CBOR {"code", "msg"}: this hop peeled fine but the next hop failed
     tag 0x02: body is the CBOR response map of the final hop ({"ok": ...} or {"err": ...})
 
-A hop that cannot open or accept its layer answers only :class:`OnionRejected`: one code, one
-message, whatever the reason, so a prober learns nothing about which check failed.
+A hop that cannot open or accept its layer answers only :class:`OnionRejected`: one code
+(``bad_request``), one fixed message, whatever the reason, so a prober learns nothing about which check failed.
 
 Depth: the ``onion`` op carries how many hops the onion has already crossed; each forwarder adds
 one, and :func:`peel` refuses a layer at position >= MAX_HOPS (more than 15 hops in all).
@@ -46,7 +47,8 @@ import cbor2
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from firmware.proto.errors import Busy, ProtocolError
+from firmware.proto.codec import decode_map
+from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
 
 __all__ = [
     "MAX_HOPS",
@@ -54,6 +56,7 @@ __all__ = [
     "LAYER_OVERHEAD",
     "RESPONSE_OVERHEAD",
     "OnionRejected",
+    "is_rejection",
     "OnionResponseError",
     "HopFailed",
     "Hop",
@@ -96,19 +99,28 @@ _UNIFORM = (
 )
 
 
-class OnionRejected(ProtocolError):
-    """The one error a hop gives for any bad layer. Deliberately says nothing specific."""
+class OnionRejected(BadRequest):
+    """The one error a hop gives for any bad layer. Deliberately says nothing specific.
 
-    code = "bad_onion"
+    On the wire it is a plain ``bad_request`` with this fixed message (no new error code, so
+    docs/protocol.md stays backward compatible); :func:`is_rejection` recognises it.
+    """
+
+    code = "bad_request"
 
     def __init__(self, *, request_id=None):
         super().__init__(_UNIFORM, request_id=request_id)
 
 
+def is_rejection(code, msg):
+    """True when an error (code, msg) is a hop's uniform onion rejection."""
+    return code == OnionRejected.code and msg == _UNIFORM
+
+
 class OnionResponseError(ProtocolError):
     """Client side: a response layer did not open or decode (a hop misbehaved or data was cut)."""
 
-    code = "bad_onion"
+    code = "bad_frame"
 
 
 class HopFailed(ProtocolError):
@@ -216,7 +228,7 @@ def _layer_plaintext(next_hop, inner, ts):
 
 
 def build_onion(path, request: bytes, now_ms: int, rand):
-    """Wrap ``request`` (CBOR ``{"op", "args"}``) for ``path`` (list of :class:`Hop`).
+    """Wrap ``request`` (a CBOR request map as on a direct link) for ``path`` (list of :class:`Hop`).
 
     Returns (blob for path[0], [layer key per hop, path order]). ``rand(n)`` gives n random
     bytes (os.urandom in production; seeded in tests).
@@ -237,10 +249,10 @@ def build_onion(path, request: bytes, now_ms: int, rand):
 
 def _parse_plaintext(plaintext):
     try:
-        m = cbor2.loads(plaintext)
-    except Exception:  # noqa: BLE001 - any decoder complaint is the same uniform rejection
+        m = decode_map(plaintext, "onion layer")
+    except MalformedFrame:
         raise OnionRejected() from None
-    if not isinstance(m, dict) or set(m) != {"next", "inner", "ts"}:
+    if set(m) != {"next", "inner", "ts"}:
         raise OnionRejected()
     inner, ts, nxt = m["inner"], m["ts"], m["next"]
     if type(inner) is not bytes or type(ts) is not int:
@@ -312,11 +324,9 @@ def unwrap_response(keys, blob):
             blob = body
             continue
         try:
-            m = cbor2.loads(body)
-        except Exception:  # noqa: BLE001
-            raise OnionResponseError(f"hop {index} sent an undecodable response") from None
-        if not isinstance(m, dict):
-            raise OnionResponseError(f"hop {index} sent a non-map response")
+            m = decode_map(body, f"hop {index} response")
+        except MalformedFrame as exc:
+            raise OnionResponseError(str(exc)) from None
         if tag == TAG_HOP_FAILED:
             raise HopFailed(index, str(m.get("code", "?")), str(m.get("msg", "")))
         if index != len(keys) - 1:

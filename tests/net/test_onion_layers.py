@@ -50,7 +50,7 @@ def nodes():
     return [Node(i + 1, 7000 + i) for i in range(MAX_HOPS + 2)]
 
 
-REQUEST = cbor2.dumps({"op": "info", "args": {}})
+REQUEST = cbor2.dumps({"v": 1, "id": 0, "op": "info", "args": {}})
 
 
 def _hchacha20(key, nonce16):
@@ -171,7 +171,8 @@ def _assert_uniform(fn):
     with pytest.raises(OnionRejected) as e:
         fn()
     assert type(e.value) is OnionRejected
-    assert e.value.code == "bad_onion"
+    assert e.value.code == "bad_request"
+    assert onion.is_rejection(e.value.code, str(e.value))
     assert str(e.value) == str(OnionRejected())
     return str(e.value)
 
@@ -211,6 +212,7 @@ def _raw_layer(hop, plaintext, seed=3):
         cbor2.dumps({"next": {"id": b"x" * 32, "host": "h", "port": 70000}, "inner": b"", "ts": NOW}),
         cbor2.dumps({"next": "elsewhere", "inner": b"", "ts": NOW}),
         cbor2.dumps({"next": "final", "inner": b"", "ts": float(NOW)}),
+        cbor2.dumps({"next": "final", "inner": cbor2.CBORTag(2, b"\x01"), "ts": NOW}),  # a tag
     ],
 )
 def test_well_encrypted_but_malformed_plaintext_is_uniform(nodes, plaintext):
