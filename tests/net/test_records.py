@@ -1,0 +1,179 @@
+"""Signed node records, hello proofs and reachability answers (firmware/proto/records.py)."""
+
+import cbor2
+import pytest
+from nacl.signing import SigningKey
+
+from firmware.proto.codec import encode_map
+from firmware.proto.records import (
+    FLAG_MAPPED,
+    FLAG_REACHABLE,
+    FLAG_RELAYED,
+    MAX_LIFETIME_MS,
+    RECORD_PREFIX,
+    RecordError,
+    make_record,
+    sign_hello,
+    sign_ping,
+    verify_hello,
+    verify_ping,
+    verify_record,
+)
+
+T0 = 1_800_000_000_000
+KEY = SigningKey(b"\x01" * 32)
+OTHER = SigningKey(b"\x02" * 32)
+
+
+def rec(key=KEY, **kw):
+    args = dict(seq=7, addrs=["127.0.0.1"], port=7070, version="0.1.0", flags=FLAG_REACHABLE,
+                issued=T0, expires=T0 + 3_600_000)
+    args.update(kw)
+    return make_record(key, **args)
+
+
+def resign(body, key=KEY):
+    raw = encode_map(body)
+    return {"body": raw, "sig": key.sign(RECORD_PREFIX + raw).signature}
+
+
+def body_of(r):
+    return cbor2.loads(r.wire["body"])
+
+
+def reason(wire, now=T0):
+    with pytest.raises(RecordError) as info:
+        verify_record(wire, now)
+    return info.value.reason
+
+
+def test_roundtrip_fields():
+    r = rec(flags=FLAG_REACHABLE | FLAG_MAPPED)
+    back = verify_record(r.wire, T0 + 1000)
+    assert back == r
+    assert (back.id, back.seq, back.addrs, back.port, back.version) == (
+        bytes(KEY.verify_key), 7, ("127.0.0.1",), 7070, "0.1.0")
+    assert back.flag_names == ["reachable", "mapped"]
+    assert back.address == ("127.0.0.1", 7070)
+    assert (back.issued, back.expires) == (T0, T0 + 3_600_000)
+
+
+def test_relayed_record_names_relays():
+    r = rec(addrs=[], flags=FLAG_RELAYED, relays=[bytes(OTHER.verify_key)])
+    assert verify_record(r.wire, T0).relays == (bytes(OTHER.verify_key),)
+    assert r.address is None
+
+
+def test_newer_seq_wins():
+    a, b = rec(seq=7), rec(seq=8)
+    assert b.newer_than(a) and not a.newer_than(b) and not a.newer_than(rec(seq=7))
+
+
+def test_forged_signature_rejected():
+    r = rec()
+    sig = bytearray(r.wire["sig"])
+    sig[0] ^= 1
+    assert reason({"body": r.wire["body"], "sig": bytes(sig)}) == "bad_signature"
+
+
+def test_body_tampered_rejected():
+    body = body_of(rec())
+    body["port"] = 9999
+    forged = {"body": encode_map(body), "sig": rec().wire["sig"]}
+    assert reason(forged) == "bad_signature"
+
+
+def test_signed_by_another_key_rejected():
+    body = body_of(rec())  # claims KEY's id, signed by OTHER
+    assert reason(resign(body, OTHER)) == "bad_signature"
+
+
+def test_expired_and_future_records():
+    r = rec()
+    assert reason(r.wire, now=T0 + 3_600_000) == "expired"
+    verify_record(r.wire, T0 + 3_599_999)
+    assert reason(r.wire, now=T0 - 60_001) == "not_yet_valid"
+    verify_record(r.wire, T0 - 60_000)
+
+
+def test_lifetime_cap():
+    body = body_of(rec())
+    body["expires"] = T0 + MAX_LIFETIME_MS + 1
+    assert reason(resign(body)) == "lifetime"
+    with pytest.raises(RecordError):
+        rec(expires=T0 + MAX_LIFETIME_MS + 1)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"port": 0},
+        {"port": 65536},
+        {"seq": -1},
+        {"flags": 8},
+        {"addrs": ["a"] * 5},
+        {"addrs": [""]},
+        {"addrs": [" 1.2.3.4"]},
+        {"addrs": [7]},
+        {"ver": "x" * 33},
+        {"id": b"\x00" * 31},
+        {"relays": [b"\x00" * 31]},
+        {"flags": FLAG_RELAYED},  # relayed without relays
+        {"addrs": []},  # no address and not relayed
+        {"expires": T0},  # expires <= issued
+        {"extra": 1},
+    ],
+)
+def test_malformed_bodies(change):
+    body = body_of(rec())
+    body.update(change)
+    with pytest.raises(RecordError) as info:
+        verify_record(resign(body), T0)
+    assert info.value.reason == "malformed"
+    assert info.value.code == "bad_request"
+
+
+def test_missing_field():
+    body = body_of(rec())
+    del body["ver"]
+    assert reason(resign(body)) == "malformed"
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        None,
+        {"body": b"\xa0"},
+        {"body": "x", "sig": b"\x00" * 64},
+        {"body": b"\xa0", "sig": b"\x00" * 63},
+        {"body": b"\xff\xff", "sig": b"\x00" * 64},
+        {"body": b"\x80", "sig": b"\x00" * 64},  # a list, not a map
+        {"body": b"\x00" * 2000, "sig": b"\x00" * 64},
+    ],
+)
+def test_malformed_wire(wire):
+    assert reason(wire) == "malformed"
+
+
+def test_hello_proof():
+    server, nonce = bytes(OTHER.verify_key), b"\x33" * 32
+    client = bytes(KEY.verify_key)
+    sig = sign_hello(KEY, server, nonce)
+    verify_hello(server, nonce, client, sig)
+    for args in [(server, b"\x34" * 32, client), (client, nonce, client),
+                 (server, nonce, bytes(OTHER.verify_key))]:
+        with pytest.raises(RecordError) as info:
+            verify_hello(*args, sig)
+        assert info.value.reason == "bad_signature"
+    with pytest.raises(RecordError):
+        verify_hello(server, nonce[:31], client, sig)
+
+
+def test_ping_answer_is_not_a_hello():
+    tester, nonce, node = bytes(OTHER.verify_key), b"\x44" * 32, bytes(KEY.verify_key)
+    sig = sign_ping(KEY, tester, nonce)
+    verify_ping(tester, nonce, node, sig)
+    with pytest.raises(RecordError):
+        verify_hello(tester, nonce, node, sig)  # domain separation: prefixes differ
+    with pytest.raises(RecordError):
+        verify_ping(tester, nonce, node, sig[:63])
