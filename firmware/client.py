@@ -1,0 +1,200 @@
+"""Client library (trio): a pinned TLS link to one node, many requests in flight on it.
+
+    async with connect("127.0.0.1", 7070, node_id) as node:
+        r = await node.store(recipient, sealed_bytes, ttl_ms=86_400_000)
+        msgs, more = await node.retrieve(recipient_key)       # signs with the recipient's key
+        await node.delete(recipient_key, [r["hash"]])
+        print(await node.info())
+
+Errors from the node raise the `firmware.proto.errors` class of their wire code (e.g.
+`RateLimited`, `StorageFull`, `BadSignature`); a lost link raises `ConnectionError`; a node
+whose key is not `node_id` raises `PinMismatch` before anything is sent.
+
+End-to-end encryption helpers (`seal_for`, `open_sealed`) wrap nacl's SealedBox over the X25519
+twins of Ed25519 keys, so a node only ever stores ciphertext.
+"""
+
+import time
+from contextlib import asynccontextmanager
+
+import nacl.public
+import nacl.signing
+import trio
+
+from firmware.identity import x25519_public_of
+from firmware.links import PinMismatch, open_pinned_stream
+from firmware.proto.errors import BadResponse, ProtocolError, error_for_code
+from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from firmware.proto.hashing import sign_request
+from firmware.proto.limits import MAX_REQUEST_ID, PROTOCOL_VERSION, PUBLIC_NS
+
+__all__ = ["connect", "NodeClient", "PinMismatch", "seal_for", "open_sealed", "wall_ms"]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def seal_for(recipient: bytes, plaintext: bytes) -> bytes:
+    """Encrypt to the holder of the Ed25519 key `recipient` (anonymous sender)."""
+    box = nacl.public.SealedBox(nacl.public.PublicKey(x25519_public_of(recipient)))
+    return box.encrypt(plaintext)
+
+
+def open_sealed(signing_key: nacl.signing.SigningKey, ciphertext: bytes) -> bytes:
+    """Decrypt a `seal_for` ciphertext with the recipient's Ed25519 key; nacl CryptoError if not
+    for us or tampered with."""
+    return nacl.public.SealedBox(signing_key.to_curve25519_private_key()).decrypt(ciphertext)
+
+
+class NodeClient:
+    """One link. Create with `connect`; methods are safe to call from many tasks at once."""
+
+    def __init__(self, stream, clock_ms=wall_ms):
+        self._stream = stream
+        self._clock_ms = clock_ms
+        self._send_lock = trio.Lock()
+        self._pending: dict[int, list] = {}  # id -> [Event, response]
+        self._next_id = 1
+        self._broken: Exception | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def request(self, op: str, args: dict) -> dict:
+        """Send one request, wait for its answer; the `ok` map, or the error class raised."""
+        if self._broken is not None:
+            raise ConnectionError(f"link to the node is down: {self._broken}")
+        rid = self._next_id
+        self._next_id = rid + 1 if rid < MAX_REQUEST_ID else 1
+        slot = [trio.Event(), None]
+        self._pending[rid] = slot
+        try:
+            data = encode_frame({"v": PROTOCOL_VERSION, "id": rid, "op": op, "args": args})
+            async with self._send_lock:
+                await self._stream.send_all(data)
+            await slot[0].wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            raise ConnectionError(f"link to the node broke: {e}") from None
+        finally:
+            self._pending.pop(rid, None)
+        response = slot[1]
+        if isinstance(response, Exception):
+            raise response
+        if "err" in response:
+            err = response["err"]
+            if not isinstance(err, dict):
+                raise BadResponse(f"error frame without an error map: {response!r:.200}")
+            raise error_for_code(str(err.get("code")), str(err.get("msg")), request_id=rid)
+        ok = response.get("ok")
+        if not isinstance(ok, dict):
+            raise BadResponse(f"response without an ok map: {response!r:.200}")
+        return ok
+
+    async def _reader(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        decoder = FrameDecoder()
+        task_status.started()
+        try:
+            while True:
+                event = decoder.next_event()
+                if event is NEED_DATA:
+                    try:
+                        data = await self._stream.receive_some(65536)
+                    except trio.BrokenResourceError:
+                        data = b""
+                    decoder.receive_data(data)
+                    continue
+                if event is CLOSED:
+                    raise ConnectionError("the node closed the link")
+                rid = event.get("id")
+                if rid is None and "err" in event:  # link-level error: the node will close
+                    err = event["err"] if isinstance(event["err"], dict) else {}
+                    raise error_for_code(str(err.get("code")), str(err.get("msg")))
+                slot = self._pending.get(rid) if type(rid) is int else None
+                if slot is not None and not slot[0].is_set():
+                    slot[1] = event
+                    slot[0].set()
+        except (ProtocolError, ConnectionError, trio.ClosedResourceError) as e:
+            self._fail_all(e if isinstance(e, Exception) else ConnectionError(str(e)))
+
+    def _fail_all(self, exc: Exception) -> None:
+        self._broken = exc
+        for slot in list(self._pending.values()):
+            if not slot[0].is_set():
+                slot[1] = exc
+                slot[0].set()
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def info(self) -> dict:
+        return await self.request("info", {})
+
+    async def store(self, recipient: bytes, data: bytes, *, ns: int = PUBLIC_NS,
+                    ttl_ms: int = 86_400_000, ts: int | None = None,
+                    signing_key: nacl.signing.SigningKey | None = None) -> dict:
+        """Deposit `data` (already encrypted) for `recipient`. Namespaces other than 0 need the
+        recipient's own `signing_key`. Returns {"hash", "new", "expiry"}."""
+        args = {"recipient": recipient, "ns": ns, "ts": self._clock_ms() if ts is None else ts,
+                "ttl": ttl_ms, "data": data}
+        if ns != PUBLIC_NS:
+            if signing_key is None:
+                raise ValueError(f"storing in namespace {ns} needs the recipient's signing key")
+            args.update(self._sig(signing_key, "store", recipient, ns))
+        return await self.request("store", args)
+
+    async def retrieve(self, signing_key: nacl.signing.SigningKey, *, ns: int = PUBLIC_NS,
+                       after: bytes | None = None, max_count: int = 100,
+                       max_bytes: int = 900_000) -> tuple[list[dict], bool]:
+        """Messages for the key's owner after hash `after`: ([{"hash","ts","expiry","data"}], more)."""
+        recipient = bytes(signing_key.verify_key)
+        args = {"recipient": recipient, "ns": ns, "after": after, "max_count": max_count,
+                "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
+        ok = await self.request("retrieve", args)
+        return ok["messages"], ok["more"]
+
+    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list[dict]:
+        out = []
+        while True:
+            msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
+            out.extend(msgs)
+            if not more or not msgs:
+                return out
+            after = msgs[-1]["hash"]
+
+    async def delete(self, signing_key, hashes: list[bytes], *, ns: int = PUBLIC_NS) -> list:
+        recipient = bytes(signing_key.verify_key)
+        ok = await self.request("delete", {"recipient": recipient, "ns": ns, "hashes": hashes,
+                                           **self._sig(signing_key, "delete", recipient, ns)})
+        return ok["deleted"]
+
+    async def expire(self, signing_key, hashes: list[bytes], expiry: int, *,
+                     ns: int = PUBLIC_NS) -> list:
+        recipient = bytes(signing_key.verify_key)
+        ok = await self.request("expire", {"recipient": recipient, "ns": ns, "hashes": hashes,
+                                           "expiry": expiry,
+                                           **self._sig(signing_key, "expire", recipient, ns)})
+        return ok["updated"]
+
+    def _sig(self, signing_key, op, recipient, ns) -> dict:
+        sig_ts = self._clock_ms()
+        return {"sig_ts": sig_ts, "sig": sign_request(signing_key, op, recipient, ns, sig_ts)}
+
+
+@asynccontextmanager
+async def connect(host: str, port: int, node_id: bytes, *, timeout: float = 10.0,
+                  clock_ms=wall_ms):
+    """Open a pinned link to the node `node_id` at host:port (TLS handshake within `timeout`)."""
+    try:
+        with trio.fail_after(timeout):
+            stream = await open_pinned_stream(host, port, node_id)
+    except trio.TooSlowError:
+        raise ConnectionError(f"{host}:{port}: no TLS handshake within {timeout:g} s") from None
+    client = NodeClient(stream, clock_ms)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client._reader)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)

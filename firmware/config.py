@@ -1,0 +1,299 @@
+"""Node configuration: a declarative schema of TOML sections, every default in code.
+
+Why declarative: the operator edits one file (`homenode.toml`, possibly on the SD card's boot
+partition from a PC) and must get a precise message for every mistake - file, key, bad value and
+what is allowed - while each part of the firmware adds its own section without touching the
+validator. A section is data::
+
+    THERMAL = Section("thermal", "CPU temperature governor", [
+        Key("warm_c", 70.0, "pause background work above this", FloatRange(40, 90)),
+    ])
+
+and the schema is `Schema(CORE_SECTIONS + (THERMAL,))` (see `default_schema`). Values come out as
+`cfg.thermal.warm_c`. Unknown sections and keys are errors with a did-you-mean, because a typo
+silently falling back to a default is the worst kind of config bug on a headless box.
+"""
+
+import difflib
+import tomllib
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------
+# Checks: a predicate plus the human description of what is allowed.
+
+
+@dataclass(frozen=True)
+class Check:
+    """`ok(value)` says whether a (correctly typed) value is allowed; `allowed` says what is."""
+
+    allowed: str
+    ok: Any = field(default=lambda v: True, compare=False)
+
+
+def IntRange(lo: int, hi: int, note: str = "") -> Check:
+    return Check(f"an integer from {lo} to {hi}{note}", lambda v: lo <= v <= hi)
+
+
+def FloatRange(lo: float, hi: float, unit: str = "") -> Check:
+    u = f" {unit}" if unit else ""
+    return Check(f"a number from {_num(lo)} to {_num(hi)}{u}", lambda v: lo <= v <= hi)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def OneOf(*choices: str) -> Check:
+    return Check("one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices)
+
+
+def NonEmpty(what: str = "a non-empty string") -> Check:
+    return Check(what, lambda v: bool(v.strip()))
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+               list: "a list"}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting. Its type is the default's type (an int is accepted where a float is)."""
+
+    name: str
+    default: Any
+    help: str
+    check: Check | None = None
+
+    @property
+    def type(self) -> type:
+        return type(self.default)
+
+    def allowed(self) -> str:
+        return self.check.allowed if self.check else _TYPE_NAMES.get(self.type, str(self.type))
+
+    def coerce(self, value: Any) -> Any:
+        """Return the typed value or raise ValueError('what is allowed')."""
+        t = self.type
+        if isinstance(value, bool) and t is not bool:
+            raise ValueError(self.allowed())
+        if t is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, t):
+            raise ValueError(self.allowed())
+        if self.check is not None and not self.check.ok(value):
+            raise ValueError(self.allowed())
+        return value
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    help: str
+    keys: tuple[Key, ...]
+
+    def __init__(self, name: str, help: str, keys):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "help", help)
+        object.__setattr__(self, "keys", tuple(keys))
+
+    def key(self, name: str) -> Key | None:
+        for k in self.keys:
+            if k.name == name:
+                return k
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The node's own sections. Other parts declare theirs in their own modules the same way.
+
+NODE = Section("node", "identity, data and listening address", [
+    Key("data_dir", ".homenode", "directory for the identity key and the message store "
+        "(relative paths are relative to the working directory)", NonEmpty("a directory path")),
+    Key("listen_host", "127.0.0.1", "address the client listener binds "
+        "(0.0.0.0 for all IPv4 interfaces)", NonEmpty("a host name or IP address")),
+    Key("listen_port", 7070, "TCP port of the client listener (0 picks a free port)",
+        IntRange(0, 65535)),
+    Key("log_level", "info", "least important log level printed",
+        OneOf("debug", "info", "warning", "error")),
+    Key("shutdown_grace", 5.0, "seconds to let in-flight requests finish on SIGTERM",
+        FloatRange(0, 120, "seconds")),
+])
+
+LIMITS = Section("limits", "protection against overload and abuse", [
+    Key("max_connections", 256, "client connections at once; more are closed at once",
+        IntRange(1, 100_000)),
+    Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
+        "reading from it", IntRange(1, 10_000)),
+    Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",
+        FloatRange(0.1, 600, "seconds")),
+    Key("idle_timeout", 300.0, "seconds a connection may stay silent with nothing in flight",
+        FloatRange(1, 86_400, "seconds")),
+    Key("rate_burst", 600, "requests a client (remote IP) may send in a burst",
+        IntRange(1, 10_000_000)),
+    Key("rate_per_sec", 300.0, "sustained requests per second per client (remote IP)",
+        FloatRange(0.1, 10_000_000, "requests/s")),
+])
+
+STORE = Section("store", "the message store (SQLite on the data partition)", [
+    Key("quota_bytes", 1 << 30, "bytes of message data kept at most; stores beyond get 'full'",
+        IntRange(1 << 20, 1 << 44)),
+    Key("batch_rows", 64, "a grouped commit closes after this many messages",
+        IntRange(1, 10_000)),
+    Key("batch_ms", 50, "... or after this many milliseconds", IntRange(1, 10_000)),
+    Key("sweep_interval", 30.0, "seconds between sweeps of expired messages",
+        FloatRange(0.1, 86_400, "seconds")),
+])
+
+CORE_SECTIONS = (NODE, LIMITS, STORE)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """One or more config problems; `problems` is the list of one-line messages."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Config:
+    """Validated settings: `cfg.node.listen_port`; `cfg.get("node.listen_port")`."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], source: str | None):
+        self.source = source
+        self._values = values
+        for name, keys in values.items():
+            setattr(self, name, types.SimpleNamespace(**keys))
+
+    def get(self, dotted: str) -> Any:
+        section, _, key = dotted.partition(".")
+        return self._values[section][key]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {s: dict(v) for s, v in self._values.items()}
+
+
+class Schema:
+    def __init__(self, sections):
+        self.sections = {}
+        for s in sections:
+            if s.name in self.sections:
+                raise ValueError(f"config section [{s.name}] declared twice")
+            self.sections[s.name] = s
+
+    def defaults(self) -> dict[str, dict[str, Any]]:
+        return {s.name: {k.name: k.default for k in s.keys} for s in self.sections.values()}
+
+    def validate(self, data: dict, where: str) -> tuple[dict, list[str]]:
+        """Merge `data` (parsed TOML) over the defaults. Returns (values, problems)."""
+        values = self.defaults()
+        problems = []
+        for sname, table in data.items():
+            section = self.sections.get(sname)
+            if section is None:
+                problems.append(f"{where}: unknown section [{sname}]"
+                                + _did_you_mean(sname, self.sections, "[{}]")
+                                + " (sections: " + ", ".join(f"[{n}]" for n in self.sections)
+                                + ")")
+                continue
+            if not isinstance(table, dict):
+                problems.append(f"{where}: {sname} = {_show(table)} must be a table: "
+                                f"write it as a [{sname}] section")
+                continue
+            for kname, value in table.items():
+                key = section.key(kname)
+                if key is None:
+                    names = [k.name for k in section.keys]
+                    problems.append(f"{where}: unknown key [{sname}] {kname}"
+                                    + _did_you_mean(kname, names, "{}")
+                                    + " (keys of [" + sname + "]: " + ", ".join(names) + ")")
+                    continue
+                try:
+                    values[sname][kname] = key.coerce(value)
+                except ValueError as e:
+                    problems.append(f"{where}: [{sname}] {kname} = {_show(value)} is not "
+                                    f"allowed: expected {e}")
+        return values, problems
+
+    def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+        """Read `path` (None: defaults only), apply `overrides` {"section.key": value}."""
+        problems = []
+        data = {}
+        if path is not None:
+            try:
+                with open(path, "rb") as f:
+                    data = tomllib.load(f)
+            except FileNotFoundError:
+                raise ConfigError([f"{path}: no such file"]) from None
+            except OSError as e:
+                raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+            except tomllib.TOMLDecodeError as e:
+                raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
+            except UnicodeDecodeError:
+                raise ConfigError([f"{path}: not valid TOML: not UTF-8 text"]) from None
+        values, problems = self.validate(data, path or "defaults")
+        for dotted, value in (overrides or {}).items():
+            sname, _, kname = dotted.partition(".")
+            key = self.sections[sname].key(kname)  # programming error if missing
+            try:
+                values[sname][kname] = key.coerce(value)
+            except ValueError as e:
+                problems.append(f"command line: {dotted} = {_show(value)} is not allowed: "
+                                f"expected {e}")
+        if problems:
+            raise ConfigError(problems)
+        return Config(values, path)
+
+    def defaults_toml(self) -> str:
+        """A commented TOML file with every key at its default (for docs and `config defaults`)."""
+        out = []
+        for s in self.sections.values():
+            out.append(f"# {s.help}")
+            out.append(f"[{s.name}]")
+            for k in s.keys:
+                out.append(f"# {k.help}; {k.allowed()}")
+                out.append(f"{k.name} = {_toml_value(k.default)}")
+            out.append("")
+        return "\n".join(out)
+
+
+def default_schema(extra_sections=()) -> Schema:
+    """The node's schema: core sections plus those other parts declare.
+
+    To add a section: declare it (a `Section`) in your own module and list it in
+    `_plugged_sections` below (one line), or pass it in `extra_sections`.
+    """
+    return Schema(CORE_SECTIONS + _plugged_sections() + tuple(extra_sections))
+
+
+def _plugged_sections() -> tuple[Section, ...]:
+    """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
+    return ()
+
+
+def _did_you_mean(word: str, choices, fmt: str) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {fmt.format(close[0])}?" if close else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _show(value)
+    return repr(value)

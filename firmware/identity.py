@@ -1,0 +1,237 @@
+"""Node and user identities: an Ed25519 key on disk, its X25519 twin, and the TLS certificate.
+
+The node id IS the Ed25519 public key, so everything else (the X25519 key that opens onion layers,
+the TLS certificate clients pin) is derived from the one secret file. The certificate is a pure
+function of the key (fixed serial, validity and name; Ed25519 signatures are deterministic), so it
+never needs storing and two starts always present the same bytes.
+
+Key file format (text, so an operator can inspect it without tools)::
+
+    # homenode Ed25519 secret key - keep private. public id: <64 hex>
+    <64 hex: the 32-byte seed>
+
+The public id in the comment is checked against the seed on load, which catches a flipped bit.
+"""
+
+import datetime
+import os
+import stat
+import tempfile
+
+import nacl.bindings
+import nacl.signing
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+NODE_KEY_FILE = "node.key"
+_HEADER = "# homenode Ed25519 secret key - keep private. public id: "
+_CERT_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
+_CERT_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+_CERT_SERIAL = 1
+_CERT_NAME = "homenode"
+
+
+class IdentityError(Exception):
+    """A key file is missing, unsafe or corrupt; the message says how to fix it."""
+
+
+class Identity:
+    """An Ed25519 signing key with its derived forms. `node_id` is the raw 32-byte public key."""
+
+    def __init__(self, seed: bytes):
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self.__seed = bytes(seed)
+        self._signing = nacl.signing.SigningKey(seed)
+        self.node_id = bytes(self._signing.verify_key)
+
+    @classmethod
+    def generate(cls) -> "Identity":
+        return cls(os.urandom(32))
+
+    @property
+    def id_hex(self) -> str:
+        return self.node_id.hex()
+
+    def sign(self, message: bytes) -> bytes:
+        """Detached 64-byte Ed25519 signature."""
+        return self._signing.sign(message).signature
+
+    @property
+    def signing_key(self) -> nacl.signing.SigningKey:
+        return self._signing
+
+    @property
+    def x25519_private(self) -> bytes:
+        """X25519 twin of the secret key (decrypts onion layers and sealed boxes)."""
+        return bytes(self._signing.to_curve25519_private_key())
+
+    @property
+    def x25519_public(self) -> bytes:
+        return x25519_public_of(self.node_id)
+
+    def _seed(self) -> bytes:
+        return self.__seed
+
+    def file_text(self) -> str:
+        return f"{_HEADER}{self.id_hex}\n{self._seed().hex()}\n"
+
+    def tls_cert_pem(self) -> bytes:
+        """Self-signed certificate for this key; byte-identical on every call."""
+        key = Ed25519PrivateKey.from_private_bytes(self._seed())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CERT_NAME)])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(_CERT_SERIAL)
+            .not_valid_before(_CERT_NOT_BEFORE)
+            .not_valid_after(_CERT_NOT_AFTER)
+            .sign(key, None)
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def tls_key_pem(self) -> bytes:
+        key = Ed25519PrivateKey.from_private_bytes(self._seed())
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+    def __repr__(self):  # never show key material
+        return f"Identity(node_id={self.id_hex[:16]}...)"
+
+
+def x25519_public_of(ed25519_public: bytes) -> bytes:
+    """The X25519 public key twin of an Ed25519 public key (a node id or recipient)."""
+    return nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(ed25519_public)
+
+
+def public_key_of_cert(der: bytes) -> bytes:
+    """Raw Ed25519 public key of a DER certificate; raises IdentityError if it is not Ed25519."""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        key = cert.public_key()
+    except Exception as e:
+        raise IdentityError(f"peer certificate unreadable: {e}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise IdentityError("peer certificate key is not Ed25519")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def parse_node_id(text: str) -> bytes:
+    """A node id / recipient given as 64 hex characters; ValueError with a clear message."""
+    text = text.strip().lower()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"{text[:80]!r} is not a public id: expected 64 hex characters")
+    return raw
+
+
+def load_key_file(path: str) -> Identity:
+    """Load a key file, refusing unsafe permissions and corrupt content."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise IdentityError(
+            f"key file {path} does not exist; create one with: homenode keygen --out {path}"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise IdentityError(f"key file {path} is not a regular file")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise IdentityError(
+            f"key file {path} is readable by group or others (mode {mode:04o}); the secret key "
+            f"may have leaked. Fix with: chmod 600 {path}"
+        )
+    try:
+        with open(path, encoding="ascii") as f:
+            text = f.read(4096)
+    except (OSError, UnicodeDecodeError) as e:
+        raise IdentityError(f"key file {path} unreadable ({e}); {_corrupt_hint(path)}") from None
+    lines = text.splitlines()
+    if len(lines) != 2 or not lines[0].startswith(_HEADER):
+        raise IdentityError(f"key file {path} is corrupt (unexpected layout); {_corrupt_hint(path)}")
+    try:
+        seed = bytes.fromhex(lines[1].strip())
+        claimed = bytes.fromhex(lines[0][len(_HEADER):].strip())
+    except ValueError:
+        raise IdentityError(f"key file {path} is corrupt (not hex); {_corrupt_hint(path)}") from None
+    if len(seed) != 32:
+        raise IdentityError(f"key file {path} is corrupt (seed length); {_corrupt_hint(path)}")
+    ident = Identity(seed)
+    if ident.node_id != claimed:
+        raise IdentityError(
+            f"key file {path} is corrupt (secret does not match its public id); "
+            f"{_corrupt_hint(path)}"
+        )
+    return ident
+
+
+def _corrupt_hint(path: str) -> str:
+    return (
+        f"restore it from a backup, or move it away to create a NEW identity "
+        f"(mv {path} {path}.broken); a new identity loses the old node id"
+    )
+
+
+def write_key_file(path: str, ident: Identity) -> None:
+    """Atomically create `path` (temp file, fsync, rename, fsync dir), mode 0600.
+
+    Refuses to overwrite an existing file: losing a key loses an identity.
+    """
+    if os.path.exists(path):
+        raise IdentityError(f"{path} already exists; refusing to overwrite a key")
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".key-", dir=directory)  # mkstemp creates mode 0600
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, ident.file_text().encode("ascii"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.link(tmp, path)  # fails if path appeared meanwhile, unlike rename
+        os.unlink(tmp)
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def ensure_data_dir(data_dir: str) -> None:
+    """Create the data directory (mode 0700) if missing."""
+    try:
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise IdentityError(f"cannot create data directory {data_dir}: {e}") from None
+    if not os.path.isdir(data_dir):
+        raise IdentityError(f"data directory {data_dir} is not a directory")
+
+
+def load_or_create_node_identity(data_dir: str) -> tuple[Identity, bool]:
+    """The node's identity from `data_dir`, created on first start. Returns (identity, created)."""
+    ensure_data_dir(data_dir)
+    path = os.path.join(data_dir, NODE_KEY_FILE)
+    if os.path.lexists(path):
+        return load_key_file(path), False
+    ident = Identity.generate()
+    write_key_file(path, ident)
+    return ident, True
+
+
+def node_key_path(data_dir: str) -> str:
+    return os.path.join(data_dir, NODE_KEY_FILE)

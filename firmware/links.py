@@ -1,0 +1,242 @@
+"""TLS links: the node's listener (server side) and the pinned client connection.
+
+Server: TLS 1.3 over `trio.SSLStream` with the node's deterministic self-signed Ed25519
+certificate. Each connection is a read loop feeding `firmware.proto.FrameDecoder`; every request
+runs in its own task so many are in flight at once and answers go back in completion order.
+Limits, each with the behaviour the peer sees:
+  - max_connections: a connection over the limit is closed before the TLS handshake;
+  - max_inflight_per_conn: at the limit the node stops reading that connection (TCP
+    backpressure) until an answer has been sent;
+  - handshake_timeout / idle_timeout: the connection is closed.
+A broken byte stream (bad length, bad CBOR) gets one error frame with id null, then a close.
+
+Client: TLS 1.3 without a CA; instead the server's certificate key must equal the node id we
+expect (pinning). TLS 1.3's CertificateVerify already proved the server holds that key's secret,
+so comparing the public key is the whole check.
+"""
+
+import os
+import ssl
+import tempfile
+
+import trio
+
+from firmware.identity import IdentityError, public_key_of_cert
+from firmware.proto.errors import ProtocolError
+from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from firmware.rpc import ConnInfo, error_map
+
+RECEIVE_CHUNK = 65536
+
+
+class PinMismatch(ConnectionError):
+    """The server's key is not the node id the client asked for."""
+
+
+# ------------------------------------------------------------------------------ TLS contexts
+
+
+def server_ssl_context(identity) -> ssl.SSLContext:
+    """TLS 1.3 server context with the identity's certificate.
+
+    `ssl` only loads keys from files: write both PEMs to a 0600 temp file, load, delete.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    fd, path = tempfile.mkstemp(prefix="homenode-tls-")
+    try:
+        os.write(fd, identity.tls_key_pem() + identity.tls_cert_pem())
+        os.close(fd)
+        fd = -1
+        ctx.load_cert_chain(path)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.unlink(path)
+    return ctx
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    """TLS 1.3, no CA, no host name: trust comes from pinning the node id after the handshake."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+async def open_pinned_stream(host: str, port: int, node_id: bytes, *,
+                             ssl_context: ssl.SSLContext | None = None) -> trio.SSLStream:
+    """A handshaken TLS stream to a node whose key is `node_id`; PinMismatch otherwise."""
+    tcp = await trio.open_tcp_stream(host, port)
+    stream = trio.SSLStream(tcp, ssl_context or client_ssl_context())
+    try:
+        await stream.do_handshake()
+        der = stream.getpeercert(binary_form=True)
+        if der is None:
+            raise PinMismatch(f"{host}:{port} presented no certificate")
+        try:
+            got = public_key_of_cert(der)
+        except IdentityError as e:
+            raise PinMismatch(f"{host}:{port}: {e}") from None
+        if got != node_id:
+            raise PinMismatch(
+                f"{host}:{port} is node {got.hex()}, not the expected {node_id.hex()}; "
+                "check --node-id (or the address): refusing to talk to it"
+            )
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+# ------------------------------------------------------------------------------ server
+
+
+class ClientListener:
+    """Accepts client connections and serves frames through `handler.respond`.
+
+    Service protocol: `addr = await nursery.start(listener.run, host, port)`; on shutdown call
+    `drain()` (stop accepting and reading, let in-flight requests finish) and wait on `drained`.
+    """
+
+    def __init__(self, handler, ssl_context, *, clock_ms, log, max_connections=256,
+                 max_inflight_per_conn=32, handshake_timeout=10.0, idle_timeout=300.0):
+        self.handler = handler
+        self.ssl_context = ssl_context
+        self.clock_ms = clock_ms
+        self.log = log
+        self.max_connections = max_connections
+        self.max_inflight = max_inflight_per_conn
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+        self.active = 0
+        self.counters = {"accepted": 0, "refused_over_limit": 0, "handshake_failed": 0,
+                         "bad_frames": 0}
+        self.drained = trio.Event()
+        self._draining = False
+        self._accept_scope = trio.CancelScope()
+        self._read_scopes: set[trio.CancelScope] = set()
+
+    async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED):
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        addr = listeners[0].socket.getsockname()[:2]
+        try:
+            async with trio.open_nursery() as conns:
+                with self._accept_scope:
+                    task_status.started(addr)
+                    await trio.serve_listeners(self._serve_one, listeners, handler_nursery=conns)
+                for lst in listeners:
+                    await lst.aclose()
+        finally:
+            self.drained.set()
+
+    def drain(self) -> None:
+        """Stop accepting; stop reading requests; connections close once their answers are sent."""
+        self._draining = True
+        self._accept_scope.cancel()
+        for scope in list(self._read_scopes):
+            scope.cancel()
+        if self.active == 0:
+            self.drained.set()
+
+    def info(self) -> dict:
+        return {"connections": self.active, **self.counters}
+
+    async def _serve_one(self, tcp: trio.SocketStream) -> None:
+        if self.active >= self.max_connections or self._draining:
+            self.counters["refused_over_limit"] += 1
+            await trio.aclose_forcefully(tcp)
+            return
+        self.active += 1
+        self.counters["accepted"] += 1
+        try:
+            try:
+                host, port = tcp.socket.getpeername()[:2]
+            except OSError:
+                return
+            conn = ConnInfo(host, port)
+            stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+            try:
+                with trio.fail_after(self.handshake_timeout):
+                    await stream.do_handshake()
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                self.counters["handshake_failed"] += 1
+                self.log.debug("handshake_failed", client=host)
+                return
+            try:
+                await self._serve_conn(stream, conn)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+        except Exception as e:  # a bug must cost one connection, never the node
+            self.log.error("connection_failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            self.active -= 1
+            await trio.aclose_forcefully(tcp)
+            if self._draining and self.active == 0:
+                self.drained.set()
+
+    async def _serve_conn(self, stream: trio.SSLStream, conn: ConnInfo) -> None:
+        decoder = FrameDecoder()
+        inflight = trio.Semaphore(self.max_inflight)
+        send_lock = trio.Lock()
+
+        async def send(frame_map: dict) -> None:
+            data = encode_frame(frame_map)
+            async with send_lock:
+                await stream.send_all(data)
+
+        async def answer(frame: dict) -> None:
+            try:
+                response = await self.handler.respond(frame, conn, self.clock_ms())
+                try:
+                    await send(response)
+                except ProtocolError as e:  # response over the frame limit: a node bug
+                    await send(error_map(response.get("id"), "internal", e.msg))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                reqs.cancel_scope.cancel()  # peer gone: abandon the rest of this link
+            finally:
+                inflight.release()
+
+        read_scope = trio.CancelScope()
+        self._read_scopes.add(read_scope)
+        if self._draining:
+            read_scope.cancel()
+        try:
+            async with trio.open_nursery() as reqs:
+                with read_scope:
+                    while True:
+                        try:
+                            event = decoder.next_event()
+                        except ProtocolError as e:
+                            self.counters["bad_frames"] += 1
+                            self.log.info("bad_frame", client=conn.client, code=e.code,
+                                          error=e.msg[:200])
+                            await send(error_map(None, e.code, e.msg))
+                            break
+                        if event is CLOSED:
+                            break
+                        if event is NEED_DATA:
+                            data = await self._receive(stream, inflight)
+                            if data is None:
+                                break
+                            decoder.receive_data(data)
+                            continue
+                        await inflight.acquire()  # backpressure: no reads while at the limit
+                        reqs.start_soon(answer, event)
+                # requests already read still get their answers (bounded by the node's grace)
+        finally:
+            self._read_scopes.discard(read_scope)
+        with trio.move_on_after(1):
+            await stream.aclose()
+
+    async def _receive(self, stream: trio.SSLStream, inflight: trio.Semaphore) -> bytes | None:
+        """Next bytes from the peer; b"" at EOF; None when the link has been idle too long."""
+        while True:
+            with trio.move_on_after(self.idle_timeout):
+                try:
+                    return await stream.receive_some(RECEIVE_CHUNK)
+                except trio.BrokenResourceError:
+                    return b""  # TLS peers often close without close_notify
+            if inflight.value == self.max_inflight:  # idle only if nothing is in flight
+                return None
