@@ -9,7 +9,9 @@ Every node computes the same answer from the same live set, with no coordination
 a given swarm with probability k/(N+1) and then displaces exactly one member, so ~1/N of all
 replica slots move per join or leave (bench/placement.py measures it).
 
-A cold pick hashes every live node (~3-4 ms for 10,000 on the dev machine), so swarms are cached
+A cold pick hashes every live node. Each node's BLAKE2b state with its id already absorbed is
+kept, so a pick only copies it and adds the recipient (about 1.8x faster than hashing the
+concatenation: ~2 ms instead of ~3.5 ms for 10,000 nodes on the dev machine). Swarms are cached
 per recipient and the whole cache is dropped whenever the live set changes (``update``); the
 cache is bounded (oldest entries go first) so a stream of one-off recipients cannot grow it.
 """
@@ -49,6 +51,8 @@ class Placement:
         self.hits = 0
         self.misses = 0
         self._nodes = frozenset()
+        self._ids = []  # same order as _states
+        self._states = []  # BLAKE2b-64 state with the node id absorbed, per live node
         self._cache = {}
         self.update(node_ids)
 
@@ -65,7 +69,10 @@ class Placement:
                 raise ValueError("node ids must be 32-byte keys")
         if nodes == self._nodes:
             return False
+        old = dict(zip(self._ids, self._states, strict=True))
         self._nodes = nodes
+        self._ids = sorted(nodes)
+        self._states = [old.get(n) or _blake2b(n, digest_size=8) for n in self._ids]
         self._cache = {}
         self.epoch += 1
         return True
@@ -80,7 +87,13 @@ class Placement:
         self.misses += 1
         if type(recipient) is not bytes or len(recipient) != 32:
             raise ValueError("recipient must be a 32-byte key")
-        result = rank(self._nodes, recipient, self.k)
+        digests = []
+        add = digests.append
+        for state in self._states:
+            h = state.copy()
+            h.update(recipient)
+            add(h.digest())
+        result = tuple(n for _, n in heapq.nlargest(self.k, zip(digests, self._ids, strict=True)))
         if len(cache) >= self.cache_size:
             del cache[next(iter(cache))]  # dicts keep insertion order: evict the oldest
         cache[recipient] = result
