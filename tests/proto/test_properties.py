@@ -175,6 +175,8 @@ mutation = st.tuples(
 def test_mutated_requests_parse_or_raise_protocol_error(r, mutations):
     frame = request_to_map(r)
     for kind, key, value in mutations:
+        if kind != "set_top" and type(frame.get("args")) is not dict:
+            continue  # args itself was replaced by a non-map earlier
         if kind == "set":
             frame["args"][key] = value
         elif kind == "drop":
