@@ -52,3 +52,9 @@ class TokenBucket:
         self.burst = burst
         if self.tokens > burst:
             self.tokens = float(burst)
+
+    def force(self, n, now_ms):
+        """Take `n` tokens even if that leaves a debt (bytes that already arrived); the debt is
+        repaid by refill before anything else is granted."""
+        self._refill(now_ms)
+        self.tokens -= n

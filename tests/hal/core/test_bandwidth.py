@@ -1,0 +1,164 @@
+from hal.core import civil
+from hal.core.bandwidth import DOWN, UP, BandwidthShaper, MonthlyBudget
+
+from tests.hal.core.check import raises
+
+HOUR = 3600000
+OFFSET = HOUR  # UTC+1: cycle edges and quiet hours are local
+T0 = civil.day_start_ms(civil.days_from_civil(2026, 3, 15), OFFSET)  # billing day 15
+GB = 1000000000
+
+# Relative demand per local hour: a household-ish curve with an evening peak.
+HOURLY = (2, 1, 1, 1, 1, 2, 4, 6, 6, 5, 5, 5, 6, 6, 5, 5, 6, 8, 10, 10, 9, 8, 5, 3)
+
+
+def simulate(cap, demand_scale, days=31, step_ms=600000, early_days=0, early_factor=1.0):
+    """Drive a shaper with `demand_scale` x HOURLY bytes/s wanted in each direction.
+
+    Returns (shaper, daily usage list, total demand). Pseudo-random jitter from an LCG keeps
+    it deterministic on both runtimes.
+    """
+    sh = BandwidthShaper(T0, up_rate=4000000, down_rate=4000000, burst_s=step_ms / 1000,
+                         monthly_cap_bytes=cap, billing_day=15, offset_ms=OFFSET,
+                         quiet_windows=(civil.parse_window("19:00-22:00"),),
+                         quiet_rate=1000000, refresh_ms=step_ms)
+    daily = [0] * days
+    seed = 12345
+    demand = 0
+    t = T0
+    while t < T0 + days * civil.DAY_MS:
+        day = (t - T0) // civil.DAY_MS
+        hour = civil.minute_of_day(t, OFFSET) // 60
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        jitter = 50 + seed % 100  # 50..149 %
+        want = demand_scale * HOURLY[hour] * jitter // 100 * (step_ms // 1000)
+        if day < early_days:
+            want = int(want * early_factor)
+        for d in (UP, DOWN):
+            demand += want
+            daily[day] += sh.grant(d, want, t)
+        assert sh.budget.used_bytes <= cap
+        t += step_ms
+    return sh, daily, demand
+
+
+def spread(daily):
+    """Spread figures: max and min daily share over the mean, and the fraction of cycle days
+    that got at least half the mean (1.0 = traffic flowed every day, nobody cut off early)."""
+    mean = sum(daily) / len(daily)
+    good = 0
+    for u in daily:
+        if u >= mean / 2:
+            good += 1
+    return max(daily) / mean, min(daily) / mean, good / len(daily)
+
+
+def naive_cutoff_day(cap, demand_scale):
+    """Day on which an unpaced cap would be exhausted by the same demand (for contrast)."""
+    per_day = 0
+    for h in HOURLY:
+        per_day += demand_scale * h * 3600 * 2  # both directions, mean jitter 100 %
+    return cap // per_day
+
+
+def test_month_of_heavy_traffic_is_paced_across_the_whole_cycle():
+    cap = 300 * GB
+    sh, daily, demand = simulate(cap, 40000)
+    used = sh.budget.used_bytes
+    hi, lo, days_ok = spread(daily)
+    print("month (heavy demand %.0f GB vs cap %.0f GB): used %.2f %% of cap; daily max/mean %.2f,"
+          " min/mean %.2f, days with >= half the mean share %.0f %%; unpaced would stop on day %d"
+          % (demand / GB, cap / GB, used * 100 / cap, hi, lo, days_ok * 100,
+             naive_cutoff_day(cap, 40000) + 1))
+    assert demand > 2 * cap
+    assert used <= cap * 1005 // 1000
+    assert used >= cap * 95 // 100
+    assert days_ok == 1.0
+    assert hi < 1.5 and lo > 0.5
+    assert daily[-1] > 0
+
+
+def test_a_light_start_leaves_more_for_the_rest_of_the_month():
+    cap = 300 * GB
+    sh, daily, _ = simulate(cap, 40000, early_days=10, early_factor=0.05)
+    used = sh.budget.used_bytes
+    assert used <= cap
+    assert used >= cap * 90 // 100
+    late = daily[10:]
+    early = daily[:10]
+    assert min(late) > max(early)
+    assert max(late) / (sum(late) / len(late)) < 1.5  # the leftover is spread, not dumped
+    assert daily[-1] > 0
+
+
+def test_below_the_cap_nothing_is_held_back():
+    sh, daily, demand = simulate(300 * GB, 500)
+    assert sh.budget.used_bytes == demand
+    assert not sh.pacing(T0 + 31 * civil.DAY_MS)
+
+
+def test_take_is_all_or_nothing_and_waits_for_the_pace():
+    sh = BandwidthShaper(T0, up_rate=100000, down_rate=100000, burst_s=1,
+                         monthly_cap_bytes=31 * 86400 * 1000, billing_day=15, offset_ms=OFFSET,
+                         min_chunk=1000)
+    # paced rate is ~1000 B/s with a 1 s burst: the second 1000 bytes must wait ~1 s
+    assert sh.take(UP, 1000, T0) == 0
+    w = sh.take(UP, 1000, T0)
+    assert w >= 900 and sh.pacing(T0)
+    assert sh.take(UP, 1000, T0 + w) == 0
+    assert sh.totals[UP] == 2000 and sh.budget.used_bytes == 2000
+    e = raises(ValueError, sh.take, UP, 10 ** 6, T0 + w)
+    assert "chunks" in str(e)
+
+
+def test_spent_cap_blocks_until_the_next_cycle_then_resets():
+    cap = 10 * GB
+    sh = BandwidthShaper(T0, monthly_cap_bytes=cap, billing_day=15, offset_ms=OFFSET,
+                         used_bytes=cap, cycle_day=civil.local_day(T0, OFFSET))
+    end = sh.budget.end_ms
+    assert civil.civil_from_days(civil.local_day(end, OFFSET)) == (2026, 4, 15)
+    assert sh.take(DOWN, 100, T0 + HOUR) == end - (T0 + HOUR)
+    assert sh.grant(DOWN, 100, T0 + HOUR) == 0
+    st = sh.status(end)
+    assert st["used_bytes"] == 0 and st["cycle_start_ms"] == end
+    assert 3850 < st["paced_rate"] < 3860  # 10 GB over the 30 days to 15 May
+    assert sh.take(DOWN, 10000, end + 60000) == 0
+    assert sh.budget.used_bytes == 10000
+
+
+def test_quiet_hours_use_their_own_rate_and_scale_cuts_everything():
+    sh = BandwidthShaper(T0, up_rate=4000000, down_rate=2000000, offset_ms=OFFSET,
+                         quiet_windows=(civil.parse_window("22:00-07:00"),), quiet_rate=500000)
+    assert sh.status(T0 + 3 * HOUR)["quiet"]
+    assert sh.status(T0 + 3 * HOUR)["up_rate"] == 500000
+    st = sh.status(T0 + 12 * HOUR)
+    assert not st["quiet"] and st["up_rate"] == 4000000 and st["down_rate"] == 2000000
+    sh.set_scale(0.25, T0 + 12 * HOUR)
+    assert sh.status(T0 + 12 * HOUR)["up_rate"] == 1000000
+    assert sh.status(T0 + 12 * HOUR)["paced_rate"] == -1  # no cap configured
+
+
+def test_snapshot_restores_usage_within_the_cycle():
+    sh = BandwidthShaper(T0, monthly_cap_bytes=10 * GB, billing_day=15, offset_ms=OFFSET)
+    sh.account(DOWN, 5000, T0 + HOUR)
+    snap = sh.snapshot()
+    again = BandwidthShaper(T0 + 2 * HOUR, monthly_cap_bytes=10 * GB, billing_day=15,
+                            offset_ms=OFFSET, used_bytes=snap["used_bytes"],
+                            cycle_day=snap["cycle_day"])
+    assert again.budget.used_bytes == 5000
+    later = MonthlyBudget(10 * GB, 15, T0 + 40 * civil.DAY_MS, OFFSET, 5000, snap["cycle_day"])
+    assert later.used_bytes == 0
+
+
+def test_account_counts_bytes_that_already_arrived_as_debt():
+    sh = BandwidthShaper(T0, up_rate=1000, down_rate=1000, burst_s=1, min_chunk=1000)
+    sh.account(DOWN, 3000, T0)
+    assert sh.take(DOWN, 1000, T0) == 3000  # repay 2000 of debt first, then 1000 more
+    assert sh.totals[DOWN] == 3000
+
+
+def test_rejects_bad_configuration():
+    raises(ValueError, BandwidthShaper, T0, up_rate=0)
+    raises(ValueError, BandwidthShaper, T0, cap_directions="sideways")
+    raises(ValueError, BandwidthShaper, T0, billing_day=0)
+    raises(ValueError, MonthlyBudget, -1, 1, T0)
