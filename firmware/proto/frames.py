@@ -113,9 +113,12 @@ class FrameDecoder:
                 )
             end = FRAME_HEADER_SIZE + n
             if have >= end:
-                body = bytes(buf[FRAME_HEADER_SIZE:end])
+                # decode straight from the buffer (one copy fewer); views must be released
+                # before the bytearray can shrink
+                with memoryview(buf) as view, view[FRAME_HEADER_SIZE:end] as body:
+                    frame = decode_map(body)
                 del buf[:end]
-                return decode_map(body)
+                return frame
         if self._eof:
             if have:
                 raise MalformedFrame(

@@ -209,3 +209,13 @@ def test_encode_too_large():
 def test_errors_are_protocol_errors():
     assert issubclass(FrameTooLarge, MalformedFrame)
     assert issubclass(MalformedFrame, ProtocolError)
+
+
+def test_feeding_after_error_keeps_raising_protocol_error():
+    dec = FrameDecoder()
+    dec.receive_data(raw_frame(b"\xa1"))  # truncated map inside a complete frame
+    with pytest.raises(MalformedFrame):
+        dec.next_event()
+    dec.receive_data(encode_frame(A))  # the buffer is not pinned by a leftover view
+    with pytest.raises(MalformedFrame, match="already failed"):
+        dec.next_event()
