@@ -309,7 +309,7 @@ def cmd_send(args) -> int:
                                   signing_key=signing_key)
 
     r = _run_client(args, send)
-    print(r["hash"].hex())
+    print(r.hash.hex())
     return EXIT_OK
 
 
@@ -339,7 +339,7 @@ def cmd_fetch(args) -> int:
     async def fetch(client):
         msgs = await client.retrieve_all(ident.signing_key, ns=args.ns, after=after)
         if args.delete and msgs:
-            await client.delete(ident.signing_key, [m["hash"] for m in msgs], ns=args.ns)
+            await client.delete(ident.signing_key, [m.hash for m in msgs], ns=args.ns)
         return msgs
 
     msgs = _run_client(args, fetch)
@@ -347,12 +347,12 @@ def cmd_fetch(args) -> int:
     undecryptable = 0
     for m in msgs:
         try:
-            plain = open_sealed(ident.signing_key, m["data"])
+            plain = open_sealed(ident.signing_key, m.data)
         except nacl.exceptions.CryptoError:
             undecryptable += 1
             plain = None
         if args.json:
-            rec = {"hash": m["hash"].hex(), "ts": m["ts"], "expiry": m["expiry"]}
+            rec = {"hash": m.hash.hex(), "ts": m.ts, "expiry": m.expiry}
             if plain is None:
                 rec["error"] = "not encrypted to this key"
             else:

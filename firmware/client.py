@@ -3,7 +3,7 @@
     async with connect("127.0.0.1", 7070, node_id) as node:
         r = await node.store(recipient, sealed_bytes, ttl_ms=86_400_000)
         msgs, more = await node.retrieve(recipient_key)       # signs with the recipient's key
-        await node.delete(recipient_key, [r["hash"]])
+        await node.delete(recipient_key, [r.hash])
         print(await node.info())
 
 Errors from the node raise the `firmware.proto.errors` class of their wire code (e.g.
@@ -23,10 +23,13 @@ import trio
 
 from firmware.identity import x25519_public_of
 from firmware.links import PinMismatch, open_pinned_stream
-from firmware.proto.errors import BadResponse, ProtocolError, error_for_code
+from firmware.proto.errors import ProtocolError, error_for_code
 from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from firmware.proto.hashing import sign_request
 from firmware.proto.limits import MAX_REQUEST_ID, PROTOCOL_VERSION, PUBLIC_NS
+from firmware.proto.responses import Err, parse_response
+
+_TYPED_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
 
 __all__ = ["connect", "NodeClient", "PinMismatch", "seal_for", "open_sealed", "wall_ms"]
 
@@ -60,8 +63,10 @@ class NodeClient:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def request(self, op: str, args: dict) -> dict:
-        """Send one request, wait for its answer; the `ok` map, or the error class raised."""
+    async def request(self, op: str, args: dict):
+        """Send one request and wait for its answer: the validated result (a typed
+        `firmware.proto.responses` object for the known ops, else the `ok` map), or the
+        exception class of the error code raised."""
         if self._broken is not None:
             raise ConnectionError(f"link to the node is down: {self._broken}")
         rid = self._next_id
@@ -80,15 +85,10 @@ class NodeClient:
         response = slot[1]
         if isinstance(response, Exception):
             raise response
-        if "err" in response:
-            err = response["err"]
-            if not isinstance(err, dict):
-                raise BadResponse(f"error frame without an error map: {response!r:.200}")
-            raise error_for_code(str(err.get("code")), str(err.get("msg")), request_id=rid)
-        ok = response.get("ok")
-        if not isinstance(ok, dict):
-            raise BadResponse(f"response without an ok map: {response!r:.200}")
-        return ok
+        parsed = parse_response(response, op if op in _TYPED_OPS else None)  # BadResponse
+        if isinstance(parsed, Err):
+            raise parsed.exception()
+        return parsed.result
 
     async def _reader(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         decoder = FrameDecoder()
@@ -126,13 +126,14 @@ class NodeClient:
     # -- operations -------------------------------------------------------------------------
 
     async def info(self) -> dict:
-        return await self.request("info", {})
+        """The node's `info` map (node_id, version, time, state and whatever else it reports)."""
+        return (await self.request("info", {})).to_map()
 
     async def store(self, recipient: bytes, data: bytes, *, ns: int = PUBLIC_NS,
                     ttl_ms: int = 86_400_000, ts: int | None = None,
                     signing_key: nacl.signing.SigningKey | None = None) -> dict:
         """Deposit `data` (already encrypted) for `recipient`. Namespaces other than 0 need the
-        recipient's own `signing_key`. Returns {"hash", "new", "expiry"}."""
+        recipient's own `signing_key`. Returns a StoreResult (.hash, .new, .expiry)."""
         args = {"recipient": recipient, "ns": ns, "ts": self._clock_ms() if ts is None else ts,
                 "ttl": ttl_ms, "data": data}
         if ns != PUBLIC_NS:
@@ -143,36 +144,37 @@ class NodeClient:
 
     async def retrieve(self, signing_key: nacl.signing.SigningKey, *, ns: int = PUBLIC_NS,
                        after: bytes | None = None, max_count: int = 100,
-                       max_bytes: int = 900_000) -> tuple[list[dict], bool]:
-        """Messages for the key's owner after hash `after`: ([{"hash","ts","expiry","data"}], more)."""
+                       max_bytes: int = 900_000) -> tuple[tuple, bool]:
+        """Messages for the key's owner after hash `after`: (Message(.hash .ts .expiry .data)...,
+        more)."""
         recipient = bytes(signing_key.verify_key)
         args = {"recipient": recipient, "ns": ns, "after": after, "max_count": max_count,
                 "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
-        ok = await self.request("retrieve", args)
-        return ok["messages"], ok["more"]
+        r = await self.request("retrieve", args)
+        return r.messages, r.more
 
-    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list[dict]:
+    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
         out = []
         while True:
             msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
             out.extend(msgs)
             if not more or not msgs:
                 return out
-            after = msgs[-1]["hash"]
+            after = msgs[-1].hash
 
-    async def delete(self, signing_key, hashes: list[bytes], *, ns: int = PUBLIC_NS) -> list:
+    async def delete(self, signing_key, hashes: list[bytes], *, ns: int = PUBLIC_NS) -> tuple:
         recipient = bytes(signing_key.verify_key)
-        ok = await self.request("delete", {"recipient": recipient, "ns": ns, "hashes": hashes,
+        r = await self.request("delete", {"recipient": recipient, "ns": ns, "hashes": hashes,
                                            **self._sig(signing_key, "delete", recipient, ns)})
-        return ok["deleted"]
+        return r.deleted
 
     async def expire(self, signing_key, hashes: list[bytes], expiry: int, *,
-                     ns: int = PUBLIC_NS) -> list:
+                     ns: int = PUBLIC_NS) -> tuple:
         recipient = bytes(signing_key.verify_key)
-        ok = await self.request("expire", {"recipient": recipient, "ns": ns, "hashes": hashes,
+        r = await self.request("expire", {"recipient": recipient, "ns": ns, "hashes": hashes,
                                            "expiry": expiry,
                                            **self._sig(signing_key, "expire", recipient, ns)})
-        return ok["updated"]
+        return r.updated
 
     def _sig(self, signing_key, op, recipient, ns) -> dict:
         sig_ts = self._clock_ms()

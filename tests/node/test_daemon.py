@@ -108,10 +108,10 @@ def test_expired_messages_vanish_across_processes(node_factory, tmp_path):
             await c.store(ident.node_id, b"short", ts=now - 8_500, ttl_ms=10_000)
             await c.store(ident.node_id, b"long", ts=now, ttl_ms=3_600_000)
             msgs = await c.retrieve_all(ident.signing_key)
-            assert [m["data"] for m in msgs] == [b"short", b"long"]
+            assert [m.data for m in msgs] == [b"short", b"long"]
             await trio.sleep(2.5)
             msgs = await c.retrieve_all(ident.signing_key)
-            assert [m["data"] for m in msgs] == [b"long"]
+            assert [m.data for m in msgs] == [b"long"]
 
     trio.run(main)
     assert node.stop() == 0
@@ -127,7 +127,7 @@ def test_sigterm_finishes_in_flight_and_notifies_systemd(node_factory):
         async with connect(node.host, node.port, node.node_id) as c:
             async def one(i):
                 r = await c.store(ident.node_id, seal_for(ident.node_id, b"m%d" % i))
-                acked.append(r["hash"])
+                acked.append(r.hash)
 
             async with trio.open_nursery() as n:
                 for i in range(200):
@@ -150,7 +150,7 @@ def test_sigterm_finishes_in_flight_and_notifies_systemd(node_factory):
     async def check():
         async with connect(node.host, node.port, node.node_id) as c:
             msgs = await c.retrieve_all(ident.signing_key)
-            got = {m["hash"]: open_sealed(ident.signing_key, m["data"]) for m in msgs}
+            got = {m.hash: open_sealed(ident.signing_key, m.data) for m in msgs}
             assert set(acked) <= set(got)
 
     trio.run(check)

@@ -42,7 +42,7 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(node_factory):
                         r = await client.store(owner.node_id, data, ts=ts, ttl_ms=86_400_000)
                     except ConnectionError:
                         return
-                    acked[r["hash"]] = (ts, data)
+                    acked[r.hash] = (ts, data)
                     round_acked += 1
                     i += 1
 
@@ -75,13 +75,13 @@ def test_kill_9_mid_burst_loses_no_acknowledged_message(node_factory):
         async with connect(node.host, node.port, node.node_id) as client:
             return await client.retrieve_all(owner.signing_key)
 
-    stored = {m["hash"]: m for m in trio.run(verify)}
+    stored = {m.hash: m for m in trio.run(verify)}
     missing = [h.hex() for h in acked if h not in stored]
     assert not missing, f"{len(missing)} acknowledged messages lost, e.g. {missing[:3]}"
     for h, (ts, data) in acked.items():
         m = stored[h]
-        assert m["data"] == data and m["ts"] == ts
-        assert message_hash(owner.node_id, 0, m["ts"], m["data"]) == h
+        assert m.data == data and m.ts == ts
+        assert message_hash(owner.node_id, 0, m.ts, m.data) == h
     assert node.stop() == 0
     print(f"{ROUNDS} kills, {len(acked)} acknowledged messages all intact, "
           f"{sum(unacked_at_kill)} requests in flight at the kills")
