@@ -1,0 +1,1 @@
+"""Network services of a node: membership, replication, onion relay, NAT and reachability."""

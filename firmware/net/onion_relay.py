@@ -1,0 +1,325 @@
+"""The onion relay service: op ``onion`` peels one layer, forwards it or runs it, seals the answer.
+
+Why here and not in proto: peeling is pure (``firmware.proto.onion``); this module is only the
+I/O around it - links to the next hop, timeouts, admission limits - so the node can serve
+onions with two lines::
+
+    relay = OnionRelay(node.identity, node.handler, links=LinkPool(log=log), log=log)
+    relay.install(node)   # handler.add_op("onion", ...), node.add_service(...), add_info(...)
+
+Wire: request ``{"op": "onion", "args": {"blob": bytes, "pos": int}}`` where ``pos`` is how many
+hops the onion crossed before this one (a client sends 0; each forwarder sends its own + 1).
+Answer ``{"blob": bytes}``: this hop's sealed response (see firmware/proto/onion.py). A layer
+that does not open or is stale/replayed/too deep gets the one uniform ``bad_request``; overload
+gets ``busy`` (so clients route around) before any crypto is spent.
+
+Limits: at most ``max_inflight`` onions in this node at once and ``max_per_link`` from one
+link; admission checks (the thermal governor's "too hot: refuse relays") via
+``add_admission_check``. Next-hop failures (refused, timeout, unreachable) are reported to the
+client sealed in this hop's layer, never to the previous hop in clear.
+"""
+
+import os
+from collections.abc import Callable
+
+import trio
+
+from firmware.client import connect as client_connect
+from firmware.client import wall_ms
+from firmware.proto import onion
+from firmware.proto.codec import decode_map, encode_map
+from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
+from firmware.rpc import ConnInfo, error_map
+
+__all__ = ["OnionRelay", "LinkPool", "STORAGE_OPS", "install_onion_relay"]
+
+STORAGE_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
+"""What an onion's final layer may ask for: the storage RPC, never another onion or a node op."""
+
+
+def short(node_id: bytes) -> str:
+    return node_id[:4].hex()
+
+
+class _Link:
+    __slots__ = ("client", "error", "ready", "closed", "last_used", "inflight")
+
+    def __init__(self):
+        self.client = None
+        self.error = None
+        self.ready = trio.Event()
+        self.closed = trio.Event()
+        self.last_used = trio.current_time()
+        self.inflight = 0
+
+
+class LinkPool:
+    """Outbound pinned links to other nodes, opened on first use, shared, closed when idle.
+
+    ``get(node_id, host, port)`` returns an object with ``await request(op, args) -> ok map``.
+    Until node-to-node authenticated links exist (``hello``, firmware/net/peers.py) these are
+    plain pinned client links (firmware.client.connect): the next hop knows who it talks to,
+    not the other way round - which is all onion forwarding needs. ``reverse`` is an optional
+    lookup ``node_id -> link`` consulted first (relayed nodes attached to us).
+    """
+
+    def __init__(self, *, log, connect=client_connect, connect_timeout=5.0, idle_s=120.0,
+                 max_links=256, clock_ms=wall_ms):
+        self.log = log
+        self._connect = connect
+        self.connect_timeout = connect_timeout
+        self.idle_s = idle_s
+        self.max_links = max_links
+        self.clock_ms = clock_ms
+        self.reverse: Callable[[bytes], object | None] | None = None
+        self._links: dict[tuple, _Link] = {}
+        self._nursery: trio.Nursery | None = None
+        self.counters = {"opened": 0, "failed": 0, "closed_idle": 0}
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                while True:
+                    await trio.sleep(max(1.0, self.idle_s / 4))
+                    self._close_idle()
+            finally:
+                self._nursery = None
+                nursery.cancel_scope.cancel()
+
+    def _close_idle(self):
+        now = trio.current_time()
+        for key, link in list(self._links.items()):
+            if link.client is not None and link.inflight == 0 and now - link.last_used > self.idle_s:
+                self.counters["closed_idle"] += 1
+                link.closed.set()
+                self._links.pop(key, None)
+
+    def open_count(self) -> int:
+        return sum(1 for link in self._links.values() if link.client is not None)
+
+    async def get(self, node_id: bytes, host: str, port: int):
+        if self.reverse is not None:
+            via = self.reverse(node_id)
+            if via is not None:
+                return via
+        if self._nursery is None:
+            raise RuntimeError("LinkPool.run is not running")
+        key = (node_id, host, port)
+        link = self._links.get(key)
+        if link is None:
+            if len(self._links) >= self.max_links:
+                self._close_idle()
+                if len(self._links) >= self.max_links:
+                    raise Busy("too many outbound links open; try another path")
+            link = _Link()
+            self._links[key] = link
+            self._nursery.start_soon(self._hold, key, link)
+        await link.ready.wait()
+        if link.error is not None:
+            raise link.error
+        link.last_used = trio.current_time()
+        return _Lease(self, key, link)
+
+    def discard(self, key, link):
+        if self._links.get(key) is link:
+            del self._links[key]
+        link.closed.set()
+
+    async def _hold(self, key, link):
+        node_id, host, port = key
+        try:
+            async with self._connect(host, port, node_id, timeout=self.connect_timeout,
+                                     clock_ms=self.clock_ms) as client:
+                self.counters["opened"] += 1
+                link.client = client
+                link.ready.set()
+                await link.closed.wait()
+        except Exception as e:  # noqa: BLE001 - any failure to connect is the caller's error
+            self.counters["failed"] += 1
+            link.error = e if isinstance(e, (ConnectionError, OSError)) else ConnectionError(
+                f"{type(e).__name__}: {e}")
+        finally:
+            if self._links.get(key) is link:
+                del self._links[key]
+            if not link.ready.is_set():
+                if link.error is None:
+                    link.error = ConnectionError("link closed")
+                link.ready.set()
+            link.client = None
+
+
+class _Lease:
+    """One use of a pooled link; a broken link is dropped from the pool on its first failure."""
+
+    __slots__ = ("pool", "key", "link")
+
+    def __init__(self, pool, key, link):
+        self.pool, self.key, self.link = pool, key, link
+
+    async def request(self, op, args):
+        client = self.link.client
+        if client is None:
+            self.pool.discard(self.key, self.link)
+            raise ConnectionError("link to the next hop closed")
+        self.link.inflight += 1
+        try:
+            return await client.request(op, args)
+        except (ConnectionError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.pool.discard(self.key, self.link)
+            raise
+        finally:
+            self.link.inflight -= 1
+            self.link.last_used = trio.current_time()
+
+
+class OnionRelay:
+    def __init__(self, identity, handler, *, links: LinkPool, log, clock_ms=wall_ms,
+                 rand=os.urandom, max_inflight=512, max_per_link=64, forward_timeout=10.0,
+                 replay_max=100_000):
+        self.node_id = identity.node_id
+        self._secret = identity.x25519_private
+        self._pub = identity.x25519_public
+        self.handler = handler
+        self.links = links
+        self.log = log
+        self.clock_ms = clock_ms
+        self.rand = rand
+        self.max_inflight = max_inflight
+        self.max_per_link = max_per_link
+        self.forward_timeout = forward_timeout
+        self.replay = onion.ReplayCache(max_entries=replay_max)
+        self.inflight = 0
+        self._admission: list[Callable[[], str | None]] = []
+        # Where a final layer's request runs. Default: this node's own storage RPC. Placement /
+        # replication replaces it with "run it in the recipient's swarm" (see set_executor).
+        self.execute = handler.respond
+        self.counters = {"peeled": 0, "forwarded": 0, "final": 0, "rejected": 0, "busy": 0,
+                         "next_hop_failed": 0}
+
+    # -- wiring -----------------------------------------------------------------------------
+
+    def install(self, node) -> None:
+        """Serve op ``onion`` on the node's links and run the link pool as a node service."""
+        node.handler.add_op("onion", self.op_onion)
+        node.handler.add_info(self.info)
+        node.add_service("onion_links", self.links.run)
+        node.add_service("onion_relay", self.run)
+
+    def add_admission_check(self, check: Callable[[], str | None]) -> None:
+        """``check()`` returns None to admit, or a reason (e.g. "too hot") to answer busy."""
+        self._admission.append(check)
+
+    def set_executor(self, execute) -> None:
+        """``await execute(frame, conn, now_ms) -> response map`` runs final-layer requests."""
+        self.execute = execute
+
+    def info(self) -> dict:
+        return {"onion": {**self.counters, "inflight": self.inflight,
+                          "links": self.links.open_count()}}
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        """Housekeeping: forget replay entries whose timestamps left the window."""
+        task_status.started()
+        while True:
+            await trio.sleep(10)
+            self.replay.expire(self.clock_ms())
+
+    # -- the op -----------------------------------------------------------------------------
+
+    def _admit(self, conn: ConnInfo):
+        for check in self._admission:
+            reason = check()
+            if reason:
+                self.counters["busy"] += 1
+                raise Busy(f"this node is not relaying right now ({reason}); use another path")
+        if self.inflight >= self.max_inflight:
+            self.counters["busy"] += 1
+            raise Busy("this node has too many onions in flight; use another path")
+        if conn.state.get("onion_inflight", 0) >= self.max_per_link:
+            self.counters["busy"] += 1
+            raise Busy(f"more than {self.max_per_link} onions in flight on this link; wait")
+
+    async def op_onion(self, frame: dict, conn: ConnInfo, now_ms: int) -> dict:
+        rid = frame.get("id") if type(frame.get("id")) is int else None
+        args = frame.get("args")
+        if type(args) is not dict or set(args) != {"blob", "pos"}:
+            raise BadRequest("onion args must be a map with exactly blob (bytes) and pos (int)",
+                             field="args", request_id=rid)
+        blob, pos = args["blob"], args["pos"]
+        if type(blob) is not bytes:
+            raise BadRequest("must be bytes (the layer)", field="blob", request_id=rid)
+        self._admit(conn)
+        self.inflight += 1
+        conn.state["onion_inflight"] = conn.state.get("onion_inflight", 0) + 1
+        try:
+            try:
+                peeled = onion.peel(blob, self._secret, self._pub, now_ms=now_ms, position=pos,
+                                    replay=self.replay)
+            except onion.OnionRejected:
+                self.counters["rejected"] += 1
+                raise onion.OnionRejected(request_id=rid) from None
+            except Busy as e:
+                self.counters["busy"] += 1
+                e.request_id = rid
+                raise
+            self.counters["peeled"] += 1
+            if peeled.is_final:
+                return {"blob": await self._run_final(peeled, conn, now_ms)}
+            return {"blob": await self._forward(peeled, pos)}
+        finally:
+            self.inflight -= 1
+            conn.state["onion_inflight"] -= 1
+
+    async def _run_final(self, peeled, conn: ConnInfo, now_ms: int) -> bytes:
+        self.counters["final"] += 1
+        try:
+            frame = decode_map(peeled.inner, "onion request")
+            op = frame.get("op")
+            if op not in STORAGE_OPS:
+                rid = frame.get("id") if type(frame.get("id")) is int else None
+                response = error_map(rid, "unknown_op", f"op {str(op)[:40]!r} cannot be sent "
+                                     f"through an onion; use one of {', '.join(sorted(STORAGE_OPS))}")
+            else:
+                inner_conn = ConnInfo(f"onion/{conn.client}", conn.port)
+                response = await self.execute(frame, inner_conn, now_ms)
+        except MalformedFrame as e:
+            response = error_map(None, e.code, e.msg)
+        return onion.seal_response(peeled.key, self.rand(onion.NONCE_SIZE), onion.TAG_FINAL,
+                                   encode_map(response))
+
+    async def _forward(self, peeled, pos: int) -> bytes:
+        nh = peeled.next_hop
+        timeout = max(2.0, self.forward_timeout - 2.0 * pos)
+        failure = None
+        try:
+            with trio.fail_after(timeout):
+                link = await self.links.get(nh.node_id, nh.host, nh.port)
+                ok = await link.request("onion", {"blob": peeled.inner, "pos": pos + 1})
+            carried = ok.get("blob")
+            if type(carried) is not bytes:
+                failure = ("bad_response", "the next hop answered without a blob")
+        except trio.TooSlowError:
+            failure = ("timeout", f"the next hop did not answer within {timeout:g} s")
+        except ProtocolError as e:  # the next hop refused (uniform rejection, busy, ...)
+            failure = (e.code, e.msg)
+        except (ConnectionError, OSError) as e:
+            failure = ("unreachable", f"cannot reach the next hop: {e}"[:300])
+        nonce = self.rand(onion.NONCE_SIZE)
+        if failure is not None:
+            self.counters["next_hop_failed"] += 1
+            if self.log.enabled("debug"):
+                self.log.debug("onion_next_hop_failed", next=short(nh.node_id), code=failure[0])
+            body = encode_map({"code": failure[0], "msg": failure[1]})
+            return onion.seal_response(peeled.key, nonce, onion.TAG_HOP_FAILED, body)
+        self.counters["forwarded"] += 1
+        return onion.seal_response(peeled.key, nonce, onion.TAG_CARRIED, carried)
+
+
+def install_onion_relay(node) -> OnionRelay:
+    """Build the relay and its link pool for ``node`` (firmware.node.Node) and plug them in."""
+    relay = OnionRelay(node.identity, node.handler, links=LinkPool(log=node.log,
+                       clock_ms=node.clock_ms), log=node.log, clock_ms=node.clock_ms)
+    relay.install(node)
+    return relay

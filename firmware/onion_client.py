@@ -1,0 +1,244 @@
+"""Client library over onions: store / retrieve / delete through 3-hop paths, with retries.
+
+    async with open_onion_client(nodes) as oc:          # nodes: [Hop(node_id, host, port)]
+        r = await oc.store(recipient, seal_for(recipient, b"hi"))
+        msgs = await oc.retrieve_all(my_signing_key)
+
+Why a separate module: ``firmware.client`` is one pinned link to one node (the node engineer's);
+this composes it (through ``LinkPool``) with ``firmware.proto.onion`` so that no single node
+learns both who asks and what is asked for:
+
+- the first hop sees the client's address, not the request;
+- the final hop sees the request (recipient, namespace), not the client;
+- middle hops see neither.
+
+Path choice: the final hop is a member of the recipient's swarm (rendezvous placement over the
+known nodes, so the request lands where the mail lives); the other hops are drawn at random from
+the rest, all distinct. A hop that fails (unreachable, busy, timeout, rejected) is avoided for
+``penalty_s`` and the request is rebuilt with fresh keys on another path, up to ``attempts``
+times. Store and delete are idempotent (messages dedupe by hash), so a retry is safe.
+
+Bootstrap (``bootstrap``): ask any node for the node records it holds (op ``records``, served
+by the membership service) and keep the verified ones flagged live.
+"""
+
+import os
+import random
+from contextlib import asynccontextmanager
+
+import trio
+
+from firmware.client import wall_ms
+from firmware.net.onion_relay import LinkPool
+from firmware.proto import onion
+from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited, error_for_code
+from firmware.proto.hashing import sign_request
+from firmware.proto.limits import PROTOCOL_VERSION, PUBLIC_NS
+from firmware.proto.placement import DEFAULT_K, rank
+
+__all__ = ["OnionClient", "open_onion_client", "NoPath", "hops_from_records"]
+
+RETRYABLE_NEXT_CODES = {"unreachable", "timeout", "busy", "bad_request", "rate_limited",
+                        "bad_response", "internal"}
+
+
+class NoPath(ConnectionError):
+    """Not enough usable nodes to build a path, or every attempt failed."""
+
+
+class _Log:
+    def debug(self, *a, **k):
+        pass
+
+    info = warning = error = debug
+
+    def enabled(self, level):
+        return False
+
+
+class OnionClient:
+    def __init__(self, nodes, links: LinkPool, *, hops=3, attempts=4, timeout=15.0,
+                 penalty_s=60.0, swarm_k=DEFAULT_K, final_choices=None, clock_ms=wall_ms,
+                 rng=None, rand=os.urandom):
+        self.nodes = {n.node_id: n for n in nodes}
+        self.links = links
+        self.hops = hops
+        self.attempts = attempts
+        self.timeout = timeout
+        self.penalty_s = penalty_s
+        self.swarm_k = swarm_k
+        # how many of the swarm's top members may serve as final hop (None: all k). Without
+        # replication between swarm members only the top one holds everything.
+        self.final_choices = final_choices
+        self.clock_ms = clock_ms
+        self.rng = rng or random.SystemRandom()
+        self.rand = rand
+        self._penalised: dict[bytes, float] = {}
+        self.last_path: list[onion.Hop] = []
+        self.counters = {"requests": 0, "attempts": 0, "retries": 0}
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def _usable(self):
+        now = trio.current_time()
+        return [n for nid, n in self.nodes.items() if self._penalised.get(nid, 0) <= now]
+
+    def penalise(self, node_id: bytes):
+        self._penalised[node_id] = trio.current_time() + self.penalty_s
+
+    def choose_path(self, recipient: bytes | None):
+        """``hops`` distinct usable nodes; the last one from ``recipient``'s swarm if given."""
+        usable = self._usable()
+        if len(usable) < self.hops:
+            usable = list(self.nodes.values())  # everyone penalised: try anyway
+        if len(usable) < self.hops:
+            raise NoPath(f"an onion path needs {self.hops} distinct nodes, only {len(usable)} "
+                         "known; bootstrap from a node that knows the network")
+        if recipient is None:
+            return self.rng.sample(usable, self.hops)
+        swarm = rank(list(self.nodes), recipient, self.swarm_k)
+        if self.final_choices:
+            swarm = swarm[: self.final_choices]
+        usable_ids = {n.node_id for n in usable}
+        finals = [nid for nid in swarm if nid in usable_ids] or list(swarm)
+        final = self.nodes[self.rng.choice(finals)]
+        rest = [n for n in usable if n.node_id != final.node_id]
+        if len(rest) < self.hops - 1:
+            rest = [n for n in self.nodes.values() if n.node_id != final.node_id]
+        return self.rng.sample(rest, self.hops - 1) + [final]
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def request(self, op: str, args: dict, *, recipient: bytes | None = None) -> dict:
+        """Run one storage request through an onion; the ``ok`` map or the node's error raised.
+
+        Retries on another path when a hop fails; errors of the request itself (bad signature,
+        full, ...) are raised at once.
+        """
+        self.counters["requests"] += 1
+        last = None
+        for attempt in range(self.attempts):
+            if attempt:
+                self.counters["retries"] += 1
+            path = self.choose_path(recipient)
+            self.last_path = path
+            self.counters["attempts"] += 1
+            try:
+                response = await self._once(path, op, args)
+            except onion.HopFailed as e:
+                # hop e.index could not use hop e.index + 1: avoid the latter
+                self.penalise(path[e.index + 1].node_id)
+                last = e
+                continue
+            except (Busy, RateLimited, onion.OnionResponseError, BadResponse) as e:
+                self.penalise(path[0].node_id)
+                last = e
+                continue
+            except ProtocolError as e:
+                if e.code == "bad_request" and onion.is_rejection(e.code, e.msg):
+                    self.penalise(path[0].node_id)  # stale keys for it, or a clock problem
+                    last = e
+                    continue
+                raise
+            except (ConnectionError, OSError, trio.TooSlowError) as e:
+                self.penalise(path[0].node_id)
+                last = e
+                continue
+            if "err" in response:
+                err = response["err"] if isinstance(response["err"], dict) else {}
+                code, msg = str(err.get("code")), str(err.get("msg"))
+                if code in ("busy", "rate_limited") and attempt + 1 < self.attempts:
+                    self.penalise(path[-1].node_id)
+                    last = error_for_code(code, msg)
+                    continue
+                raise error_for_code(code, msg)
+            ok = response.get("ok")
+            if not isinstance(ok, dict):
+                raise BadResponse(f"onion response without an ok map: {response!r:.200}")
+            return ok
+        raise NoPath(f"{op} failed on {self.attempts} paths; last error: {last}")
+
+    async def _once(self, path, op, args) -> dict:
+        frame = {"v": PROTOCOL_VERSION, "id": 0, "op": op, "args": args}
+        blob, keys = onion.build_onion(path, onion_encode(frame), self.clock_ms(), self.rand)
+        first = path[0]
+        with trio.fail_after(self.timeout):
+            link = await self.links.get(first.node_id, first.host, first.port)
+            ok = await link.request("onion", {"blob": blob, "pos": 0})
+        sealed = ok.get("blob")
+        if type(sealed) is not bytes:
+            raise BadResponse("the first hop answered without a blob")
+        return onion.unwrap_response(keys, sealed)
+
+    # -- storage API (same shapes as firmware.client.NodeClient) ----------------------------
+
+    def _sig(self, signing_key, op, recipient, ns) -> dict:
+        sig_ts = self.clock_ms()
+        return {"sig_ts": sig_ts, "sig": sign_request(signing_key, op, recipient, ns, sig_ts)}
+
+    async def store(self, recipient: bytes, data: bytes, *, ns: int = PUBLIC_NS,
+                    ttl_ms: int = 86_400_000, ts: int | None = None, signing_key=None) -> dict:
+        args = {"recipient": recipient, "ns": ns, "ts": self.clock_ms() if ts is None else ts,
+                "ttl": ttl_ms, "data": data}
+        if ns != PUBLIC_NS:
+            if signing_key is None:
+                raise ValueError(f"storing in namespace {ns} needs the recipient's signing key")
+            args.update(self._sig(signing_key, "store", recipient, ns))
+        return await self.request("store", args, recipient=recipient)
+
+    async def retrieve(self, signing_key, *, ns: int = PUBLIC_NS, after: bytes | None = None,
+                       max_count: int = 100, max_bytes: int = 900_000):
+        recipient = bytes(signing_key.verify_key)
+        args = {"recipient": recipient, "ns": ns, "after": after, "max_count": max_count,
+                "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
+        ok = await self.request("retrieve", args, recipient=recipient)
+        return ok["messages"], ok["more"]
+
+    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
+        out = []
+        while True:
+            msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
+            out.extend(msgs)
+            if not more or not msgs:
+                return out
+            after = msgs[-1]["hash"]
+
+    async def delete(self, signing_key, hashes, *, ns: int = PUBLIC_NS) -> list:
+        recipient = bytes(signing_key.verify_key)
+        ok = await self.request("delete", {"recipient": recipient, "ns": ns,
+                                           "hashes": list(hashes),
+                                           **self._sig(signing_key, "delete", recipient, ns)},
+                                recipient=recipient)
+        return ok["deleted"]
+
+    async def info(self) -> dict:
+        """``info`` of a random final hop, through an onion (a liveness probe of a path)."""
+        return await self.request("info", {})
+
+
+def onion_encode(frame: dict) -> bytes:
+    from firmware.proto.codec import encode_map
+
+    return encode_map(frame)
+
+
+def hops_from_records(records) -> list[onion.Hop]:
+    """Onion hops from verified node records (``firmware.proto.records.NodeRecord``)."""
+    return [onion.Hop(r.id, r.addrs[0], r.port) for r in records if r.addrs]
+
+
+@asynccontextmanager
+async def open_onion_client(nodes, *, log=None, connect_timeout=5.0, **kw):
+    """An :class:`OnionClient` with its own link pool, closed on exit."""
+    links = LinkPool(log=log or _Log(), connect_timeout=connect_timeout)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(links.run)
+            try:
+                yield OnionClient(nodes, links, **kw)
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the caller's own error, not a group of one
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

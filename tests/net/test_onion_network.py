@@ -1,0 +1,260 @@
+"""Onions through real node processes on 127.0.0.1: 12 nodes, paths, privacy, bad input.
+
+Membership is not needed here: an onion layer carries its next hop's id and address, so the
+client is handed the 12 nodes' (id, address) directly - a static peer list.
+"""
+
+import os
+import random
+import socket
+import ssl
+
+import cbor2
+import nacl.signing
+import pytest
+import trio
+
+from firmware.client import connect, open_sealed, seal_for, wall_ms
+from firmware.onion_client import NoPath, open_onion_client
+from firmware.proto import onion
+from firmware.proto.errors import BadRequest, ProtocolError
+from firmware.proto.placement import rank
+from tests.conftest import NodeProcess
+
+N = 12
+FAST = {"limits": {"rate_per_sec": 100_000.0, "rate_burst": 100_000}}
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    base = tmp_path_factory.mktemp("onion12")
+    nodes = [NodeProcess(base, FAST, name=f"n{i:02d}") for i in range(N)]
+    try:
+        for n in nodes:
+            n.start()
+        yield nodes
+    finally:
+        for n in nodes:
+            n.kill()
+
+
+def hops(nodes):
+    return [onion.Hop(n.node_id, n.host, n.port) for n in nodes]
+
+
+def by_id(nodes):
+    return {n.node_id: n for n in nodes}
+
+
+def _files_contain(node, needles):
+    """Which needles occur in any file of the node's data dir or logs (raw and hex)."""
+    found = set()
+    for root, _, files in os.walk(node.dir):
+        for f in files:
+            try:
+                with open(os.path.join(root, f), "rb") as fh:
+                    data = fh.read()
+            except OSError:
+                continue
+            for needle in needles:
+                if needle in data:
+                    found.add(needle)
+    return found
+
+
+async def test_message_via_onion_fetched_by_recipient_via_another_path(net):
+    recipient = nacl.signing.SigningKey.generate()
+    rpub = bytes(recipient.verify_key)
+    text = b"meet at the usual place " + os.urandom(8).hex().encode()
+    # No replication yet: both ends use the swarm's top member as final hop.
+    async with open_onion_client(hops(net), final_choices=1, rng=random.Random(1)) as sender:
+        r = await sender.store(rpub, seal_for(rpub, text), ttl_ms=3_600_000)
+        send_path = [h.node_id for h in sender.last_path]
+    assert len(set(send_path)) == 3
+    assert send_path[-1] == rank([n.node_id for n in net], rpub, 5)[0]
+
+    async with open_onion_client(hops(net), final_choices=1, rng=random.Random(2)) as me:
+        msgs = await me.retrieve_all(recipient)
+        fetch_path = [h.node_id for h in me.last_path]
+    assert fetch_path != send_path and fetch_path[-1] == send_path[-1]
+    assert [m["hash"] for m in msgs] == [r["hash"]]
+    assert open_sealed(recipient, msgs[0]["data"]) == text
+
+    # only the final hop ever held the recipient key; middle hops' stores and logs never did
+    needles = {rpub, rpub.hex().encode()}
+    nodes = by_id(net)
+    middles = set(send_path[:-1]) | set(fetch_path[:-1])
+    assert middles, "paths have middle hops"
+    for nid in middles - {send_path[-1]}:
+        assert _files_contain(nodes[nid], needles) == set(), f"middle hop {nid.hex()[:8]} leaked"
+    assert rpub in _files_contain(nodes[send_path[-1]], {rpub})  # the check can see it
+
+    # the relays forwarded and executed what we think they did
+    async with connect(net[0].host, net[0].port, net[0].node_id) as c:
+        info = await c.info()
+    assert set(info["onion"]) >= {"peeled", "forwarded", "final", "rejected"}
+
+
+async def test_delete_through_onion(net):
+    me = nacl.signing.SigningKey.generate()
+    mpub = bytes(me.verify_key)
+    async with open_onion_client(hops(net), final_choices=1) as oc:
+        r1 = await oc.store(mpub, b"one")
+        r2 = await oc.store(mpub, b"two")
+        assert await oc.delete(me, [r1["hash"]]) == [r1["hash"]]
+        left = await oc.retrieve_all(me)
+    assert [m["hash"] for m in left] == [r2["hash"]]
+
+
+async def test_retry_routes_around_a_dead_hop(net, tmp_path):
+    ghost_key = nacl.signing.SigningKey.generate()
+    # a node that is listed but does not exist (nothing listens on its port)
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead_port = s.getsockname()[1]
+    s.close()
+    ghost = onion.Hop(bytes(ghost_key.verify_key), "127.0.0.1", dead_port)
+    rng = random.Random(5)
+    async with open_onion_client(hops(net[:4]) + [ghost], attempts=8, rng=rng) as oc:
+        # force the ghost into the first path by penalising nobody and sampling until it is in
+        for _ in range(20):
+            info = await oc.info()
+            assert info["version"]
+            if oc.counters["retries"]:
+                break
+        assert oc.counters["retries"] >= 1
+        assert oc._penalised.get(ghost.node_id, 0) > 0
+
+
+async def test_not_enough_nodes_is_a_clear_error(net):
+    async with open_onion_client(hops(net[:2])) as oc:
+        with pytest.raises(NoPath, match="needs 3 distinct nodes, only 2"):
+            await oc.info()
+
+
+# -- bad input against real nodes ---------------------------------------------------------------
+
+
+async def _raw_onion(node, blob, pos=0):
+    """Send one onion op to ``node``; return its ok map, or raise the node's error."""
+    result = None
+    async with connect(node.host, node.port, node.node_id) as c:
+        try:
+            result = await c.request("onion", {"blob": blob, "pos": pos})
+        except ProtocolError as e:  # raised outside connect's nursery, so not in a group
+            result = e
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _info_frame():
+    return cbor2.dumps({"v": 1, "id": 7, "op": "info", "args": {}})
+
+
+async def test_bad_layers_get_the_uniform_error_and_node_stays_healthy(net):
+    a, b, c = net[:3]
+    good, keys = onion.build_onion(hops([a, b]), _info_frame(), wall_ms(), os.urandom)
+    cases = {
+        "wrong key": onion.build_onion(hops([b]), _info_frame(), wall_ms(), os.urandom)[0],
+        "truncated": good[:-5],
+        "header only": good[:50],
+        "stale": onion.build_onion(hops([a]), _info_frame(), wall_ms() - 120_000, os.urandom)[0],
+        "too deep": good,  # sent with pos 15
+    }
+    messages = set()
+    for what, blob in cases.items():
+        with pytest.raises(BadRequest) as e:  # BadRequest on the client
+            await _raw_onion(a, blob, pos=15 if what == "too deep" else 0)
+        assert e.value.code == "bad_request", what
+        messages.add(e.value.msg)
+    assert len(messages) == 1 and onion.is_rejection("bad_request", messages.pop())
+
+    # the good one works once, and its replay is refused the same way
+    ok = await _raw_onion(a, good)
+    assert onion.unwrap_response(keys, ok["blob"])["ok"]["node_id"] == b.node_id
+    with pytest.raises(BadRequest) as e:
+        await _raw_onion(a, good)
+    assert onion.is_rejection(e.value.code, e.value.msg)
+
+    async with connect(a.host, a.port, a.node_id) as cl:
+        info = await cl.info()
+    assert info["state"] == "serving" and info["onion"]["rejected"] >= 6
+    assert a.alive
+
+
+async def test_sixteen_hops_are_refused_by_the_fifteenth(net):
+    """A hand-built 16-layer onion over the 12 real nodes: hop 15 refuses to forward."""
+    path = [net[i % N] for i in range(16)]
+    now = wall_ms()
+    inner, nxt = _info_frame(), None
+    keys = []
+    for n in reversed(path):
+        pt = cbor2.dumps({"next": nxt.to_cbor() if nxt else "final", "inner": inner, "ts": now})
+        inner, key = onion.seal_layer(onion.x25519_public_of(n.node_id), os.urandom(32),
+                                      os.urandom(24), pt)
+        keys.append(key)
+        nxt = onion.NextHop(n.node_id, n.host, n.port)
+    keys.reverse()
+    ok = await _raw_onion(path[0], inner)
+    with pytest.raises(onion.HopFailed) as e:
+        onion.unwrap_response(keys, ok["blob"])
+    assert e.value.index == 13  # the 14th hop reports that the 15th refused
+    assert e.value.next_code == "bad_request"
+    assert onion.is_rejection("bad_request", str(e.value).split("] ", 1)[1])
+
+
+async def test_peer_stalling_mid_frame_does_not_hurt_the_node(net):
+    a = net[3]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    stallers = []
+    for _ in range(5):
+        tcp = await trio.open_tcp_stream(a.host, a.port)
+        s = trio.SSLStream(tcp, ctx)
+        await s.do_handshake()
+        await s.send_all(b"\x00\x00\x10\x00" + b"\xa4" + b"partial")  # 4 KiB announced, 8 sent
+        stallers.append(s)
+    async with open_onion_client(hops(net[3:8]), final_choices=1) as oc:
+        with trio.fail_after(10):
+            for _ in range(3):
+                assert (await oc.info())["state"] == "serving"
+    for s in stallers:
+        await trio.aclose_forcefully(s)
+    assert a.alive
+
+
+async def test_next_hop_that_stalls_is_reported_not_waited_on_forever(net):
+    """A TLS server with the right identity that reads and never answers: hop 0 times out."""
+    from firmware.identity import Identity
+    from firmware.links import server_ssl_context
+
+    ident = Identity.generate()
+    ctx = server_ssl_context(ident)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def stall(tcp):
+        s = trio.SSLStream(tcp, ctx, server_side=True)
+        try:
+            await s.do_handshake()
+            while await s.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(trio.serve_listeners, stall, listeners)
+        a = net[8]
+        staller = onion.Hop(ident.node_id, "127.0.0.1", port)
+        blob, keys = onion.build_onion([onion.Hop(a.node_id, a.host, a.port), staller],
+                                       _info_frame(), wall_ms(), os.urandom)
+        t0 = trio.current_time()
+        ok = await _raw_onion(a, blob)
+        waited = trio.current_time() - t0
+        with pytest.raises(onion.HopFailed) as e:
+            onion.unwrap_response(keys, ok["blob"])
+        assert e.value.index == 0 and e.value.next_code == "timeout"
+        assert 5 <= waited <= 15
+        nursery.cancel_scope.cancel()
