@@ -70,29 +70,13 @@ def check_file_header(path: Path) -> None:
         )
 
 
-def connect(path: Path, *, autocheckpoint_pages: int, query_only: bool = False) -> sqlite3.Connection:
-    """Open one connection with our pragmas. Connections are used by one thread at a time."""
-    conn = sqlite3.connect(
-        str(path), isolation_level=None, check_same_thread=False, timeout=30.0
-    )
-    try:
-        conn.execute("PRAGMA journal_mode=WAL").fetchall()
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
-        # After a checkpoint the WAL is reused from its start; cap what stays allocated.
-        conn.execute(f"PRAGMA journal_size_limit={int(autocheckpoint_pages) * 4096 * 2}")
-        if query_only:
-            conn.execute("PRAGMA query_only=1")
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        raise StoreOpenError(
-            f"{path} cannot be opened as an SQLite database ({e}). {_fix_hint(path)}"
-        ) from e
-    return conn
+def connect(path: Path) -> sqlite3.Connection:
+    """One connection; used by one thread at a time (the store serializes its use)."""
+    return sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> int:
-    """Bring the schema to SCHEMA_VERSION; refuse foreign, newer or corrupt databases."""
+def check_database(conn: sqlite3.Connection, path: Path) -> int:
+    """Return the schema version, refusing foreign, newer or corrupt databases. Reads only."""
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -117,6 +101,22 @@ def migrate(conn: sqlite3.Connection, path: Path) -> int:
             f"understands up to {SCHEMA_VERSION}). Upgrade homenode; do not delete the file, it "
             f"holds stored messages."
         )
+    return version
+
+
+def configure(conn: sqlite3.Connection, *, autocheckpoint_pages: int, query_only: bool = False) -> None:
+    """Our pragmas (see the module docstring); only after check_database accepted the file."""
+    conn.execute("PRAGMA journal_mode=WAL").fetchall()
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
+    # After a checkpoint the WAL is reused from its start; cap what stays allocated.
+    conn.execute(f"PRAGMA journal_size_limit={int(autocheckpoint_pages) * 4096 * 2}")
+    if query_only:
+        conn.execute("PRAGMA query_only=1")
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> int:
+    """Apply MIGRATIONS[version:], each in its own transaction with its version bump."""
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:

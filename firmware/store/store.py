@@ -24,6 +24,11 @@ from .errors import StoreClosed, StoreError, StoreFull
 from .ops import Message
 
 SQLITE_FULL = 13
+# errors caused by one operation's values rather than by the database or the disk
+_OP_ERRORS = (
+    sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError,
+    OverflowError, TypeError, ValueError,
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -77,6 +82,7 @@ class MessageStore:
         self._reserved = 0
         self._send: trio.MemorySendChannel | None = None
         self._read_limiter = trio.CapacityLimiter(1)
+        self.batches = 0  # started
         self.commits = 0
         self.ops_committed = 0
         self.bytes_written = 0  # by the writer thread: WAL appends and checkpoints
@@ -102,13 +108,16 @@ class MessageStore:
             raise ValueError("batch_rows must be >= 1, batch_ms and quota_bytes >= 0")
         schema.check_file_header(path)
         existed = path.exists()
-        writer = schema.connect(path, autocheckpoint_pages=autocheckpoint_pages)
+        writer = schema.connect(path)
         reader = None
         try:
-            schema.migrate(writer, path)
+            version = schema.check_database(writer, path)
+            schema.configure(writer, autocheckpoint_pages=autocheckpoint_pages)
+            schema.migrate(writer, version)
             if not existed:
                 schema.fsync_dir(path.parent)
-            reader = schema.connect(path, autocheckpoint_pages=autocheckpoint_pages, query_only=True)
+            reader = schema.connect(path)
+            schema.configure(reader, autocheckpoint_pages=autocheckpoint_pages, query_only=True)
             return cls(
                 path, writer, reader, quota_bytes=quota_bytes, batch_rows=batch_rows,
                 batch_ms=batch_ms, clock_ms=clock_ms, sweep_every_s=sweep_every_s,
@@ -155,28 +164,41 @@ class MessageStore:
                 self._finish(op, error=StoreClosed("the message store was shut down"))
 
     async def _committer(self, recv: trio.MemoryReceiveChannel) -> None:
-        while True:
-            first = await recv.receive()
-            batch = [first]
-            while len(batch) < self._batch_rows:  # backlog first: never wait with work queued
-                try:
-                    batch.append(recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            if len(batch) < self._batch_rows:
-                with trio.move_on_at(first.queued_at + self._batch_s):
-                    while len(batch) < self._batch_rows:
-                        batch.append(await recv.receive())
-            await self._commit(batch)
+        batch: list[_Op] = []
+        try:
+            while True:
+                batch = [await recv.receive()]
+                while len(batch) < self._batch_rows:  # backlog first: never wait with work queued
+                    try:
+                        batch.append(recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                if len(batch) < self._batch_rows:
+                    with trio.move_on_at(batch[0].queued_at + self._batch_s):
+                        while len(batch) < self._batch_rows:
+                            batch.append(await recv.receive())
+                self.batches += 1
+                await self._commit(batch)
+                batch = []
+        finally:
+            for op in batch:  # shut down while collecting: nothing of this batch was written
+                if not op.done.is_set():
+                    self._finish(op, error=StoreClosed("the message store was shut down"))
 
     async def _commit(self, batch: list[_Op]) -> None:
         try:
-            results, written = await trio.to_thread.run_sync(self._apply, [op.fn for op in batch])
-        except sqlite3.Error as e:
-            err = _wrap(e, self.path)
+            outcomes = await trio.to_thread.run_sync(self._apply, [op.fn for op in batch])
+        except Exception as e:
+            if len(batch) == 1 or not isinstance(e, _OP_ERRORS):
+                err = _wrap(e, self.path)
+                for op in batch:
+                    self._finish(op, error=err)
+                return
+            # One bad operation must not fail its batch-mates: commit them one by one.
             for op in batch:
-                self._finish(op, error=err)
+                await self._commit([op])
             return
+        results, written = outcomes
         self.commits += 1
         self.ops_committed += len(batch)
         self.bytes_written += written
@@ -235,6 +257,7 @@ class MessageStore:
         A duplicate hash is not an error: it returns `(False, stored expiry)`. Raises StoreFull
         when the message would take the stored data past `quota_bytes`.
         """
+        _check_message(msg)
         size = len(msg.data)
         if self._bytes + self._reserved + size > self.quota_bytes:
             existing = await self.get_many([msg.hash])
@@ -337,16 +360,31 @@ class MessageStore:
             "pending_bytes": self._reserved,
             "quota_bytes": self.quota_bytes,
             "file_bytes": file_bytes,
+            "batches": self.batches,
             "commits": self.commits,
             "ops_committed": self.ops_committed,
             "bytes_written": self.bytes_written,
         }
 
 
-def _wrap(e: sqlite3.Error, path: Path) -> StoreError:
+def _check_message(msg: Message) -> None:
+    for name in ("hash", "recipient"):
+        v = getattr(msg, name)
+        if not isinstance(v, bytes) or len(v) != 32:
+            raise ValueError(f"Message.{name} must be 32 bytes, got {type(v).__name__} {v!r:.80}")
+    for name in ("ns", "ts", "expiry"):
+        if type(getattr(msg, name)) is not int:
+            raise ValueError(f"Message.{name} must be an int, got {getattr(msg, name)!r:.80}")
+    if not isinstance(msg.data, bytes):
+        raise ValueError(f"Message.data must be bytes, got {type(msg.data).__name__}")
+
+
+def _wrap(e: Exception, path: Path) -> StoreError:
     if getattr(e, "sqlite_errorcode", None) == SQLITE_FULL:
         err: StoreError = StoreFull(f"the disk holding {path} is full ({e})")
-    else:
+    elif isinstance(e, sqlite3.Error):
         err = StoreError(f"SQLite error on {path}: {e}")
+    else:
+        err = StoreError(f"store operation failed: {e!r}")
     err.__cause__ = e
     return err

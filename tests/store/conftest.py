@@ -1,6 +1,7 @@
 """Fixtures for the store tests: real SQLite files in tmp_path, time from trio's clock."""
 
 import hashlib
+import time
 
 import pytest
 import trio
@@ -60,3 +61,12 @@ async def running(open_store, nursery):
         return store
 
     return _start
+
+
+async def until(cond, timeout_s: float = 10.0) -> None:
+    """Let tasks and worker threads run until `cond()` holds (real-time bound, so a bug fails
+    instead of hanging). With a MockClock, virtual time does not move meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await trio.sleep(0)
