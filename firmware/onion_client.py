@@ -31,10 +31,11 @@ import trio
 from firmware.client import wall_ms
 from firmware.net.onion_relay import LinkPool
 from firmware.proto import onion
-from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited, error_for_code
+from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
 from firmware.proto.hashing import sign_request
 from firmware.proto.limits import PROTOCOL_VERSION, PUBLIC_NS
 from firmware.proto.placement import DEFAULT_K, rank
+from firmware.proto.responses import Err, parse_response
 
 __all__ = ["OnionClient", "open_onion_client", "NoPath", "hops_from_records"]
 
@@ -110,7 +111,8 @@ class OnionClient:
     # -- requests ---------------------------------------------------------------------------
 
     async def request(self, op: str, args: dict, *, recipient: bytes | None = None) -> dict:
-        """Run one storage request through an onion; the ``ok`` map or the node's error raised.
+        """Run one storage request through an onion: its typed result (as NodeClient.request
+        gives: StoreResult, RetrieveResult, ...) or the node's error raised.
 
         Retries on another path when a hop fails; errors of the request itself (bad signature,
         full, ...) are raised at once.
@@ -144,18 +146,14 @@ class OnionClient:
                 self.penalise(path[0].node_id)
                 last = e
                 continue
-            if "err" in response:
-                err = response["err"] if isinstance(response["err"], dict) else {}
-                code, msg = str(err.get("code")), str(err.get("msg"))
-                if code in ("busy", "rate_limited") and attempt + 1 < self.attempts:
+            parsed = parse_response(response, op)  # BadResponse if the final hop is broken
+            if isinstance(parsed, Err):
+                if parsed.code in ("busy", "rate_limited") and attempt + 1 < self.attempts:
                     self.penalise(path[-1].node_id)
-                    last = error_for_code(code, msg)
+                    last = parsed.exception()
                     continue
-                raise error_for_code(code, msg)
-            ok = response.get("ok")
-            if not isinstance(ok, dict):
-                raise BadResponse(f"onion response without an ok map: {response!r:.200}")
-            return ok
+                raise parsed.exception()
+            return parsed.result
         raise NoPath(f"{op} failed on {self.attempts} paths; last error: {last}")
 
     async def _once(self, path, op, args) -> dict:
@@ -177,7 +175,8 @@ class OnionClient:
         return {"sig_ts": sig_ts, "sig": sign_request(signing_key, op, recipient, ns, sig_ts)}
 
     async def store(self, recipient: bytes, data: bytes, *, ns: int = PUBLIC_NS,
-                    ttl_ms: int = 86_400_000, ts: int | None = None, signing_key=None) -> dict:
+                    ttl_ms: int = 86_400_000, ts: int | None = None, signing_key=None):
+        """A StoreResult (.hash, .new, .expiry)."""
         args = {"recipient": recipient, "ns": ns, "ts": self.clock_ms() if ts is None else ts,
                 "ttl": ttl_ms, "data": data}
         if ns != PUBLIC_NS:
@@ -191,8 +190,8 @@ class OnionClient:
         recipient = bytes(signing_key.verify_key)
         args = {"recipient": recipient, "ns": ns, "after": after, "max_count": max_count,
                 "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
-        ok = await self.request("retrieve", args, recipient=recipient)
-        return ok["messages"], ok["more"]
+        r = await self.request("retrieve", args, recipient=recipient)
+        return r.messages, r.more
 
     async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
         out = []
@@ -201,19 +200,19 @@ class OnionClient:
             out.extend(msgs)
             if not more or not msgs:
                 return out
-            after = msgs[-1]["hash"]
+            after = msgs[-1].hash
 
     async def delete(self, signing_key, hashes, *, ns: int = PUBLIC_NS) -> list:
         recipient = bytes(signing_key.verify_key)
-        ok = await self.request("delete", {"recipient": recipient, "ns": ns,
-                                           "hashes": list(hashes),
-                                           **self._sig(signing_key, "delete", recipient, ns)},
-                                recipient=recipient)
-        return ok["deleted"]
+        r = await self.request("delete", {"recipient": recipient, "ns": ns,
+                                          "hashes": list(hashes),
+                                          **self._sig(signing_key, "delete", recipient, ns)},
+                               recipient=recipient)
+        return r.deleted
 
     async def info(self) -> dict:
-        """``info`` of a random final hop, through an onion (a liveness probe of a path)."""
-        return await self.request("info", {})
+        """``info`` map of a random final hop, through an onion (a probe of a path)."""
+        return (await self.request("info", {})).to_map()
 
 
 def onion_encode(frame: dict) -> bytes:

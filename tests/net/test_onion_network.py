@@ -77,8 +77,8 @@ async def test_message_via_onion_fetched_by_recipient_via_another_path(net):
         msgs = await me.retrieve_all(recipient)
         fetch_path = [h.node_id for h in me.last_path]
     assert fetch_path != send_path and fetch_path[-1] == send_path[-1]
-    assert [m["hash"] for m in msgs] == [r["hash"]]
-    assert open_sealed(recipient, msgs[0]["data"]) == text
+    assert [m.hash for m in msgs] == [r.hash]
+    assert open_sealed(recipient, msgs[0].data) == text
 
     # only the final hop ever held the recipient key; middle hops' stores and logs never did
     needles = {rpub, rpub.hex().encode()}
@@ -101,9 +101,9 @@ async def test_delete_through_onion(net):
     async with open_onion_client(hops(net), final_choices=1) as oc:
         r1 = await oc.store(mpub, b"one")
         r2 = await oc.store(mpub, b"two")
-        assert await oc.delete(me, [r1["hash"]]) == [r1["hash"]]
+        assert list(await oc.delete(me, [r1.hash])) == [r1.hash]
         left = await oc.retrieve_all(me)
-    assert [m["hash"] for m in left] == [r2["hash"]]
+    assert [m.hash for m in left] == [r2.hash]
 
 
 async def test_retry_routes_around_a_dead_hop(net, tmp_path):
