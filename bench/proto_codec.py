@@ -27,6 +27,8 @@ from firmware.proto import (
     StoreRequest,
     StoreResult,
     check_signature,
+    codec,
+    decode_map,
     encode_frame,
     encode_ok,
     encode_request,
@@ -112,13 +114,21 @@ def main():
     a = ap.parse_args()
     reqs = sample_requests()
     runs = {name: [] for name in reqs}
-    extra = {"encode_ok_store_us": [], "check_signature_us": []}
+    extra = {"encode_ok_store_us": [], "check_signature_us": [], "decode_map_fast_us": [],
+             "decode_map_cbor2_5_fallback_us": []}  # fmt: skip
+    body = encode_frame(request_to_map(reqs["store_1k_signed"]))[4:]
     result = StoreResult(b"\x02" * 32, True, NOW + 1)
     signed = reqs["retrieve"]
     for _ in range(a.runs):
         for name, req in reqs.items():
             runs[name].append(measure(req, a.number))
         extra["encode_ok_store_us"].append(per_call_us(lambda: encode_ok(9, result), a.number))
+        for fast, key in ((True, "decode_map_fast_us"), (False, "decode_map_cbor2_5_fallback_us")):
+            if fast and not codec.FAST_PATH:
+                continue
+            saved, codec.FAST_PATH = codec.FAST_PATH, fast
+            extra[key].append(per_call_us(lambda: decode_map(body), a.number))
+            codec.FAST_PATH = saved
         extra["check_signature_us"].append(
             per_call_us(lambda: check_signature(signed, NOW), max(200, a.number // 20))
         )
@@ -129,7 +139,7 @@ def main():
         med["ratio_ours_vs_floor"] = round(med["ours_us"] / med["floor_us"], 2)
         out["requests"][name] = med
     for k, v in extra.items():
-        out[k] = round(statistics.median(v), 3)
+        out[k] = round(statistics.median(v), 3) if v else None
     print(json.dumps(out, indent=2))
     parts = [
         f"{n}: {r['ours_us']:.1f} us vs floor {r['floor_us']:.1f} us ({r['ratio_ours_vs_floor']}x)"

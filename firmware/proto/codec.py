@@ -4,7 +4,8 @@ cbor2 turns many semantic tags into live Python objects (tag 35 compiles a regex
 shared and cyclic references, 2/3 bignums, 1 datetimes, 258 sets, 36 MIME parsing...). None of
 that belongs in this protocol, and some of it is a denial-of-service handle, so **every tag is
 refused**: unknown tags through ``tag_hook``, cbor2's built-in ones by overriding them in
-``semantic_decoders`` (cbor2 >= 6). Also refused: indefinite lengths (we never send them),
+``semantic_decoders`` (cbor2 >= 6; with cbor2 5.x, which lacks these options, _cborscan walks
+the bytes first and enforces the same subset, slower). Also refused: indefinite lengths (we never send them),
 nesting deeper than MAX_DEPTH, duplicate map keys (ambiguous), map keys other than text/bytes
 (int keys allow hash-collision floods), trailing bytes after the map. Huge declared lengths are
 cut off by cbor2 reading only what is there (an EOF error, no allocation up front).
@@ -18,6 +19,7 @@ import io
 
 import cbor2
 
+from ._cborscan import scan
 from .errors import MalformedFrame
 from .limits import MAX_DEPTH
 
@@ -58,17 +60,17 @@ _DECODER_OPTIONS = {
 }
 
 
-def _check_cbor2():
+def _cbor2_has_options():
+    """cbor2 >= 6 takes the decoder options above; cbor2 5.x raises TypeError for them."""
     try:
         cbor2.CBORDecoder(io.BytesIO(b"\xa0"), **_DECODER_OPTIONS).decode()
-    except TypeError as exc:  # pragma: no cover - depends on the installed cbor2
-        raise ImportError(
-            "firmware.proto needs cbor2 >= 6 (decoder options max_depth, semantic_decoders, "
-            "strict_hashable_types); install it with pip install 'cbor2>=6'"
-        ) from exc
+    except TypeError:
+        return False
+    return True
 
 
-_check_cbor2()
+FAST_PATH = _cbor2_has_options()
+"""True: cbor2 itself enforces the subset. False (cbor2 5.x): _cborscan checks bytes first."""
 
 
 def _refusal_reason(exc):
@@ -88,13 +90,18 @@ _BytesIO = io.BytesIO
 
 
 def decode_map(body, what="frame"):
-    """Decode ``body`` (bytes) that must hold exactly one CBOR map; return it as a dict.
+    """Decode ``body`` (bytes-like) that must hold exactly one CBOR map; return it as a dict.
 
     Raises MalformedFrame (only) on anything else. ``what`` names the thing in messages.
     """
+    if not FAST_PATH:
+        scan(body, MAX_DEPTH, what)
     fp = _BytesIO(body)
     try:
-        obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
+        if FAST_PATH:
+            obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
+        else:
+            obj = _Decoder(fp, tag_hook=_refuse_tag).decode()
     except cbor2.CBORDecodeError as exc:
         detail = _refusal_reason(exc)
         raise MalformedFrame(
@@ -103,7 +110,8 @@ def decode_map(body, what="frame"):
         ) from None
     except (ValueError, TypeError, OverflowError, RecursionError, MemoryError, LookupError) as exc:
         raise MalformedFrame(
-            f"{what} body could not be decoded ({type(exc).__name__}: {exc}); send one CBOR map"
+            f"{what} body is not valid CBOR for this protocol ({type(exc).__name__}: {exc}); "
+            "send one CBOR map with text keys, definite lengths, no tags"
         ) from None
     if type(obj) is not dict:
         raise MalformedFrame(
