@@ -272,7 +272,9 @@ def default_schema(extra_sections=()) -> Schema:
 
 def _plugged_sections() -> tuple[Section, ...]:
     """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
-    return ()
+    from firmware.net import NETWORK
+
+    return (NETWORK,)
 
 
 def _did_you_mean(word: str, choices, fmt: str) -> str:

@@ -23,6 +23,7 @@ from firmware.client import wall_ms
 from firmware.identity import load_or_create_node_identity
 from firmware.links import ClientListener, server_ssl_context
 from firmware.logs import Log
+from firmware.net import install_network
 from firmware.net.onion_relay import install_onion_relay
 from firmware.rpc import RpcHandler
 from firmware.sdnotify import Notifier
@@ -64,6 +65,7 @@ class Node:
         self.address: tuple[str, int] | None = None
         self._services: list[tuple[str, object]] = []
         self.onion = install_onion_relay(self)  # op "onion" + its link pool (network work)
+        self.network = install_network(self)  # membership, replication (network work)
 
     def add_service(self, name: str, run) -> None:
         """`run(*, task_status)` is started in the node's nursery after the listener, before

@@ -110,6 +110,7 @@ class RpcHandler:
         self._started = monotonic()
         self._info_sources: list[Callable[[], dict]] = []
         self._extra_ops: dict[str, Callable[[dict, ConnInfo, int], Awaitable[dict]]] = {}
+        self._op_hooks: dict[str, list] = {}
         self.counters = {"requests": 0, "errors": 0, "rate_limited": 0}
         self._ops = {
             "store": self._store,
@@ -130,6 +131,11 @@ class RpcHandler:
         if name in self._ops:
             raise ValueError(f"op {name!r} is already served")
         self._extra_ops[name] = fn
+
+    def add_op_hook(self, op: str, fn) -> None:
+        """After `op` succeeded here: `extra = await fn(req, result, conn, now_ms)` is merged
+        into its result (replication forwards a store to the swarm and adds `replicas`)."""
+        self._op_hooks.setdefault(op, []).append(fn)
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -163,7 +169,10 @@ class RpcHandler:
         """A parsed request -> its result map; raises ProtocolError subclasses."""
         check_signature(req, now_ms)
         try:
-            return await self._ops[req.op](req, now_ms)
+            result = await self._ops[req.op](req, now_ms)
+            for hook in self._op_hooks.get(req.op, ()):
+                result.update(await hook(req, result, conn, now_ms))
+            return result
         except StoreFull as e:
             raise StorageFull(f"this node is full ({e}); store elsewhere or later",
                               request_id=req.id) from None

@@ -45,9 +45,13 @@ class StoreResult:
     hash: bytes
     new: bool
     expiry: int
+    replicas: int | None = None  # copies in the swarm that acknowledged (network nodes)
 
     def to_map(self):
-        return {"hash": self.hash, "new": self.new, "expiry": self.expiry}
+        m = {"hash": self.hash, "new": self.new, "expiry": self.expiry}
+        if self.replicas is not None:
+            m["replicas"] = self.replicas
+        return m
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +152,10 @@ def _time(m, key):
 
 
 def _store(m):
-    f.check_keys(m, frozenset(("hash", "new", "expiry")), _BAD, None, "store result")
+    f.check_keys(m, frozenset(("hash", "new", "expiry", "replicas")), _BAD, None, "store result")
     return StoreResult(f.get_bytes(m, "hash", HASH_SIZE, _BAD, None), f.get_bool(m, "new", _BAD, None),
-                       _time(m, "expiry"))  # fmt: skip
+                       _time(m, "expiry"),
+                       f.get_int(m, "replicas", 0, 255, _BAD, None, default=None))  # fmt: skip
 
 
 _MSG_KEYS = frozenset(("hash", "ts", "expiry", "data"))

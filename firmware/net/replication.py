@@ -1,0 +1,360 @@
+"""Replication: copies to the swarm, anti-entropy between members, hand-off to new owners.
+
+- **Forwarding.** A client ``store`` is first made durable here (the node's own store op), then
+  sent with ``replicate`` to the other members of the recipient's swarm (placement over the live
+  set); the store's answer gains ``replicas``: copies acknowledged, this one included when this
+  node is a member. A client ``delete``/``expire`` is forwarded as-is (it carries the
+  recipient's signature, which each member checks itself). Requests that arrive over a node link
+  (``conn.peer_id`` set) are never forwarded again.
+- **Anti-entropy.** Every ``anti_entropy_interval`` (and soon after a membership change) we
+  compare with each peer we share swarms with: per recipient bucket (first byte of the key) a
+  BLAKE2b-128 over the sorted hashes both should hold. ``summary`` returns the peer's hashes in
+  differing buckets; we ``fetch_missing`` what we lack and ``replicate`` what it lacks.
+- **Hand-off.** Messages of recipients whose swarm no longer includes us are sent to every
+  current member with ``handoff``; they are deleted here only once *all* members confirmed
+  holding them (retried each round until then).
+
+Known limits: a delete reaching only some members can be undone by anti-entropy (there are no
+tombstones yet); a peer's ``replicate`` is trusted for non-public namespaces (the recipient's
+store signature is not kept with the message, so it cannot be re-checked).
+"""
+
+import hashlib
+import random
+
+import trio
+
+from firmware.proto.errors import BadRequest, ProtocolError
+from firmware.proto.hashing import message_hash
+from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, max_ttl
+from firmware.store import Message, StoreError
+
+from .membership import cfg_jitter, short
+from .peers import PeerUnavailable, args_of, require_peer
+
+__all__ = ["Replicator", "bucket_of", "bucket_digests"]
+
+MAX_BATCH_BYTES = 800_000  # data per replicate/fetch frame (frames are at most 1 MiB)
+MAX_DIFF_HASHES = 8000  # hashes per summary answer (256 KB)
+MAX_FETCH = 1000
+
+
+def bucket_of(recipient):
+    return recipient[0]
+
+
+def bucket_digests(index):
+    """{bucket: set(hashes)} -> {bucket: BLAKE2b-128 of the sorted hashes}."""
+    return {b: hashlib.blake2b(b"".join(sorted(hs)), digest_size=16).digest()
+            for b, hs in index.items() if hs}  # fmt: skip
+
+
+def message_wire(m):
+    return {"recipient": m.recipient, "ns": m.ns, "ts": m.ts, "expiry": m.expiry, "data": m.data}
+
+
+def parse_message(item, now_ms):
+    """A replicated message map -> Message (None if already expired); BadRequest if invalid."""
+    if type(item) is not dict:
+        raise BadRequest("each message must be a map", field="messages")
+    r, ns, ts, exp, data = (item.get(k) for k in ("recipient", "ns", "ts", "expiry", "data"))
+    if type(r) is not bytes or len(r) != 32:
+        raise BadRequest("must be 32 bytes", field="recipient")
+    if type(ns) is not int or not NS_MIN <= ns <= NS_MAX:
+        raise BadRequest(f"must be an int in {NS_MIN}..{NS_MAX}", field="ns")
+    if type(ts) is not int or not 0 <= ts <= now_ms + MAX_FUTURE_TS:
+        raise BadRequest("must be ms since the epoch, at most 60 s ahead", field="ts")
+    if type(exp) is not int or not ts < exp <= ts + max_ttl(ns):
+        raise BadRequest("must be after ts and within the namespace's max ttl", field="expiry")
+    if type(data) is not bytes or len(data) > MAX_DATA:
+        raise BadRequest(f"must be bytes, at most {MAX_DATA}", field="data")
+    if exp <= now_ms:
+        return None
+    return Message(message_hash(r, ns, ts, data), r, ns, ts, exp, data)
+
+
+def batches(msgs):
+    out, size = [], 0
+    for m in msgs:
+        if out and size + len(m.data) > MAX_BATCH_BYTES:
+            yield out
+            out, size = [], 0
+        out.append(m)
+        size += len(m.data) + 200
+    if out:
+        yield out
+
+
+class Replicator:
+    def __init__(self, identity, store, membership, links, cfg, *, clock_ms, log, rng=None):
+        self.node_id = identity.node_id
+        self.store = store
+        self.membership = membership
+        self.links = links
+        self.cfg = cfg
+        self.clock_ms = clock_ms
+        self.log = log
+        self.rng = rng or random.Random()
+        self._kick = trio.Event()  # set on membership change: run a round soon
+        self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
+                         "replicas_last": 0, "replicated_in": 0, "repairs_in": 0,
+                         "repairs_out": 0, "handoff_sent": 0, "handoff_dropped": 0,
+                         "anti_entropy_rounds": 0, "swarm_recipients": 0,
+                         "foreign_recipients": 0, "signed_ops_forwarded": 0}  # fmt: skip
+        membership.on_change.append(lambda placement: self._kick.set())
+
+    @property
+    def placement(self):
+        return self.membership.placement
+
+    def _address(self, node_id):
+        st = self.membership.state
+        rec = st.get(node_id) if st is not None else None
+        return rec.address if rec is not None else None
+
+    def install(self, handler):
+        handler.add_op("replicate", self.op_replicate)
+        handler.add_op("handoff", self.op_replicate)
+        handler.add_op("summary", self.op_summary)
+        handler.add_op("fetch_missing", self.op_fetch_missing)
+        handler.add_op_hook("store", self.after_store)
+        handler.add_op_hook("delete", self.after_signed_op)
+        handler.add_op_hook("expire", self.after_signed_op)
+
+    # -- forwarding client requests ------------------------------------------------------------
+
+    async def _send(self, node_id, op, args, results, key):
+        address = self._address(node_id)
+        if address is None:
+            return
+        try:
+            with trio.move_on_after(self.cfg.replicate_timeout):
+                results[key] = await self.links.request(node_id, address, op, args,
+                                                        timeout=self.cfg.replicate_timeout)
+        except (PeerUnavailable, ProtocolError) as e:
+            self.log.debug("forward_failed", op=op, peer=short(node_id), error=str(e)[:200])
+
+    async def after_store(self, req, result, conn, now_ms):
+        """Hook after a client store is durable here: copy it to the rest of the swarm."""
+        if conn.peer_id is not None:
+            return {}
+        swarm = self.placement.swarm(req.recipient)
+        others = [n for n in swarm if n != self.node_id]
+        msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
+               "expiry": result["expiry"], "data": req.data}  # fmt: skip
+        results = {}
+        async with trio.open_nursery() as nursery:
+            for n in others:
+                nursery.start_soon(self._send, n, "replicate", {"messages": [msg]}, results, n)
+        acks = sum(1 for r in results.values() if result["hash"] in r.get("stored", ()))
+        replicas = acks + (self.node_id in swarm)
+        self.counters["stores_forwarded"] += 1
+        self.counters["replica_acks"] += acks
+        self.counters["replica_naks"] += len(others) - acks
+        self.counters["replicas_last"] = replicas
+        return {"replicas": replicas}
+
+    async def after_signed_op(self, req, result, conn, now_ms):
+        """Forward a client's signed delete/expire to the other members (they re-check it)."""
+        if conn.peer_id is not None:
+            return {}
+        args = {"recipient": req.recipient, "ns": req.ns, "hashes": list(req.hashes),
+                "sig_ts": req.sig_ts, "sig": req.sig}  # fmt: skip
+        if req.op == "expire":
+            args["expiry"] = req.expiry
+        results = {}
+        async with trio.open_nursery() as nursery:
+            for n in self.placement.swarm(req.recipient):
+                if n != self.node_id:
+                    nursery.start_soon(self._send, n, req.op, args, results, n)
+        self.counters["signed_ops_forwarded"] += len(results)
+        return {}  # delete/expire results stay as docs/protocol.md defines them
+
+    # -- node ops ---------------------------------------------------------------------------------
+
+    async def op_replicate(self, frame, conn, now_ms):
+        op = frame.get("op")
+        peer = require_peer(conn, op)
+        items = args_of(frame).get("messages")
+        if type(items) is not list or len(items) > 10_000:
+            raise BadRequest("must be a list of message maps", field="messages")
+        msgs = [m for m in (parse_message(i, now_ms) for i in items) if m is not None]
+        stored = []
+        for m in msgs:
+            try:
+                await self.store.put(m)
+            except StoreError as e:
+                self.log.warning("replicate_store_failed", peer=short(peer), error=str(e)[:200])
+                break
+            stored.append(m.hash)
+        self.counters["replicated_in"] += len(stored)
+        return {"stored": stored}
+
+    async def _index(self, peer=None):
+        """{bucket: {hash: recipient}} of what we hold for recipients whose swarm has us (and
+        ``peer``, if given); also refreshes the swarm metrics."""
+        index, mine, foreign = {}, 0, 0
+        for r in await self.store.recipients():
+            swarm = self.placement.swarm(r)
+            if self.node_id not in swarm:
+                foreign += 1
+                continue
+            mine += 1
+            if peer is not None and peer not in swarm:
+                continue
+            bucket = index.setdefault(bucket_of(r), set())
+            for _ns, h, _exp in await self.store.hashes_for(r):
+                bucket.add(h)
+        self.counters["swarm_recipients"] = mine
+        self.counters["foreign_recipients"] = foreign
+        return index
+
+    async def op_summary(self, frame, conn, now_ms):
+        peer = require_peer(conn, "summary")
+        theirs = args_of(frame).get("buckets")
+        if type(theirs) is not list or len(theirs) > 256:
+            raise BadRequest("must be a list of [bucket, digest] pairs", field="buckets")
+        their_digests = {}
+        for item in theirs:
+            if (type(item) is not list or len(item) != 2 or type(item[0]) is not int
+                    or type(item[1]) is not bytes):  # fmt: skip
+                raise BadRequest("each entry must be [bucket int, digest bytes]", field="buckets")
+            their_digests[item[0]] = item[1]
+        index = await self._index(peer)
+        mine = bucket_digests(index)
+        diff, total, truncated = [], 0, False
+        for b in sorted(set(mine) | set(their_digests)):
+            if mine.get(b) == their_digests.get(b):
+                continue
+            hs = sorted(index.get(b, ()))
+            if total + len(hs) > MAX_DIFF_HASHES:
+                truncated = True
+                break
+            diff.append([b, hs])
+            total += len(hs)
+        return {"diff": diff, "truncated": truncated}
+
+    async def op_fetch_missing(self, frame, conn, now_ms):
+        require_peer(conn, "fetch_missing")
+        hashes = args_of(frame).get("hashes")
+        if type(hashes) is not list or len(hashes) > MAX_FETCH or any(
+                type(h) is not bytes or len(h) != 32 for h in hashes):  # fmt: skip
+            raise BadRequest(f"must be a list of at most {MAX_FETCH} 32-byte hashes",
+                             field="hashes")
+        out, size = [], 0
+        for m in await self.store.get_many(hashes):
+            if m.expiry <= now_ms:
+                continue
+            if out and size + len(m.data) > MAX_BATCH_BYTES:
+                break
+            out.append(message_wire(m))
+            size += len(m.data)
+        return {"messages": out}
+
+    # -- background rounds --------------------------------------------------------------------------
+
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        task_status.started()
+        await self.membership.ready.wait()
+        while True:
+            with trio.move_on_after(cfg_jitter(self.cfg.anti_entropy_interval, self.rng)):
+                await self._kick.wait()
+                await trio.sleep(self.cfg.settle_delay)  # let a burst of changes settle
+            self._kick = trio.Event()
+            try:
+                await self.handoff_round()
+                await self.anti_entropy_round()
+            except StoreError as e:
+                self.log.warning("replication_round_failed", error=str(e)[:200])
+
+    async def anti_entropy_round(self):
+        """Compare with every live peer that shares a swarm with us; repair both ways."""
+        self.counters["anti_entropy_rounds"] += 1
+        peers = set()
+        for r in await self.store.recipients():
+            swarm = self.placement.swarm(r)
+            if self.node_id in swarm:
+                peers.update(n for n in swarm if n != self.node_id)
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(self._sync_with, peer)
+
+    async def _sync_with(self, peer):
+        address = self._address(peer)
+        if address is None:
+            return
+        try:
+            index = await self._index(peer)
+            digests = bucket_digests(index)
+            ok = await self.links.request(peer, address, "summary",
+                                          {"buckets": [[b, d] for b, d in digests.items()]})
+            want, give = [], []
+            for item in ok.get("diff", []):
+                b, theirs = item[0], set(item[1])
+                ours = index.get(b, set())
+                want += [h for h in theirs - ours if type(h) is bytes and len(h) == 32]
+                give += list(ours - theirs)
+            for i in range(0, len(want), MAX_FETCH):
+                got = await self.links.request(peer, address, "fetch_missing",
+                                               {"hashes": want[i:i + MAX_FETCH]})
+                now = self.clock_ms()
+                for item in got.get("messages", []):
+                    m = parse_message(item, now)
+                    if m is not None and m.hash in want:
+                        await self.store.put(m)
+                        self.counters["repairs_in"] += 1
+            if give:
+                msgs = await self.store.get_many(give)
+                for batch in batches(msgs):
+                    res = await self.links.request(peer, address, "replicate",
+                                                   {"messages": [message_wire(m) for m in batch]})
+                    self.counters["repairs_out"] += len(res.get("stored", []))
+            if want or give:
+                self.log.info("anti_entropy_repaired", peer=short(peer), fetched=len(want),
+                              sent=len(give))
+        except (PeerUnavailable, ProtocolError) as e:
+            self.log.debug("anti_entropy_failed", peer=short(peer), error=str(e)[:200])
+
+    async def handoff_round(self):
+        """Hand messages we no longer own to all current owners; drop them once all confirm."""
+        for r in await self.store.recipients():
+            swarm = self.placement.swarm(r)
+            if self.node_id in swarm or not swarm:
+                continue
+            entries = await self.store.hashes_for(r)
+            if not entries:
+                continue
+            msgs = await self.store.get_many([h for _ns, h, _exp in entries])
+            confirmed = {m.hash: 0 for m in msgs}
+            for owner in swarm:
+                address = self._address(owner)
+                if address is None:
+                    continue
+                try:
+                    for batch in batches(msgs):
+                        res = await self.links.request(
+                            owner, address, "handoff",
+                            {"messages": [message_wire(m) for m in batch]})  # fmt: skip
+                        for h in res.get("stored", []):
+                            if h in confirmed:
+                                confirmed[h] += 1
+                except (PeerUnavailable, ProtocolError) as e:
+                    self.log.debug("handoff_failed", peer=short(owner), error=str(e)[:200])
+            self.counters["handoff_sent"] += len(msgs)
+            done = {}
+            for ns, h, _exp in entries:
+                if confirmed.get(h) == len(swarm):
+                    done.setdefault(ns, []).append(h)
+            for ns, hashes in done.items():
+                dropped = await self.store.delete(r, ns, hashes)
+                self.counters["handoff_dropped"] += len(dropped)
+            if done:
+                self.log.info("handoff_done", recipient_bucket=bucket_of(r),
+                              dropped=sum(map(len, done.values())), owners=len(swarm))
+
+    def info(self):
+        c = self.counters
+        return {k: c[k] for k in ("replicas_last", "replica_acks", "replica_naks",
+                                  "repairs_in", "repairs_out", "handoff_dropped",
+                                  "swarm_recipients", "foreign_recipients",
+                                  "anti_entropy_rounds")}  # fmt: skip
