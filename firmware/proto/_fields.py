@@ -79,10 +79,11 @@ def get_hash_list(m, key, size, max_items, err, rid, min_items=1):
 
 def check_keys(m, allowed, err, rid, where):
     if not m.keys() <= allowed:
-        extra = sorted(repr(k) for k in m.keys() - allowed)
-        field = extra[0].strip("'\"")
+        extra = sorted(m.keys() - allowed, key=repr)
+        field = extra[0] if type(extra[0]) is str else repr(extra[0])
         raise err(
-            f"unknown key(s) {', '.join(extra)} in {where}; allowed: {', '.join(sorted(allowed))}",
+            f"unknown key(s) {', '.join(map(repr, extra))} in {where}; "
+            f"allowed: {', '.join(sorted(allowed)) or 'none'}",
             field=field,
             request_id=rid,
         )

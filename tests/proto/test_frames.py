@@ -219,3 +219,15 @@ def test_feeding_after_error_keeps_raising_protocol_error():
     dec.receive_data(encode_frame(A))  # the buffer is not pinned by a leftover view
     with pytest.raises(MalformedFrame, match="already failed"):
         dec.next_event()
+
+
+def test_max_frame_in_64k_chunks_buffers_at_most_one_frame_plus_one_chunk():
+    data = raw_frame(_big_body(MAX_FRAME)) + encode_frame(A)
+    dec = FrameDecoder()
+    events, peak = [], 0
+    for i in range(0, len(data), 65536):
+        dec.receive_data(data[i : i + 65536])
+        peak = max(peak, dec.buffered)
+        events += drain(dec)
+    assert [e for e in events if e is not NEED_DATA] == [{"d": b"\xab" * (MAX_FRAME - 8)}, A]
+    assert peak <= 4 + MAX_FRAME + 65536  # one frame plus at most one chunk

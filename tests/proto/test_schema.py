@@ -359,3 +359,8 @@ def test_encode_request_validates_before_sending():
         encode_request(StoreRequest(1, RCPT, 0, NOW, DAY, b"x" * (MAX_DATA + 1)))
     with pytest.raises(BadRequest, match="sig_ts"):
         encode_request(StoreRequest(1, RCPT, 5, NOW, DAY, b"x"))
+
+
+def test_unknown_bytes_key_is_named_readably():
+    e = bad(req("info") | {"args": {b"k": 1}})
+    assert e.field == "b'k'" and "allowed: none" in str(e)
