@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import __version__
+from firmware import __version__, flash
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_DATA_DIR = ".homenode"
@@ -432,6 +432,8 @@ COMMANDS = [
             _config_check_args, cmd_config_check),
     Command("config defaults", "print every setting with its default and help",
             lambda p: None, cmd_config_defaults),
+    Command("flash", "write the SD image onto a card, then verify it by reading back",
+            flash.add_arguments, flash.run),
 ]
 
 
