@@ -15,6 +15,7 @@ around it and keeps ``placement`` (rendezvous swarms over the live set) up to da
   hands data over).
 """
 
+import hashlib
 import random
 
 import trio
@@ -26,7 +27,7 @@ from firmware.proto.records import FLAG_REACHABLE, make_record
 
 from .peers import PeerUnavailable, args_of, ping, require_peer
 
-__all__ = ["MembershipService", "parse_bootstrap"]
+__all__ = ["MembershipService", "parse_bootstrap", "live_set_digest"]
 
 
 def parse_bootstrap(entry):
@@ -237,6 +238,7 @@ class MembershipService:
         return {
             "peers_known": len(self.state),
             "peers_live": len(self.state.live_ids()) - 1,
+            "live_set": live_set_digest(self.state.live_ids()),
             "swarm_k": self.placement.k,
             "membership_epoch": self.placement.epoch,
             "records_refused": sum(self.state.refused.values()),
@@ -246,6 +248,11 @@ class MembershipService:
             "reachability_failed": self.counters["tests_failed"],
             "record_flags": ",".join(self.state.own.flag_names),
         }
+
+
+def live_set_digest(ids):
+    """Short fingerprint of a live set: equal on two nodes iff they see the same members."""
+    return hashlib.blake2b(b"".join(sorted(ids)), digest_size=8).hexdigest()
 
 
 def cfg_jitter(seconds, rng, spread=0.2):
