@@ -21,7 +21,8 @@ API (trio; times are integer ms since the epoch)::
         await store.sweep_expired()             # also runs every sweep_every_s
         store.stats()   # count, bytes, pending_bytes, quota_bytes, file_bytes, commits,
                         # ops_committed, bytes_written (writer thread, Linux /proc accounting)
-        # replication: store.recipients(), store.hashes_for(recipient), store.get_many(hashes)
+        # replication: store.recipients(), store.hashes_for(recipient),
+        #   store.get_many(recipient, ns, hashes)
     store.close()
 
 - `put` returns only after the batch holding it is committed (fsync'd): an acknowledged message

@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .schema import EXPIRY_BUCKET_MS
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -31,12 +33,15 @@ def put(conn: sqlite3.Connection, msg: Message) -> WriteResult:
     """Insert unless the hash is already stored; result `(is_new, expiry)`."""
     cur = conn.execute(
         "INSERT INTO messages (hash, recipient, ns, ts, expiry, data) VALUES (?,?,?,?,?,?) "
-        "ON CONFLICT (hash) DO NOTHING",
+        "ON CONFLICT (recipient, ns, hash) DO NOTHING",
         (msg.hash, msg.recipient, msg.ns, msg.ts, msg.expiry, msg.data),
     )
     if cur.rowcount == 1:
         return (True, msg.expiry), 1, len(msg.data)
-    row = conn.execute("SELECT expiry FROM messages WHERE hash=?", (msg.hash,)).fetchone()
+    row = conn.execute(
+        "SELECT expiry FROM messages WHERE recipient=? AND ns=? AND hash=?",
+        (msg.recipient, msg.ns, msg.hash),
+    ).fetchone()
     return (False, row[0]), 0, 0
 
 
@@ -77,18 +82,19 @@ def set_expiry(
 
 
 def delete_by_expiry(
-    conn: sqlite3.Connection, *, before: int | None, limit: int, want_bytes: int | None
+    conn: sqlite3.Connection, *, now: int, expired_only: bool, limit: int, want_bytes: int | None
 ) -> WriteResult:
-    """Delete up to `limit` rows in expiry order: those expired at `before`, or (eviction) the
-    soonest to expire until `want_bytes` are freed. Result `(rows, bytes)` deleted."""
-    if before is not None:
+    """Delete up to `limit` rows: those expired at `now`, or (eviction, `expired_only=False`) in
+    order of expiry minute until `want_bytes` are freed. Result `(rows, bytes)` deleted."""
+    if expired_only:
         rows = conn.execute(
-            "SELECT seq, length(data) FROM messages WHERE expiry<=? ORDER BY expiry LIMIT ?",
-            (before, limit),
+            "SELECT seq, length(data) FROM messages WHERE expiry / 60000 <= ? AND expiry <= ? "
+            "ORDER BY expiry / 60000 LIMIT ?",
+            (now // EXPIRY_BUCKET_MS, now, limit),
         ).fetchall()
     else:
         rows = conn.execute(
-            "SELECT seq, length(data) FROM messages ORDER BY expiry LIMIT ?", (limit,)
+            "SELECT seq, length(data) FROM messages ORDER BY expiry / 60000 LIMIT ?", (limit,)
         ).fetchall()
     freed = 0
     n = 0
@@ -121,42 +127,47 @@ def retrieve(
     max_bytes: int,
     now: int,
 ) -> tuple[list[Message], bool]:
-    """Messages stored after `after` (from the start if it is None or unknown), oldest first."""
+    """Messages stored after `after` (from the start if it is None or unknown), oldest first.
+
+    The mailbox index is in hash order, so this first reads the mailbox's row ids from the index
+    alone and sorts those (cheap integers), then reads only the rows it returns.
+    """
     after_seq = 0
     if after is not None:
         row = conn.execute(
-            "SELECT seq FROM messages WHERE hash=? AND recipient=? AND ns=?", (after, recipient, ns)
+            "SELECT seq FROM messages WHERE recipient=? AND ns=? AND hash=?", (recipient, ns, after)
         ).fetchone()
         if row is not None:
             after_seq = row[0]
-    cur = conn.execute(
-        "SELECT hash, ts, expiry, data FROM messages "
-        "WHERE recipient=? AND ns=? AND seq>? AND expiry>? ORDER BY seq",
-        (recipient, ns, after_seq, now),
-    )
+    seqs = conn.execute(
+        "SELECT seq FROM messages WHERE recipient=? AND ns=? AND seq>? ORDER BY seq",
+        (recipient, ns, after_seq),
+    ).fetchall()
     out: list[Message] = []
     total = 0
-    more = False
-    try:
-        for h, ts, expiry, data in cur:
-            if out and (len(out) >= max_count or total + len(data) > max_bytes):
-                more = True
-                break
-            out.append(Message(h, recipient, ns, ts, expiry, data))
-            total += len(data)
-    finally:
-        cur.close()  # ends the read transaction so checkpoints are not held back
-    return out, more
+    for (seq,) in seqs:
+        row = conn.execute(
+            "SELECT hash, ts, expiry, data FROM messages WHERE seq=? AND expiry>?", (seq, now)
+        ).fetchone()
+        if row is None:
+            continue  # expired
+        h, ts, expiry, data = row
+        if out and (len(out) >= max_count or total + len(data) > max_bytes):
+            return out, True
+        out.append(Message(h, recipient, ns, ts, expiry, data))
+        total += len(data)
+    return out, False
 
 
-def get_many(conn: sqlite3.Connection, hashes: Iterable[bytes]) -> list[Message]:
+def get_many(conn: sqlite3.Connection, recipient: bytes, ns: int, hashes: Iterable[bytes]) -> list[Message]:
     out = []
     for h in dict.fromkeys(hashes):
         row = conn.execute(
-            "SELECT recipient, ns, ts, expiry, data FROM messages WHERE hash=?", (h,)
+            "SELECT ts, expiry, data FROM messages WHERE recipient=? AND ns=? AND hash=?",
+            (recipient, ns, h),
         ).fetchone()
         if row is not None:
-            out.append(Message(h, *row))
+            out.append(Message(h, recipient, ns, *row))
     return out
 
 

@@ -100,7 +100,7 @@ class MessageStore:
         batch_ms: float = 50,
         sweep_every_s: float = 30,
         sweep_batch: int = 256,
-        autocheckpoint_pages: int = 4000,
+        wal_bytes: int = 16 << 20,
     ) -> MessageStore:
         """Open (creating or migrating) the database file. Blocks briefly; call at startup."""
         path = Path(path)
@@ -112,12 +112,12 @@ class MessageStore:
         reader = None
         try:
             version = schema.check_database(writer, path)
-            schema.configure(writer, autocheckpoint_pages=autocheckpoint_pages)
+            schema.configure(writer, wal_bytes=wal_bytes)
             schema.migrate(writer, version)
             if not existed:
                 schema.fsync_dir(path.parent)
             reader = schema.connect(path)
-            schema.configure(reader, autocheckpoint_pages=autocheckpoint_pages, query_only=True)
+            schema.configure(reader, wal_bytes=wal_bytes, query_only=True)
             return cls(
                 path, writer, reader, quota_bytes=quota_bytes, batch_rows=batch_rows,
                 batch_ms=batch_ms, clock_ms=clock_ms, sweep_every_s=sweep_every_s,
@@ -260,7 +260,7 @@ class MessageStore:
         _check_message(msg)
         size = len(msg.data)
         if self._bytes + self._reserved + size > self.quota_bytes:
-            existing = await self.get_many([msg.hash])
+            existing = await self.get_many(msg.recipient, msg.ns, [msg.hash])
             if existing:
                 return False, existing[0].expiry
             raise StoreFull(
@@ -290,7 +290,10 @@ class MessageStore:
         while True:
             now = self._clock_ms()
             n, _ = await self._submit(
-                partial(ops.delete_by_expiry, before=now, limit=self._sweep_batch, want_bytes=None)
+                partial(
+                    ops.delete_by_expiry, now=now, expired_only=True, limit=self._sweep_batch,
+                    want_bytes=None,
+                )
             )
             total += n
             if n < self._sweep_batch:
@@ -298,16 +301,19 @@ class MessageStore:
 
     async def evict(self, n_bytes: int) -> tuple[int, int]:
         """Free at least `n_bytes` of message data if there is that much: expired messages first,
-        then those soonest to expire. Returns `(messages, bytes)` removed."""
+        then those soonest to expire (by expiry minute). Returns `(messages, bytes)` removed."""
         count = freed = 0
-        while freed < n_bytes:
-            want = n_bytes - freed
-            n, b = await self._submit(
-                partial(ops.delete_by_expiry, before=None, limit=self._sweep_batch, want_bytes=want)
-            )
-            count, freed = count + n, freed + b
-            if n == 0:
-                break
+        for expired_only in (True, False):
+            while freed < n_bytes:
+                n, b = await self._submit(
+                    partial(
+                        ops.delete_by_expiry, now=self._clock_ms(), expired_only=expired_only,
+                        limit=self._sweep_batch, want_bytes=n_bytes - freed,
+                    )
+                )
+                count, freed = count + n, freed + b
+                if n == 0:
+                    break
         return count, freed
 
     async def flush(self) -> None:
@@ -333,9 +339,10 @@ class MessageStore:
             lambda c: ops.retrieve(c, recipient, ns, after, max_count, max_bytes, now)
         )
 
-    async def get_many(self, hashes: list[bytes]) -> list[Message]:
-        """The stored messages among `hashes` (expired or not), for replication."""
-        return await self._read(lambda c: ops.get_many(c, hashes))
+    async def get_many(self, recipient: bytes, ns: int, hashes: list[bytes]) -> list[Message]:
+        """The stored messages of (recipient, ns) among `hashes` (expired or not), in the order
+        asked, for replication."""
+        return await self._read(lambda c: ops.get_many(c, recipient, ns, hashes))
 
     async def hashes_for(self, recipient: bytes) -> list[tuple[int, bytes, int]]:
         """`(ns, hash, expiry)` of every unexpired message of `recipient`, for anti-entropy."""

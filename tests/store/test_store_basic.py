@@ -216,4 +216,5 @@ async def test_replication_helpers(running):
     await store.put(b)
     assert sorted(await store.recipients()) == [b"A" * 32, b"B" * 32]
     assert await store.hashes_for(b"B" * 32) == [(3, b.hash, b.expiry)]
-    assert await store.get_many([b.hash, b"\x00" * 32, a.hash]) == [b, a]
+    assert await store.get_many(b"B" * 32, 3, [b.hash, b"\x00" * 32, a.hash]) == [b]
+    assert await store.get_many(b"A" * 32, 0, [b.hash, a.hash]) == [a]

@@ -68,8 +68,8 @@ async def test_evict_removes_expired_then_soonest_to_expire(running, mock_clock)
     await put_all(store, [latest, soon, expired, later])
     mock_clock.jump(1)
     assert await store.evict(150) == (2, 200)  # expired, then soon
-    assert await store.get_many([m.hash for m in (expired, soon, later, latest)]) == [
-        later, latest]
+    assert await store.get_many(b"R" * 32, 0, [m.hash for m in (expired, soon, later, latest)]) \
+        == [later, latest]
     assert await store.evict(10**6) == (2, 200)
     assert await store.evict(1) == (0, 0)
     assert store.stats()["bytes"] == 0
