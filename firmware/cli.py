@@ -185,6 +185,7 @@ def _run_args(p):
 def cmd_run(args) -> int:
     import trio
 
+    from firmware.config import ConfigError
     from firmware.identity import IdentityError
     from firmware.logs import Log
     from firmware.node import Node
@@ -202,6 +203,8 @@ def cmd_run(args) -> int:
     try:
         node = Node(cfg, log=log, notifier=notifier)
         trio.run(node.run)
+    except ConfigError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     except IdentityError as e:
         raise CliError(f"cannot start: {e}") from None
     except StoreError as e:

@@ -272,9 +272,10 @@ def default_schema(extra_sections=()) -> Schema:
 
 def _plugged_sections() -> tuple[Section, ...]:
     """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
+    from firmware.device import SECTIONS as DEVICE
     from firmware.net import NETWORK
 
-    return (NETWORK,)
+    return (NETWORK,) + DEVICE
 
 
 def _did_you_mean(word: str, choices, fmt: str) -> str:

@@ -117,6 +117,7 @@ class ClientListener:
         self._draining = False
         self._accept_scope = trio.CancelScope()
         self._read_scopes: set[trio.CancelScope] = set()
+        self.wrap_stream = None  # e.g. the bandwidth shaper: TCP stream -> shaped stream
 
     async def run(self, host: str, port: int, *, task_status=trio.TASK_STATUS_IGNORED):
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -156,7 +157,8 @@ class ClientListener:
             except OSError:
                 return
             conn = ConnInfo(host, port)
-            stream = trio.SSLStream(tcp, self.ssl_context, server_side=True)
+            raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
+            stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
             try:
                 with trio.fail_after(self.handshake_timeout):
                     await stream.do_handshake()

@@ -20,6 +20,7 @@ import trio
 
 from firmware import __version__
 from firmware.client import wall_ms
+from firmware.device import install_device
 from firmware.identity import load_or_create_node_identity
 from firmware.links import ClientListener, server_ssl_context
 from firmware.logs import Log
@@ -66,6 +67,7 @@ class Node:
         self._services: list[tuple[str, object]] = []
         self.onion = install_onion_relay(self)  # op "onion" + its link pool (network work)
         self.network = install_network(self)  # membership, replication (network work)
+        self.device = install_device(self)  # LED, button, thermal/bandwidth/storage governors
 
     def add_service(self, name: str, run) -> None:
         """`run(*, task_status)` is started in the node's nursery after the listener, before

@@ -111,6 +111,7 @@ class RpcHandler:
         self._info_sources: list[Callable[[], dict]] = []
         self._extra_ops: dict[str, Callable[[dict, ConnInfo, int], Awaitable[dict]]] = {}
         self._op_hooks: dict[str, list] = {}
+        self._op_guards: dict[str, list] = {}
         self.counters = {"requests": 0, "errors": 0, "rate_limited": 0}
         self._ops = {
             "store": self._store,
@@ -136,6 +137,11 @@ class RpcHandler:
         """After `op` succeeded here: `extra = await fn(req, result, conn, now_ms)` is merged
         into its result (replication forwards a store to the swarm and adds `replicas`)."""
         self._op_hooks.setdefault(op, []).append(fn)
+
+    def add_op_guard(self, op: str, fn) -> None:
+        """Before `op` runs (after its signature check): `await fn(req, conn, now_ms)` may raise
+        a ProtocolError to refuse it (device governors: busy when hot, write budget)."""
+        self._op_guards.setdefault(op, []).append(fn)
 
     # -- entry points ---------------------------------------------------------------------
 
@@ -168,6 +174,8 @@ class RpcHandler:
     async def handle(self, req, conn: ConnInfo, now_ms: int) -> dict:
         """A parsed request -> its result map; raises ProtocolError subclasses."""
         check_signature(req, now_ms)
+        for guard in self._op_guards.get(req.op, ()):
+            await guard(req, conn, now_ms)
         try:
             result = await self._ops[req.op](req, now_ms)
             for hook in self._op_hooks.get(req.op, ()):

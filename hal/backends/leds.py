@@ -4,6 +4,7 @@ All take what `hal.core.led.LedAnimator.poll` returns; `LedBank` fans one `LedOu
 whichever LEDs this box has and writes only what changed.
 """
 
+import collections
 import logging
 
 log = logging.getLogger("hal.leds")
@@ -98,12 +99,12 @@ class GpioRgbLed:
 
 
 class SimLed:
-    """Records (time_ms, value) transitions; what development machines and QEMU use."""
+    """Records the last `keep` (time_ms, value) transitions; for dev machines and QEMU."""
 
-    def __init__(self, name):
+    def __init__(self, name, keep=1000):
         self.name = name
         self.value = None
-        self.transitions = []
+        self.transitions = collections.deque(maxlen=keep)
 
     def set(self, value, now_ms=None):
         if value != self.value:

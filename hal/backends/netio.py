@@ -46,3 +46,21 @@ class CrossCheck:
         if dn <= 0 or di < 0:
             return None
         return di / dn
+
+
+def has_usable_network(psutil_module, exclude=("lo",)):
+    """True if some interface other than loopback is up with an IPv4 or a global IPv6 address
+    (no address at all is what an unconfigured Wi-Fi looks like: the LED says needs_setup)."""
+    try:
+        stats = psutil_module.net_if_stats()
+        addrs = psutil_module.net_if_addrs()
+    except Exception:  # unknown: do not claim the operator has work to do
+        return True
+    for name, st in stats.items():
+        if name in exclude or not st.isup:
+            continue
+        for a in addrs.get(name, ()):
+            fam = getattr(a.family, "name", str(a.family))
+            if fam == "AF_INET" or (fam == "AF_INET6" and not a.address.lower().startswith("fe80")):
+                return True
+    return False

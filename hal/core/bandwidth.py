@@ -198,6 +198,22 @@ class BandwidthShaper:
             if self.pace is not None:
                 self.pace.force(n, now_ms)
 
+    def debt_ms(self, direction, now_ms):
+        """ms until bytes `account`ed in `direction` are paid off (0 = nothing owed); until the
+        next cycle when they took the cap. Readers wait this long before reading more, which is
+        how a receiver slows its sender (TCP backpressure)."""
+        self._maybe_refresh(now_ms)
+        w = self.links[direction].wait_ms(0, now_ms)
+        if self.counted(direction) and self.budget.cap_bytes:
+            if self.budget.used_bytes >= self.budget.cap_bytes:
+                return self.budget.end_ms - now_ms
+            pw = self.pace.wait_ms(0, now_ms)
+            if pw > 0:
+                self.paced_until_ms = now_ms + self.refresh_ms
+            if pw > w:
+                w = pw
+        return w
+
     def _spend(self, direction, n, now_ms):
         self.links[direction].force(n, now_ms)
         self.totals[direction] += n

@@ -127,7 +127,7 @@ def test_sim_leds_record_transitions_with_times():
     times = [1000]
     for ms in pattern.rhythm[:-1]:
         times.append(times[-1] + ms)
-    assert act.transitions == [(tm, i % 2 == 0 and 1 or 0) for i, tm in enumerate(times)]
+    assert list(act.transitions) == [(tm, i % 2 == 0 and 1 or 0) for i, tm in enumerate(times)]
     assert [v for _, v in rgb.transitions] == [led.RED, led.BLACK] * 4
 
 

@@ -157,6 +157,17 @@ def test_account_counts_bytes_that_already_arrived_as_debt():
     assert sh.totals[DOWN] == 3000
 
 
+def test_debt_from_received_bytes_delays_the_next_read():
+    sh = BandwidthShaper(T0, up_rate=1000, down_rate=1000, burst_s=1, min_chunk=1000,
+                         monthly_cap_bytes=10 ** 9, billing_day=15, offset_ms=OFFSET)
+    assert sh.debt_ms(DOWN, T0) == 0
+    sh.account(DOWN, 2500, T0)
+    assert sh.debt_ms(DOWN, T0) >= 1500
+    assert sh.debt_ms(DOWN, T0 + 10 ** 6) == 0
+    sh.account(DOWN, 10 ** 9, T0 + 10 ** 6)  # cap taken: owed until the next cycle
+    assert sh.debt_ms(DOWN, T0 + 10 ** 6) == sh.budget.end_ms - (T0 + 10 ** 6)
+
+
 def test_rejects_bad_configuration():
     raises(ValueError, BandwidthShaper, T0, up_rate=0)
     raises(ValueError, BandwidthShaper, T0, cap_directions="sideways")
