@@ -29,20 +29,33 @@ class Message:
 WriteResult = tuple[object, int, int]
 
 
-def put(conn: sqlite3.Connection, msg: Message) -> WriteResult:
-    """Insert unless the hash is already stored; result `(is_new, expiry)`."""
-    cur = conn.execute(
+def put_many(conn: sqlite3.Connection, msgs: list[Message]) -> list[WriteResult]:
+    """Insert those not already stored; per message the result is `(is_new, expiry)`.
+
+    One executemany for the lot (the common case: all new). Only when some were already there,
+    look each one up: rows this call inserted have a rowid above the largest one before it.
+    """
+    before = conn.execute("SELECT coalesce(max(seq), 0) FROM messages").fetchone()[0]
+    cur = conn.executemany(
         "INSERT INTO messages (hash, recipient, ns, ts, expiry, data) VALUES (?,?,?,?,?,?) "
         "ON CONFLICT (recipient, ns, hash) DO NOTHING",
-        (msg.hash, msg.recipient, msg.ns, msg.ts, msg.expiry, msg.data),
+        [(m.hash, m.recipient, m.ns, m.ts, m.expiry, m.data) for m in msgs],
     )
-    if cur.rowcount == 1:
-        return (True, msg.expiry), 1, len(msg.data)
-    row = conn.execute(
-        "SELECT expiry FROM messages WHERE recipient=? AND ns=? AND hash=?",
-        (msg.recipient, msg.ns, msg.hash),
-    ).fetchone()
-    return (False, row[0]), 0, 0
+    if cur.rowcount == len(msgs):
+        return [((True, m.expiry), 1, len(m.data)) for m in msgs]
+    out: list[WriteResult] = []
+    seen: set[tuple[bytes, int, bytes]] = set()
+    for m in msgs:
+        key = (m.recipient, m.ns, m.hash)
+        seq, expiry = conn.execute(
+            "SELECT seq, expiry FROM messages WHERE recipient=? AND ns=? AND hash=?", key
+        ).fetchone()
+        if seq > before and key not in seen:
+            out.append(((True, expiry), 1, len(m.data)))
+        else:
+            out.append(((False, expiry), 0, 0))
+        seen.add(key)
+    return out
 
 
 def delete(conn: sqlite3.Connection, recipient: bytes, ns: int, hashes: Iterable[bytes]) -> WriteResult:

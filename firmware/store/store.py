@@ -33,8 +33,9 @@ _OP_ERRORS = (
 
 @dataclass(eq=False, slots=True)
 class _Op:
-    fn: Callable[[sqlite3.Connection], ops.WriteResult]
+    fn: Callable[[sqlite3.Connection], ops.WriteResult] | None  # None: put `msg`
     queued_at: float
+    msg: Message | None = None
     reserved: int = 0  # quota bytes held for a pending put
     done: trio.Event = field(default_factory=trio.Event)
     result: object = None
@@ -187,7 +188,7 @@ class MessageStore:
 
     async def _commit(self, batch: list[_Op]) -> None:
         try:
-            outcomes = await trio.to_thread.run_sync(self._apply, [op.fn for op in batch])
+            outcomes = await trio.to_thread.run_sync(self._apply, batch)
         except Exception as e:
             if len(batch) == 1 or not isinstance(e, _OP_ERRORS):
                 err = _wrap(e, self.path)
@@ -207,13 +208,24 @@ class MessageStore:
             self._bytes += d_bytes
             self._finish(op, result=result)
 
-    def _apply(self, fns) -> tuple[list[ops.WriteResult], int]:
+    def _apply(self, batch: list[_Op]) -> tuple[list[ops.WriteResult], int]:
         """Worker thread: one transaction, one commit (= one fsync of the WAL)."""
         conn = self._writer
         before = _thread_write_bytes()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            results = [fn(conn) for fn in fns]
+            results: list[ops.WriteResult] = []
+            puts: list[Message] = []  # consecutive puts go in as one executemany
+            for op in batch:
+                if op.fn is None:
+                    puts.append(op.msg)
+                    continue
+                if puts:
+                    results += ops.put_many(conn, puts)
+                    puts = []
+                results.append(op.fn(conn))
+            if puts:
+                results += ops.put_many(conn, puts)
             d_count = sum(r[1] for r in results)
             d_bytes = sum(r[2] for r in results)
             if d_count or d_bytes:
@@ -233,10 +245,10 @@ class MessageStore:
         op.result, op.error = result, error
         op.done.set()
 
-    async def _submit(self, fn, reserved: int = 0):
+    async def _submit(self, fn, reserved: int = 0, msg: Message | None = None):
         if self._send is None:
             raise StoreClosed("the message store is not running (start MessageStore.run first)")
-        op = _Op(fn, trio.current_time(), reserved)
+        op = _Op(fn, trio.current_time(), msg, reserved)
         self._reserved += reserved
         self._send.send_nowait(op)
         await op.done.wait()  # a cancelled caller leaves the op queued: it still commits
@@ -267,7 +279,7 @@ class MessageStore:
                 f"message store quota reached: {self._bytes} of {self.quota_bytes} bytes used "
                 f"(+{self._reserved} pending); a {size}-byte message does not fit"
             )
-        return await self._submit(lambda conn: ops.put(conn, msg), reserved=size)
+        return await self._submit(None, reserved=size, msg=msg)
 
     async def delete(self, recipient: bytes, ns: int, hashes: list[bytes]) -> list[bytes]:
         """Delete those of `hashes` stored for (recipient, ns); returns the ones deleted."""

@@ -218,3 +218,30 @@ async def test_replication_helpers(running):
     assert await store.hashes_for(b"B" * 32) == [(3, b.hash, b.expiry)]
     assert await store.get_many(b"B" * 32, 3, [b.hash, b"\x00" * 32, a.hash]) == [b]
     assert await store.get_many(b"A" * 32, 0, [b.hash, a.hash]) == [a]
+
+
+async def test_batch_mixing_stored_new_and_repeated_messages(running, mock_clock):
+    store = await running(batch_ms=50, batch_rows=5)
+    old, a, b = make_msg(1), make_msg(2), make_msg(3)
+    async with trio.open_nursery() as n:
+        n.start_soon(store.put, old)
+        await trio.testing.wait_all_tasks_blocked()
+        mock_clock.jump(0.05)
+    results = {}
+
+    async def put(key, m):
+        results[key] = await store.put(m)
+
+    async with trio.open_nursery() as n:  # one batch of 5, in this order
+        for key, m in [("old", old), ("a", a), ("a2", a), ("del", None), ("b", b)]:
+            if m is None:
+                n.start_soon(store.delete, b"R" * 32, 0, [old.hash])
+            else:
+                n.start_soon(put, key, m)
+            await trio.testing.wait_all_tasks_blocked()
+    assert store.stats()["commits"] == 2
+    assert results == {"old": (False, old.expiry), "a": (True, a.expiry),
+                       "a2": (False, a.expiry), "b": (True, b.expiry)}
+    assert (store.stats()["count"], store.stats()["bytes"]) == (2, 200)
+    got, _ = await store.retrieve(b"R" * 32, 0, None, 10, 10**6)
+    assert got == [a, b]
