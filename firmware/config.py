@@ -274,8 +274,9 @@ def _plugged_sections() -> tuple[Section, ...]:
     """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
     from firmware.device import SECTIONS as DEVICE
     from firmware.net import NETWORK
+    from firmware.net.reachability import NAT
 
-    return (NETWORK,) + DEVICE
+    return (NETWORK, NAT) + DEVICE
 
 
 def _did_you_mean(word: str, choices, fmt: str) -> str:

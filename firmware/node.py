@@ -26,6 +26,7 @@ from firmware.links import ClientListener, server_ssl_context
 from firmware.logs import Log
 from firmware.net import install_network
 from firmware.net.onion_relay import install_onion_relay
+from firmware.net.reachability import install_reachability
 from firmware.rpc import RpcHandler
 from firmware.sdnotify import Notifier
 from firmware.store import DB_FILENAME, MessageStore
@@ -68,6 +69,7 @@ class Node:
         self.onion = install_onion_relay(self)  # op "onion" + its link pool (network work)
         self.network = install_network(self)  # membership, replication (network work)
         self.device = install_device(self)  # LED, button, thermal/bandwidth/storage governors
+        self.reach = install_reachability(self)  # NAT mapping, peer tests, relayed mode
 
     def add_service(self, name: str, run) -> None:
         """`run(*, task_status)` is started in the node's nursery after the listener, before

@@ -59,8 +59,9 @@ class LinkPool:
     ``get(node_id, host, port)`` returns an object with ``await request(op, args) -> ok map``.
     Until node-to-node authenticated links exist (``hello``, firmware/net/peers.py) these are
     plain pinned client links (firmware.client.connect): the next hop knows who it talks to,
-    not the other way round - which is all onion forwarding needs. ``reverse`` is an optional
-    lookup ``node_id -> link`` consulted first (relayed nodes attached to us).
+    not the other way round - which is all onion forwarding needs. ``reverse`` and ``route``
+    are optional lookups ``node_id -> link`` consulted first: a relayed node attached to us,
+    and a relayed node reached through its relay (firmware/net/reachability.py).
     """
 
     def __init__(self, *, log, connect=client_connect, connect_timeout=5.0, idle_s=120.0,
@@ -72,6 +73,7 @@ class LinkPool:
         self.max_links = max_links
         self.clock_ms = clock_ms
         self.reverse: Callable[[bytes], object | None] | None = None
+        self.route: Callable[[bytes], object | None] | None = None  # relayed nodes, via a relay
         self._links: dict[tuple, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.counters = {"opened": 0, "failed": 0, "closed_idle": 0}
@@ -100,8 +102,8 @@ class LinkPool:
         return sum(1 for link in self._links.values() if link.client is not None)
 
     async def get(self, node_id: bytes, host: str, port: int):
-        if self.reverse is not None:
-            via = self.reverse(node_id)
+        for lookup in (self.reverse, self.route):
+            via = lookup(node_id) if lookup is not None else None
             if via is not None:
                 return via
         if self._nursery is None:
