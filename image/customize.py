@@ -6,6 +6,7 @@ keys, machine-id) and writes the package manifest.
 """
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,7 +36,7 @@ id homenode >/dev/null 2>&1 || useradd --system --user-group --groups gpio \
 passwd --lock root >/dev/null
 systemctl enable --quiet homenode.service homenode-setup.service systemd-networkd.service \
     systemd-resolved.service systemd-timesyncd.service
-systemctl disable --quiet ssh.service
+systemctl disable --quiet ssh.service ssh.socket wpa_supplicant.service
 systemctl mask --quiet e2scrub_reap.service e2scrub_all.timer apt-daily.timer \
     apt-daily-upgrade.timer
 """
@@ -125,6 +126,18 @@ def manifest(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def exposure(root: Path) -> str | None:
+    """`systemd-analyze security` of the node unit (offline, host tool), e.g. '1.7 OK'."""
+    unit = root / "etc/systemd/system/homenode.service"
+    try:
+        out = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                             capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"Overall exposure level for \S+: (\S+ \S+)", out.stdout)
+    return m.group(1) if m else None
+
+
 def clamp_mtimes(root: Path, epoch: int) -> None:
     """Files newer than SOURCE_DATE_EPOCH get it as mtime (reproducible filesystem images)."""
     subprocess.run(["find", str(root), "-newermt", f"@{epoch}", "-exec", "touch", "--no-dereference",
@@ -132,8 +145,8 @@ def clamp_mtimes(root: Path, epoch: int) -> None:
 
 
 def customize(tarball: Path, root: Path, repo: Path, cache: Path, work: Path, epoch: int,
-              progress: Progress) -> str:
-    """Build the final root tree in `root`; returns the manifest text."""
+              progress: Progress) -> tuple[str, str | None]:
+    """Build the final root tree in `root`; returns (manifest text, unit exposure score)."""
     progress.note("unpacking the base rootfs")
     unpack_base(tarball, root, progress)
     wheels = pydeps.download_wheels(cache, progress)
@@ -156,5 +169,7 @@ def customize(tarball: Path, root: Path, repo: Path, cache: Path, work: Path, ep
         doc = root / "usr/share/doc/homenode"
         doc.mkdir(parents=True, exist_ok=True)
         shutil.copy2(readme, doc / "README.md")
+    score = exposure(root)
+    progress.note(f"systemd-analyze security homenode.service: exposure {score}")
     clamp_mtimes(root, epoch)
-    return text
+    return text, score

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 DEVICE_SECTIONS = ("device", "wifi", "ssh")
 # What the image fixes in the node config (the data partition, reachable from the LAN).
 NODE_FIXED = {"data_dir": "/var/lib/homenode", "listen_host": "0.0.0.0"}
-HAL_DEFAULTS = {"backend": "auto"}
 
 _HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
@@ -71,9 +70,6 @@ def plan_from_text(text: str, where: str = "homenode.toml") -> Plan:
                                  f"({NODE_FIXED[key]!r}); remove that line")
     node.update(NODE_FIXED)
     node_config["node"] = node
-    hal = node_config.get("hal", {})
-    if isinstance(hal, dict):
-        node_config["hal"] = {**HAL_DEFAULTS, **hal}
     plan.node_config = node_config
     return plan
 
