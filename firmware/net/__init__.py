@@ -41,6 +41,8 @@ NETWORK = Section("network", "how this node finds and joins the network", [
         FloatRange(0.05, 86_400, "seconds")),
     Key("test_timeout", 5.0, "seconds a reachability test may take",
         FloatRange(0.1, 120, "seconds")),
+    Key("max_test_rate", 5.0, "reachability tests of live peers per second at most (a large "
+        "network stretches the re-test interval instead)", FloatRange(0.1, 1000, "tests/s")),
     Key("fail_threshold", 2, "failed tests in a row before a live peer counts as down",
         IntRange(1, 10)),
     Key("record_lifetime", 3600.0, "seconds our signed record is valid (re-issued at half)",

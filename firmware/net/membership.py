@@ -7,8 +7,9 @@ around it and keeps ``placement`` (rendezvous swarms over the live set) up to da
   listener is bound), re-issue it at half its lifetime;
 - every ``gossip_interval`` (+/- 20 %) exchange digests with ``gossip_fanout`` random live peers
   (bootstrap peers while we know nobody live, and one bootstrap peer every 10th round so a
-  restarted seed is found again): op ``gossip`` ``{have}`` -> ``{records, want}``, then a
-  second ``gossip`` ``{push}`` with what the peer wanted;
+  restarted seed is found again): op ``gossip`` ``{have_hash}`` -> ``{same: true}`` when both
+  hold the same records (the usual case: 16 bytes instead of the digest); else ``{have}``
+  ([id, seq] pairs) -> ``{records, want}``, then ``{push}`` with what the peer wanted;
 - run the reachability tests GossipState hands out (a fresh TLS link to the advertised address
   and a ``ping`` signed by the record's key), report the outcomes, expire old records;
 - on every live-set change update placement and call the ``on_change`` listeners (replication
@@ -70,7 +71,7 @@ class MembershipService:
         self.state = None  # GossipState, once run() knows our address
         self.on_change = []  # callables(placement), after every live-set change
         self.ready = trio.Event()
-        self.counters = {"gossip_rounds": 0, "gossip_failed": 0, "tests_ok": 0,
+        self.counters = {"gossip_rounds": 0, "gossip_failed": 0, "gossip_same": 0, "tests_ok": 0,
                          "tests_failed": 0, "records_issued": 0}  # fmt: skip
         self._rounds = 0
 
@@ -139,12 +140,15 @@ class MembershipService:
             raise BadRequest("must be a list of records", field="push")
         res = self.state.merge(peer, push, now_ms)
         self._handle(res.events)
+        have_hash = args.get("have_hash")
+        if have_hash is not None and have_hash == self.state.digest_hash():
+            return {"records": [], "want": [], "accepted": len(res.accepted), "same": True}
         if have is None:
-            return {"records": [], "want": [], "accepted": len(res.accepted)}
+            return {"records": [], "want": [], "accepted": len(res.accepted), "same": False}
         if type(have) is not list:
             raise BadRequest("must be a list of [node id, seq] pairs", field="have")
         send, want = self.state.answer(have, limit=self.cfg.max_push)
-        return {"records": send, "want": want, "accepted": len(res.accepted)}
+        return {"records": send, "want": want, "accepted": len(res.accepted), "same": False}
 
     def install(self, handler):
         handler.add_op("gossip", self.op_gossip)
@@ -159,6 +163,7 @@ class MembershipService:
             test_interval_ms=int(cfg.test_interval * 1000),
             max_backoff_ms=int(cfg.test_backoff_max * 1000),
             fail_threshold=cfg.fail_threshold, max_push=cfg.max_push,
+            max_test_rate=cfg.max_test_rate,
             max_records=cfg.max_records,
         )  # fmt: skip
         self.log.info("network_start", k=cfg.k, bootstrap=len(self.bootstrap),
@@ -191,6 +196,11 @@ class MembershipService:
     async def _exchange(self, node_id, address):
         try:
             ok = await self.links.request(node_id, address, "gossip",
+                                          {"have_hash": self.state.digest_hash()})
+            if ok.get("same") is True:
+                self.counters["gossip_same"] += 1
+                return
+            ok = await self.links.request(node_id, address, "gossip",
                                           {"have": self.state.digest()})
             records = ok.get("records")
             if type(records) is list:
@@ -212,18 +222,26 @@ class MembershipService:
     async def _test_loop(self, nursery):
         while True:
             now = self.clock_ms()
-            self._handle(self.state.expire(now))
-            own = self.state.own
-            if now >= own.issued + (own.expires - own.issued) // 2:
-                self.reissue()
-            for rec in self.state.due_tests(now):
-                nursery.start_soon(self._test, rec)
-            nxt = self.state.next_test_at()
+            try:
+                self._handle(self.state.expire(now))
+                own = self.state.own
+                if now >= own.issued + (own.expires - own.issued) // 2:
+                    self.reissue()
+                for rec in self.state.due_tests(now):
+                    nursery.start_soon(self._test, rec)
+                nxt = self.state.next_test_at()
+            except Exception as e:  # a bug costs one pass, never the node
+                self.log.error("membership_bug", error=f"{type(e).__name__}: {e}"[:300])
+                nxt = None
             wait_ms = 1000 if nxt is None else min(1000, max(20, nxt - now))
             await trio.sleep(wait_ms / 1000)
 
     async def _test(self, rec):
-        ok = await self.pinger(self.identity, rec, timeout=self.cfg.test_timeout)
+        try:
+            ok = await self.pinger(self.identity, rec, timeout=self.cfg.test_timeout)
+        except Exception as e:  # a pinger bug counts as a failed test
+            self.log.error("reachability_bug", error=f"{type(e).__name__}: {e}"[:300])
+            ok = False
         self.counters["tests_ok" if ok else "tests_failed"] += 1
         if not ok:
             self.log.debug("reachability_failed", peer=short(rec.id),

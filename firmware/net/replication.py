@@ -96,6 +96,8 @@ class Replicator:
         self.log = log
         self.rng = rng or random.Random()
         self._kick = trio.Event()  # set on membership change: run a round soon
+        self._index_cache = None
+        self._locate = {}  # hash -> (recipient, ns), from the same scan
         self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
                          "replicas_last": 0, "replicated_in": 0, "repairs_in": 0,
                          "repairs_out": 0, "handoff_sent": 0, "handoff_dropped": 0,
@@ -138,6 +140,13 @@ class Replicator:
         """Hook after a client store is durable here: copy it to the rest of the swarm."""
         if conn.peer_id is not None:
             return {}
+        try:
+            return await self._forward_store(req, result)
+        except Exception as e:  # stored here already: a forwarding bug must not fail the store
+            self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
+            return {"replicas": int(self.node_id in self.placement.swarm(req.recipient))}
+
+    async def _forward_store(self, req, result):
         swarm = self.placement.swarm(req.recipient)
         others = [n for n in swarm if n != self.node_id]
         msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
@@ -190,23 +199,45 @@ class Replicator:
         self.counters["replicated_in"] += len(stored)
         return {"stored": stored}
 
-    async def _index(self, peer=None):
-        """{bucket: {hash: recipient}} of what we hold for recipients whose swarm has us (and
-        ``peer``, if given); also refreshes the swarm metrics."""
-        index, mine, foreign = {}, 0, 0
+    async def _full_index(self):
+        """{recipient: {hash: ns}} for the recipients whose swarm includes us. Cached while
+        neither the live set nor the store's write count changed (one scan serves every peer)."""
+        stats = self.store.stats()
+        key = (self.placement.epoch, stats.get("count"), stats.get("ops_committed"))
+        if self._index_cache is not None and self._index_cache[0] == key:
+            return self._index_cache[1]
+        full, foreign = {}, 0
         for r in await self.store.recipients():
-            swarm = self.placement.swarm(r)
-            if self.node_id not in swarm:
+            if self.node_id not in self.placement.swarm(r):
                 foreign += 1
                 continue
-            mine += 1
-            if peer is not None and peer not in swarm:
-                continue
-            bucket = index.setdefault(bucket_of(r), set())
-            for _ns, h, _exp in await self.store.hashes_for(r):
-                bucket.add(h)
-        self.counters["swarm_recipients"] = mine
+            full[r] = {h: ns for ns, h, _exp in await self.store.hashes_for(r)}
+        self.counters["swarm_recipients"] = len(full)
         self.counters["foreign_recipients"] = foreign
+        self._index_cache = (key, full)
+        self._locate = {h: (r, ns) for r, hs in full.items() for h, ns in hs.items()}
+        return full
+
+    async def _load(self, hashes):
+        """The stored messages among ``hashes`` (those the index knows), via get_many per
+        (recipient, ns) as the store wants it."""
+        await self._full_index()
+        groups = {}
+        for h in hashes:
+            where = self._locate.get(h)
+            if where is not None:
+                groups.setdefault(where, []).append(h)
+        out = []
+        for (r, ns), hs in groups.items():
+            out += await self.store.get_many(r, ns, hs)
+        return out
+
+    async def _index(self, peer):
+        """{bucket: set(hashes)} of what we hold for recipients whose swarm has us and ``peer``."""
+        index = {}
+        for r, hs in (await self._full_index()).items():
+            if peer in self.placement.swarm(r):
+                index.setdefault(bucket_of(r), set()).update(hs)
         return index
 
     async def op_summary(self, frame, conn, now_ms):
@@ -242,7 +273,7 @@ class Replicator:
             raise BadRequest(f"must be a list of at most {MAX_FETCH} 32-byte hashes",
                              field="hashes")
         out, size = [], 0
-        for m in await self.store.get_many(hashes):
+        for m in await self._load(hashes):
             if m.expiry <= now_ms:
                 continue
             if out and size + len(m.data) > MAX_BATCH_BYTES:
@@ -266,15 +297,15 @@ class Replicator:
                 await self.anti_entropy_round()
             except StoreError as e:
                 self.log.warning("replication_round_failed", error=str(e)[:200])
+            except Exception as e:  # a bug costs one round, never the node
+                self.log.error("replication_round_bug", error=f"{type(e).__name__}: {e}"[:300])
 
     async def anti_entropy_round(self):
         """Compare with every live peer that shares a swarm with us; repair both ways."""
         self.counters["anti_entropy_rounds"] += 1
         peers = set()
-        for r in await self.store.recipients():
-            swarm = self.placement.swarm(r)
-            if self.node_id in swarm:
-                peers.update(n for n in swarm if n != self.node_id)
+        for r in await self._full_index():
+            peers.update(n for n in self.placement.swarm(r) if n != self.node_id)
         async with trio.open_nursery() as nursery:
             for peer in peers:
                 nursery.start_soon(self._sync_with, peer)
@@ -304,7 +335,7 @@ class Replicator:
                         await self.store.put(m)
                         self.counters["repairs_in"] += 1
             if give:
-                msgs = await self.store.get_many(give)
+                msgs = await self._load(give)
                 for batch in batches(msgs):
                     res = await self.links.request(peer, address, "replicate",
                                                    {"messages": [message_wire(m) for m in batch]})
@@ -324,7 +355,12 @@ class Replicator:
             entries = await self.store.hashes_for(r)
             if not entries:
                 continue
-            msgs = await self.store.get_many([h for _ns, h, _exp in entries])
+            by_ns = {}
+            for ns, h, _exp in entries:
+                by_ns.setdefault(ns, []).append(h)
+            msgs = []
+            for ns, hs in by_ns.items():
+                msgs += await self.store.get_many(r, ns, hs)
             confirmed = {m.hash: 0 for m in msgs}
             for owner in swarm:
                 address = self._address(owner)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 NET = {"gossip_interval": 0.3, "test_interval": 0.5, "test_backoff_max": 2.0,
        "test_timeout": 2.0, "anti_entropy_interval": 1.0, "settle_delay": 0.2,
-       "replicate_timeout": 3.0, "link_timeout": 3.0}  # fmt: skip
+       "replicate_timeout": 3.0, "link_timeout": 3.0, "max_test_rate": 50.0}  # fmt: skip
 LIMITS = {"rate_per_sec": 100_000.0, "rate_burst": 100_000}
 K = 5
 

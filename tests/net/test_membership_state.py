@@ -227,3 +227,24 @@ def test_pick_peers_prefers_live():
     g.test_result(t2, True, T0)
     g.test_result(t1, False, T0)
     assert g.pick_peers(5) == [IDS[2]]
+
+
+def test_digest_hash_equal_iff_same_records():
+    a, b = state(), GossipState(rec(1), rng=MidRandom())
+    a.merge(PEER, [rec(1).wire, rec(2).wire], T0)
+    b.merge(PEER, [rec(0).wire, rec(2).wire], T0)
+    assert a.digest_hash() == b.digest_hash() and len(a.digest_hash()) == 16
+    b.merge(PEER, [rec(2, seq=2).wire], T0)
+    assert a.digest_hash() != b.digest_hash()
+    a.merge(PEER, [rec(2, seq=2).wire], T0)
+    assert a.digest_hash() == b.digest_hash()
+    a.merge(PEER, [rec(3).wire], T0)
+    assert a.digest_hash() != b.digest_hash()
+
+
+def test_retest_rate_is_capped_for_big_tables():
+    g = state(test_interval_ms=10_000, max_test_rate=0.5)  # 6 peers at 0.5/s: every 12 s
+    g.merge(PEER, [rec(i).wire for i in range(1, 7)], T0)
+    for t in g.due_tests(T0):
+        g.test_result(t, True, T0)
+    assert {e.next_test - T0 for e in g._table.values()} == {12_000}

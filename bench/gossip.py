@@ -1,0 +1,189 @@
+"""Membership convergence: time for N real node processes on 127.0.0.1 to agree on the live set.
+
+One seed node starts first; the other N-1 start at once with the seed as their only bootstrap
+entry. "Converged" = every node's `info` reports the fingerprint of the full set of N ids (each
+record gossiped AND reachability-tested by every node). Polled every 0.25 s over real TLS links.
+
+floor:  the same measurement with 2 nodes in the same run (one exchange + one reachability
+        test each way, on the same intervals): the ratio says what scale costs.
+Also: startup time of the N processes (python + imports + store + TLS, which dominates on a
+2-core box), total CPU the nodes used while converging, and median RSS.
+
+Usage: .venv/bin/python bench/gossip.py [--nodes 50] [--runs 3] [--gossip-interval 1.0]
+       [--test-interval 2.0] [--timeout 240]
+Prints one JSON object and a one-line summary.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import psutil
+import trio
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+from firmware.client import connect  # noqa: E402
+
+
+def toml(sections):
+    out = []
+    for name, keys in sections.items():
+        out.append(f"[{name}]")
+        for k, v in keys.items():
+            out.append(f"{k} = {json.dumps(v)}")
+    return "\n".join(out) + "\n"
+
+
+class Proc:
+    def __init__(self, base, name, net):
+        self.dir = os.path.join(base, name)
+        os.makedirs(self.dir)
+        self.data = os.path.join(self.dir, "data")
+        cfg = {"node": {"listen_port": 0, "log_level": "warning"},
+               "limits": {"rate_per_sec": 1e6, "rate_burst": 1_000_000},
+               "network": net}  # fmt: skip
+        self.cfg = os.path.join(self.dir, "homenode.toml")
+        with open(self.cfg, "w") as f:
+            f.write(toml(cfg))
+        self.log = open(os.path.join(self.dir, "log"), "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware.cli", "run", "--config", self.cfg,
+             "--data-dir", self.data], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+        self.info = None
+
+    def ready(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"node {self.dir} exited:\n" + open(self.log.name).read()[-2000:])
+        try:
+            with open(os.path.join(self.data, "node.json")) as f:
+                self.info = json.load(f)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    @property
+    def address(self):
+        return f"{self.info['host']}:{self.info['port']}@{self.info['node_id']}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def wait_ready(procs, timeout):
+    deadline = time.monotonic() + timeout
+    while not all(p.ready() for p in procs):
+        if time.monotonic() > deadline:
+            raise RuntimeError("nodes not ready in time")
+        time.sleep(0.05)
+
+
+async def fingerprints(procs):
+    out = [None] * len(procs)
+
+    async def one(i, p):
+        try:
+            async with connect(p.info["host"], p.info["port"], bytes.fromhex(p.info["node_id"]),
+                               timeout=10) as c:  # fmt: skip
+                out[i] = (await c.info()).get("live_set")
+        except (ConnectionError, OSError):
+            pass
+
+    async with trio.open_nursery() as n:
+        for i, p in enumerate(procs):
+            n.start_soon(one, i, p)
+    return out
+
+
+def cpu_seconds(procs):
+    total = 0.0
+    for p in procs:
+        try:
+            t = psutil.Process(p.proc.pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def one_run(n, net, timeout):
+    base = tempfile.mkdtemp(prefix="hn-gossip-bench-")
+    procs = []
+    try:
+        t_launch = time.monotonic()
+        seed = Proc(base, "n000", net)
+        procs.append(seed)
+        wait_ready([seed], timeout)
+        net_b = dict(net, bootstrap=[seed.address])
+        procs += [Proc(base, f"n{i:03d}", net_b) for i in range(1, n)]
+        wait_ready(procs, timeout)
+        t_ready = time.monotonic()
+        cpu0 = cpu_seconds(procs)
+        want = hashlib.blake2b(b"".join(sorted(bytes.fromhex(p.info["node_id"]) for p in procs)),
+                               digest_size=8).hexdigest()  # fmt: skip
+        while True:
+            fps = trio.run(fingerprints, procs)
+            agreeing = sum(f == want for f in fps)
+            if agreeing == n:
+                break
+            if time.monotonic() - t_ready > timeout:
+                raise RuntimeError(f"not converged after {timeout} s: {agreeing}/{n} agree")
+            time.sleep(0.25)
+        t_conv = time.monotonic()
+        rss = [psutil.Process(p.proc.pid).memory_info().rss / 2**20 for p in procs]
+        return {"startup_s": t_ready - t_launch, "converge_s": t_conv - t_ready,
+                "launch_to_converge_s": t_conv - t_launch,
+                "cpu_s_while_converging": cpu_seconds(procs) - cpu0,
+                "rss_mib_median": statistics.median(rss)}  # fmt: skip
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=50)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--gossip-interval", type=float, default=1.0)
+    ap.add_argument("--test-interval", type=float, default=2.0)
+    ap.add_argument("--timeout", type=float, default=240.0)
+    a = ap.parse_args()
+    net = {"gossip_interval": a.gossip_interval, "test_interval": a.test_interval,
+           "test_backoff_max": 4 * a.test_interval, "max_test_rate": 50.0}  # fmt: skip
+    floors, runs = [], []
+    for _ in range(a.runs):
+        floors.append(one_run(2, net, a.timeout))
+        runs.append(one_run(a.nodes, net, a.timeout))
+
+    def med(rs, key):
+        return statistics.median(r[key] for r in rs)
+
+    keys = runs[0].keys()
+    res = {"bench": "gossip", "nodes": a.nodes, "runs": a.runs, "cores": os.cpu_count(),
+           "intervals": net, "floor_2_nodes": {k: med(floors, k) for k in keys},
+           "result": {k: med(runs, k) for k in keys}, "all_runs": runs}  # fmt: skip
+    r, f = res["result"], res["floor_2_nodes"]
+    res["converge_ratio_vs_2_nodes"] = r["converge_s"] / f["converge_s"]
+    print(json.dumps(res, indent=2))
+    print(f"gossip: {a.nodes} node processes converged on the same live set in "
+          f"{r['converge_s']:.1f} s after all were up ({res['converge_ratio_vs_2_nodes']:.1f}x the "
+          f"{f['converge_s']:.2f} s of 2 nodes; gossip {a.gossip_interval:g} s, tests "
+          f"{a.test_interval:g} s); startup of all {r['startup_s']:.1f} s; "
+          f"{r['cpu_s_while_converging']:.1f} CPU-s used converging; RSS median "
+          f"{r['rss_mib_median']:.0f} MiB; {os.cpu_count()} cores, median of {a.runs} runs")
+
+
+if __name__ == "__main__":
+    main()
