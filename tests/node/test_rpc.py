@@ -1,0 +1,257 @@
+"""RpcHandler in-process: real SQLite store, trio's MockClock, no sockets."""
+
+import pytest
+import trio
+import trio.testing
+
+from firmware.identity import Identity
+from firmware.logs import Log
+from firmware.proto.hashing import message_hash, sign_request
+from firmware.rpc import ConnInfo, RpcHandler
+from firmware.store import MessageStore
+
+T0 = 1_800_000_000_000  # ms since the epoch at MockClock time 0
+DAY = 86_400_000
+NODE = Identity(b"\x01" * 32)
+ALICE = Identity(b"\x02" * 32)
+MALLORY = Identity(b"\x03" * 32)
+HOME = ConnInfo("192.0.2.10")
+
+
+def now_ms():
+    return T0 + int(trio.current_time() * 1000)
+
+
+class LogSink:
+    def __init__(self):
+        self.lines = []
+
+    def write(self, s):
+        self.lines.append(s)
+
+    def flush(self):
+        pass
+
+
+@pytest.fixture
+async def rpc(tmp_path):
+    store = MessageStore.open(tmp_path / "m.sqlite3", quota_bytes=200_000, clock_ms=now_ms,
+                              batch_rows=8, batch_ms=5, sweep_every_s=1)
+    sink = LogSink()
+    handler = RpcHandler(store, NODE.node_id, rate_per_sec=10, rate_burst=20,
+                         log=Log("debug", stream=sink, journald=True))
+    handler.log_sink = sink
+    async with trio.open_nursery() as n:
+        await n.start(store.run)
+        yield handler
+        n.cancel_scope.cancel()
+    store.close()
+
+
+def request(rid, op, **args):
+    return {"v": 1, "id": rid, "op": op, "args": args}
+
+
+def signed(op, ns=0, key=ALICE, sig_ts=None, **args):
+    sig_ts = now_ms() if sig_ts is None else sig_ts
+    return dict(recipient=ALICE.node_id, ns=ns, sig_ts=sig_ts,
+                sig=sign_request(key.signing_key, op, ALICE.node_id, ns, sig_ts), **args)
+
+
+async def call(rpc, op, conn=HOME, rid=7, at=None, **args):
+    resp = await rpc.respond(request(rid, op, **args), conn, now_ms() if at is None else at)
+    assert resp["v"] == 1 and resp["id"] == rid
+    return resp
+
+
+async def ok(rpc, op, **args):
+    resp = await call(rpc, op, **args)
+    assert "ok" in resp, resp
+    return resp["ok"]
+
+
+async def err(rpc, op, **args):
+    resp = await call(rpc, op, **args)
+    assert "err" in resp, resp
+    return resp["err"]["code"], resp["err"]["msg"]
+
+
+async def test_store_retrieve_delete_expire(rpc):
+    ts = now_ms()
+    hashes = []
+    for i in range(3):
+        r = await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=ts + i, ttl=DAY,
+                     data=b"m%d" % i)
+        assert r == {"hash": message_hash(ALICE.node_id, 0, ts + i, b"m%d" % i), "new": True,
+                     "expiry": ts + i + DAY}
+        hashes.append(r["hash"])
+    again = await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=ts, ttl=DAY, data=b"m0")
+    assert again["new"] is False and again["hash"] == hashes[0]
+
+    r = await ok(rpc, "retrieve", **signed("retrieve", max_count=2, after=None))
+    assert [m["data"] for m in r["messages"]] == [b"m0", b"m1"] and r["more"] is True
+    r = await ok(rpc, "retrieve", **signed("retrieve", after=hashes[1]))
+    assert [m["data"] for m in r["messages"]] == [b"m2"] and r["more"] is False
+
+    r = await ok(rpc, "delete", **signed("delete", hashes=[hashes[1], b"\x00" * 32]))
+    assert r == {"deleted": [hashes[1]]}
+
+    new_exp = now_ms() + 3600_000
+    r = await ok(rpc, "expire", **signed("expire", hashes=hashes, expiry=new_exp))
+    assert sorted(r["updated"]) == sorted([hashes[0], hashes[2]])
+    r = await ok(rpc, "retrieve", **signed("retrieve"))
+    assert [(m["data"], m["expiry"]) for m in r["messages"]] == [(b"m0", new_exp),
+                                                                 (b"m2", new_exp)]
+    # beyond ts + 14 days (ns 0): not updated
+    r = await ok(rpc, "expire", **signed("expire", hashes=hashes, expiry=ts + 15 * DAY))
+    assert r == {"updated": []}
+    code, msg = await err(rpc, "expire", **signed("expire", hashes=hashes, expiry=now_ms() - 1))
+    assert code == "bad_request" and msg.startswith("expiry")
+
+
+async def test_private_namespace_store_needs_the_recipients_signature(rpc):
+    base = dict(recipient=ALICE.node_id, ns=3, ts=now_ms(), ttl=DAY, data=b"x")
+    code, _ = await err(rpc, "store", **base)
+    assert code == "bad_request"
+    forged = signed("store", ns=3, key=MALLORY)
+    code, _ = await err(rpc, "store", **{**base, "sig_ts": forged["sig_ts"], "sig": forged["sig"]})
+    assert code == "bad_signature"
+    good = signed("store", ns=3)
+    r = await ok(rpc, "store", **{**base, "sig_ts": good["sig_ts"], "sig": good["sig"]})
+    assert r["new"]
+    # and it is only visible in ns 3
+    assert (await ok(rpc, "retrieve", **signed("retrieve", ns=0)))["messages"] == []
+    assert len((await ok(rpc, "retrieve", **signed("retrieve", ns=3)))["messages"]) == 1
+
+
+async def test_signature_window_is_60_seconds_each_way(rpc):
+    t = now_ms()
+    for skew in (-60_000, 60_000):
+        await ok(rpc, "retrieve", at=t, **signed("retrieve", sig_ts=t + skew))
+    for skew in (-60_001, 60_001):
+        code, msg = await err(rpc, "retrieve", at=t, **signed("retrieve", sig_ts=t + skew))
+        assert code == "stale_signature" and msg.startswith("sig_ts")
+
+
+async def test_reading_someone_elses_mailbox_is_refused(rpc):
+    await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"x")
+    args = signed("retrieve", key=MALLORY)
+    code, _ = await err(rpc, "retrieve", **args)
+    assert code == "bad_signature"
+
+
+async def test_rate_limit_per_client_ip(rpc):
+    """Time is the argument here (the handler reads no clock), so the refill is exact."""
+    other = ConnInfo("198.51.100.7")
+    t = now_ms()
+
+    async def info(conn, at):
+        return await rpc.respond(request(1, "info"), conn, at)
+
+    for _ in range(20):  # burst 20
+        assert "ok" in await info(HOME, t)
+    r = await info(HOME, t)
+    assert r["err"]["code"] == "rate_limited"
+    assert "192.0.2.10" in r["err"]["msg"] and "retry in 100 ms" in r["err"]["msg"]
+    assert "ok" in await info(other, t)  # another client is not affected
+    assert "err" in await info(HOME, t + 99)
+    assert "ok" in await info(HOME, t + 250)  # 10/s: 2.5 tokens refilled, minus the one above
+    assert "ok" in await info(HOME, t + 250)
+    assert await info(HOME, t + 250) == {"v": 1, "id": 1, "err": {
+        "code": "rate_limited",
+        "msg": "too many requests from 192.0.2.10: at most 10/s sustained, bursts of 20; "
+               "retry in 50 ms"}}
+    assert rpc.counters["rate_limited"] == 3
+
+
+async def test_quota_full_is_reported_as_full(rpc):
+    for i in range(2):
+        await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms() + i, ttl=DAY,
+                 data=bytes([i]) * 76_800)
+    code, msg = await err(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms() + 5, ttl=DAY,
+                          data=b"z" * 76_800)
+    assert code == "full" and "quota" in msg and "elsewhere" in msg
+
+
+async def test_store_failure_is_internal_and_logged(rpc):
+    rpc.store._writer.close()  # the database connection dies under the node
+    code, msg = await err(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY,
+                          data=b"x")
+    assert code == "internal" and "log" in msg
+    assert any("store_error" in line for line in rpc.log_sink.lines)
+
+
+async def test_expired_messages_are_swept_on_time(tmp_path, mock_clock):
+    """Manual MockClock (no autojump: the store's worker threads would let it race ahead).
+    batch_rows=1 so a commit never waits on a batch deadline that manual time would not reach."""
+    store = MessageStore.open(tmp_path / "m.sqlite3", quota_bytes=200_000, clock_ms=now_ms,
+                              batch_rows=1, batch_ms=5, sweep_every_s=1)
+    rpc = RpcHandler(store, NODE.node_id)
+    async with trio.open_nursery() as n:
+        await n.start(store.run)
+        ts = now_ms()
+        await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=ts, ttl=10_000, data=b"short")
+        await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=ts, ttl=60_000, data=b"long")
+        counts = {}
+        for step in range(1, 141):  # 70 s in 0.5 s steps
+            mock_clock.jump(0.5)
+            await trio.testing.wait_all_tasks_blocked()  # a due sweep has queued its delete
+            await store.flush()  # ... and it is committed once this returns
+            counts[step * 500] = store.stats()["count"]
+        n.cancel_scope.cancel()
+    store.close()
+    # Present until expiry (never swept early), gone within one sweep interval after it.
+    assert all(c == 2 for t, c in counts.items() if t < 10_000)
+    assert all(c == 1 for t, c in counts.items() if 11_500 <= t < 60_000)
+    assert all(c == 0 for t, c in counts.items() if t >= 61_500)
+
+
+async def test_expired_messages_are_invisible_before_the_sweep(rpc):
+    t = now_ms()
+    await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=t - 9_990, ttl=10_000, data=b"x")
+    await trio.sleep(0.05)
+    r = await ok(rpc, "retrieve", **signed("retrieve"))
+    assert r["messages"] == []
+
+
+async def test_info_and_extra_fields(rpc):
+    await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"12345")
+    rpc.add_info(lambda: {"temp_c": 51.5})
+    info = await ok(rpc, "info")
+    assert info["node_id"] == NODE.node_id and info["time"] == now_ms()
+    assert info["state"] == "serving" and info["messages"] == 1 and info["bytes"] == 5
+    assert info["temp_c"] == 51.5 and isinstance(info["version"], str)
+
+
+async def test_extra_op_seam_and_bugs_cost_one_request(rpc):
+    async def hello(frame, conn, now):
+        conn.peer_id = frame["args"]["me"]
+        return {"hi": True}
+
+    async def broken(frame, conn, now):
+        raise ValueError("bug")
+
+    rpc.add_op("hello", hello)
+    rpc.add_op("broken", broken)
+    conn = ConnInfo("192.0.2.99")
+    assert (await call(rpc, "hello", conn=conn, me=b"n" * 32))["ok"] == {"hi": True}
+    assert conn.peer_id == b"n" * 32
+    resp = await call(rpc, "broken")
+    assert resp["err"]["code"] == "internal"
+    assert any("rpc_internal_error" in line and "bug" in line for line in rpc.log_sink.lines)
+    with pytest.raises(ValueError):
+        rpc.add_op("store", hello)
+
+
+async def test_unparseable_requests_keep_their_id_when_readable(rpc):
+    resp = await rpc.respond({"v": 1, "id": 5, "op": "nope", "args": {}}, HOME, now_ms())
+    assert resp["id"] == 5 and resp["err"]["code"] == "unknown_op"
+    resp = await rpc.respond({"v": 1, "id": "x", "op": "info", "args": {}}, HOME, now_ms())
+    assert resp["id"] is None and resp["err"]["code"] == "bad_request"
+
+
+async def test_logs_never_carry_keys_or_data(rpc):
+    await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"SECRET")
+    await err(rpc, "retrieve", **signed("retrieve", key=MALLORY))
+    text = "".join(rpc.log_sink.lines)
+    assert ALICE.node_id.hex() not in text and "SECRET" not in text
