@@ -442,14 +442,14 @@ class ReachabilityService:
         scope = trio.CancelScope()
         self._relay_scope = scope
 
-        async def keep(nid, addr):
+        async def keep():
             with scope:
                 async with trio.open_nursery() as n:
-                    for _ in range(self.cfg.polls_per_relay):
-                        n.start_soon(self._poll_loop, nid, addr)
+                    for nid, addr in chosen:
+                        for _ in range(self.cfg.polls_per_relay):
+                            n.start_soon(self._poll_loop, nid, addr)
 
-        for nid, addr in chosen:
-            self._relay_nursery.start_soon(keep, nid, addr)
+        self._relay_nursery.start_soon(keep)
 
     async def _poll_loop(self, nid, addr):
         from .peers import PeerUnavailable
@@ -466,7 +466,10 @@ class ReachabilityService:
                 continue
             for job in ok.get("jobs") or []:
                 if isinstance(job, dict) and type(job.get("token")) is int:
-                    await self._serve(nid, addr, job)
+                    try:
+                        await self._serve(nid, addr, job)
+                    except Exception as e:  # one bad job must not stop relaying
+                        self.log.error("relay_job_failed", error=f"{type(e).__name__}: {e}")
 
     async def _serve(self, nid, addr, job):
         frame = job.get("frame")
