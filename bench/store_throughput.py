@@ -68,7 +68,7 @@ async def store_run(path: Path, msgs: list[Message], putters: int, batch_rows: i
 def raw_run(path: Path, msgs: list[Message], batch_rows: int) -> dict:
     MessageStore.open(path, quota_bytes=0, clock_ms=lambda: 0).close()  # same schema + page size
     conn = store_schema.connect(path)
-    store_schema.configure(conn, wal_bytes=16 << 20)
+    store_schema.configure(conn, wal_bytes=64 << 20)  # the store's default
     rows = [(m.hash, m.recipient, m.ns, m.ts, m.expiry, m.data) for m in msgs]
     t0 = time.perf_counter()
     for i in range(0, len(rows), batch_rows):

@@ -101,7 +101,7 @@ class MessageStore:
         batch_ms: float = 50,
         sweep_every_s: float = 30,
         sweep_batch: int = 256,
-        wal_bytes: int = 16 << 20,
+        wal_bytes: int = 64 << 20,
     ) -> MessageStore:
         """Open (creating or migrating) the database file. Blocks briefly; call at startup."""
         path = Path(path)
