@@ -123,7 +123,7 @@ def _locate_node(args) -> tuple[str, int, bytes]:
     return host, port, node_id
 
 
-def _run_client(args, fn) -> int:
+def _run_client(args, fn, node=None):
     """Run `await fn(client)` against the located node, mapping failures to exit codes."""
     import trio
 
@@ -131,7 +131,7 @@ def _run_client(args, fn) -> int:
     from firmware.links import PinMismatch
     from firmware.proto.errors import ProtocolError
 
-    host, port, node_id = _locate_node(args)
+    host, port, node_id = node or _locate_node(args)
 
     async def main():
         async with connect(host, port, node_id, timeout=args.timeout) as client:
@@ -287,13 +287,18 @@ def _send_args(p):
 
 
 def cmd_send(args) -> int:
+    import nacl.exceptions
+
     from firmware.client import seal_for
-    from firmware.identity import parse_node_id
+    from firmware.identity import parse_node_id, x25519_public_of
 
     try:
         recipient = parse_node_id(args.to)
+        x25519_public_of(recipient)  # not every 32 bytes are a usable Ed25519 public key
     except ValueError as e:
         raise CliError(f"--to: {e}", EXIT_USAGE) from None
+    except nacl.exceptions.CryptoError:
+        raise CliError(f"--to: {args.to} is not a valid Ed25519 public key", EXIT_USAGE) from None
     signing_key = None
     if args.ns != 0:
         if not args.key:
@@ -303,6 +308,7 @@ def cmd_send(args) -> int:
         if ident.node_id != recipient:
             raise CliError("--key does not belong to --to", EXIT_USAGE)
         signing_key = ident.signing_key
+    node = _locate_node(args)  # fail fast, before reading stdin
     plaintext = (args.message.encode() if args.message is not None
                  else sys.stdin.buffer.read())
     sealed = seal_for(recipient, plaintext)
@@ -311,7 +317,7 @@ def cmd_send(args) -> int:
         return await client.store(recipient, sealed, ns=args.ns, ttl_ms=args.ttl,
                                   signing_key=signing_key)
 
-    r = _run_client(args, send)
+    r = _run_client(args, send, node)
     print(r.hash.hex())
     return EXIT_OK
 

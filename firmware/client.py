@@ -198,5 +198,19 @@ async def connect(host: str, port: int, node_id: bytes, *, timeout: float = 10.0
                 yield client
             finally:
                 nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader never raises, so a group holds the caller's own exception: give it back
+        # unwrapped, so `except RateLimited:` around `async with connect(...)` just works.
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
     finally:
         await trio.aclose_forcefully(stream)
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out

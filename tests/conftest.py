@@ -43,10 +43,10 @@ def write_toml(path, sections: dict) -> str:
 class NodeProcess:
     """One daemon: start, stop (SIGTERM), kill (SIGKILL), restart on the same data dir."""
 
-    def __init__(self, tmp_path, config: dict | None = None, name="node"):
+    def __init__(self, tmp_path, config: dict | None = None, name="node", data_dir_name="data"):
         self.dir = tmp_path / name
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = str(self.dir / "data")
+        self.data_dir = str(self.dir / data_dir_name)
         self.config = {"node": {"listen_port": 0, "log_level": "debug"}}
         for section, keys in (config or {}).items():
             self.config.setdefault(section, {}).update(keys)
@@ -167,8 +167,8 @@ def run_cli(*args, input=None, timeout=30, cwd=None) -> subprocess.CompletedProc
 def node_factory(tmp_path):
     made = []
 
-    def make(name="node", **config):
-        n = NodeProcess(tmp_path, config, name=name)
+    def make(name="node", data_dir_name="data", **config):
+        n = NodeProcess(tmp_path, config, name=name, data_dir_name=data_dir_name)
         made.append(n)
         return n
 
