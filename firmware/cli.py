@@ -63,6 +63,12 @@ def _add_node_opts(p):
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
 
 
+def _add_direct_opt(p):
+    p.add_argument("--direct", action="store_true",
+                   help="talk to this one node only (default: through 3-hop onions over the "
+                        "nodes it knows, when it knows enough of them)")
+
+
 def _load_config(args, overrides=None):
     from firmware.config import ConfigError, default_schema
 
@@ -134,6 +140,15 @@ def _run_client(args, fn, node=None):
     host, port, node_id = node or _locate_node(args)
 
     async def main():
+        if not getattr(args, "direct", True):  # send/fetch: through onions when possible
+            from firmware.onion_client import run_via_onion
+
+            with trio.fail_after(args.timeout * 3):
+                used, result = await run_via_onion(host, port, node_id, fn, timeout=args.timeout)
+            if used:
+                return result
+            if result:
+                print(f"homenode: {result}; talking to the node directly", file=sys.stderr)
         async with connect(host, port, node_id, timeout=args.timeout) as client:
             with trio.fail_after(args.timeout):
                 return await fn(client)
@@ -284,6 +299,7 @@ def _send_args(p):
     p.add_argument("--key", metavar="FILE",
                    help="the recipient's key file (needed for namespaces other than 0)")
     p.add_argument("message", nargs="?", help="text to send (default: read stdin)")
+    _add_direct_opt(p)
 
 
 def cmd_send(args) -> int:
@@ -329,6 +345,7 @@ def _fetch_args(p):
     p.add_argument("--after", metavar="HASH", help="only messages stored after this one")
     p.add_argument("--delete", action="store_true", help="delete the messages once fetched")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    _add_direct_opt(p)
 
 
 def cmd_fetch(args) -> int:

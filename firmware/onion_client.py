@@ -14,7 +14,7 @@ learns both who asks and what is asked for:
 
 Path choice: the final hop is a member of the recipient's swarm (rendezvous placement over the
 known nodes, so the request lands where the mail lives); the other hops are drawn at random from
-the rest, all distinct. A hop that fails (unreachable, busy, timeout, rejected) is avoided for
+the nodes outside that swarm (when there are enough), all distinct. A hop that fails (unreachable, busy, timeout, rejected) is avoided for
 ``penalty_s`` and the request is rebuilt with fresh keys on another path, up to ``attempts``
 times. Store and delete are idempotent (messages dedupe by hash), so a retry is safe.
 
@@ -28,16 +28,18 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from firmware.client import wall_ms
+from firmware.client import connect, wall_ms
 from firmware.net.onion_relay import LinkPool
 from firmware.proto import onion
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
 from firmware.proto.hashing import sign_request
 from firmware.proto.limits import PROTOCOL_VERSION, PUBLIC_NS
 from firmware.proto.placement import DEFAULT_K, rank
+from firmware.proto.records import FLAG_RELAYED, RecordError, verify_record
 from firmware.proto.responses import Err, parse_response
 
-__all__ = ["OnionClient", "open_onion_client", "NoPath", "hops_from_records"]
+__all__ = ["OnionClient", "open_onion_client", "NoPath", "hops_from_records", "bootstrap",
+           "run_via_onion"]
 
 RETRYABLE_NEXT_CODES = {"unreachable", "timeout", "busy", "bad_request", "rate_limited",
                         "bad_response", "internal"}
@@ -96,17 +98,37 @@ class OnionClient:
             raise NoPath(f"an onion path needs {self.hops} distinct nodes, only {len(usable)} "
                          "known; bootstrap from a node that knows the network")
         if recipient is None:
-            return self.rng.sample(usable, self.hops)
+            path = self.rng.sample(usable, self.hops)
+            return self._direct_first(path, usable)
         swarm = rank(list(self.nodes), recipient, self.swarm_k)
         if self.final_choices:
             swarm = swarm[: self.final_choices]
         usable_ids = {n.node_id for n in usable}
         finals = [nid for nid in swarm if nid in usable_ids] or list(swarm)
         final = self.nodes[self.rng.choice(finals)]
-        rest = [n for n in usable if n.node_id != final.node_id]
+        # other hops from outside the swarm when we can: a swarm member as first hop would see
+        # both the client's address and (as a replica) the recipient of what it relays
+        full_swarm = set(rank(list(self.nodes), recipient, self.swarm_k))
+        rest = [n for n in usable if n.node_id not in full_swarm]
+        if len(rest) < self.hops - 1:
+            rest = [n for n in usable if n.node_id != final.node_id]
         if len(rest) < self.hops - 1:
             rest = [n for n in self.nodes.values() if n.node_id != final.node_id]
-        return self.rng.sample(rest, self.hops - 1) + [final]
+        return self._direct_first(self.rng.sample(rest, self.hops - 1) + [final], rest)
+
+    def _direct_first(self, path, pool):
+        """The client connects to the first hop itself: it must not be a relayed node."""
+        if not path[0].relayed:
+            return path
+        for i, hop in enumerate(path[1:-1], 1):
+            if not hop.relayed:
+                path[0], path[i] = path[i], path[0]
+                return path
+        spare = [n for n in pool if not n.relayed and n not in path]
+        if not spare:
+            raise NoPath("every known node is relayed: none can be a first hop")
+        path[0] = self.rng.choice(spare)
+        return path
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -223,7 +245,44 @@ def onion_encode(frame: dict) -> bytes:
 
 def hops_from_records(records) -> list[onion.Hop]:
     """Onion hops from verified node records (``firmware.proto.records.NodeRecord``)."""
-    return [onion.Hop(r.id, r.addrs[0], r.port) for r in records if r.addrs]
+    return [onion.Hop(r.id, r.addrs[0], r.port, relayed=bool(r.flags & FLAG_RELAYED))
+            for r in records if r.addrs]
+
+
+async def bootstrap(host, port, node_id, *, timeout=10.0, clock_ms=wall_ms) -> list[onion.Hop]:
+    """Ask one node (pinned) for the live node records; keep those that verify."""
+    result = None
+    async with connect(host, port, node_id, timeout=timeout, clock_ms=clock_ms) as c:
+        try:
+            with trio.fail_after(timeout):
+                result = await c.request("nodes", {})
+        except ProtocolError as e:  # keep it out of connect's nursery (no exception group)
+            result = e
+    if isinstance(result, Exception):
+        raise result
+    now = clock_ms()
+    good = []
+    for wire in result.get("records") or []:
+        try:
+            good.append(verify_record(wire, now))
+        except (RecordError, ProtocolError, TypeError, ValueError):
+            continue
+    return hops_from_records(good)
+
+
+async def run_via_onion(host, port, node_id, fn, *, timeout=10.0, hops=3):
+    """CLI helper: bootstrap from the local node; with enough nodes run ``await fn(client)``
+    through onions and return (True, result), else (False, why not; None for a lone node)."""
+    try:
+        nodes = await bootstrap(host, port, node_id, timeout=timeout)
+    except ProtocolError:
+        return False, None  # a node without the network service: a lone mailbox
+    if len(nodes) <= 1:
+        return False, None
+    if len(nodes) < hops:
+        return False, (f"the node knows {len(nodes)} live node(s), an onion needs {hops}")
+    async with open_onion_client(nodes, hops=hops, timeout=timeout) as oc:
+        return True, await fn(oc)
 
 
 @asynccontextmanager

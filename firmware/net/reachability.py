@@ -53,6 +53,7 @@ NAT = Section("nat", "reachability from the internet: port mapping and relayed m
 
 FORWARDABLE = frozenset(("onion", "store", "retrieve", "delete", "expire", "info", "ping"))
 POLL_WAIT = 20.0
+MAX_NODES_ANSWER = 2000  # records in one `nodes` answer (~300 bytes each, fits a frame)
 
 ADVICE = {
     "checking": "checking whether the internet can reach this node...",
@@ -246,6 +247,7 @@ class ReachabilityService:
     def install(self):
         h = self.node.handler
         h.add_op("reach_test", self.op_reach_test)
+        h.add_op("nodes", self.op_nodes)
         self.hub.install(h)
         h.add_info(self.info)
         self.node.add_service("reachability", self.run)
@@ -300,6 +302,14 @@ class ReachabilityService:
             if r is not None and r.address is not None:
                 return _ForwardLink(self.links, relay, r.address, node_id)
         return None
+
+    async def op_nodes(self, frame, conn, now_ms):
+        """Live node records for clients building onion paths (open to anyone: records are
+        public and signed; the client verifies each one)."""
+        st = self.membership.state
+        if st is None:
+            raise Busy("the node is still starting its network service; retry in a moment")
+        return {"records": [r.wire for r in st.live_records()[:MAX_NODES_ANSWER]]}
 
     # -- serving the peer test -----------------------------------------------------------------
 

@@ -154,6 +154,7 @@ class Hop:
     host: str
     port: int
     x25519_pub: bytes = b""
+    relayed: bool = False  # reachable only through its relays: never a client's first hop
 
     def onion_key(self):
         return self.x25519_pub or x25519_public_of(self.node_id)

@@ -1,13 +1,16 @@
 """Onions through real node processes on 127.0.0.1: 12 nodes, paths, privacy, bad input.
 
-Membership is not needed here: an onion layer carries its next hop's id and address, so the
-client is handed the 12 nodes' (id, address) directly - a static peer list.
+The nodes run membership (all bootstrap from the first one). Most tests hand the client the 12
+nodes' (id, address) directly - an onion layer carries its next hop's address, so relays need
+no membership; the CLI test bootstraps the client from a node's live records instead.
 """
 
+import json
 import os
 import random
 import socket
 import ssl
+import time
 
 import cbor2
 import nacl.signing
@@ -19,7 +22,7 @@ from firmware.onion_client import NoPath, open_onion_client
 from firmware.proto import onion
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.placement import rank
-from tests.conftest import NodeProcess
+from tests.conftest import NodeProcess, run_cli
 
 N = 12
 FAST = {"limits": {"rate_per_sec": 100_000.0, "rate_burst": 100_000}}
@@ -28,9 +31,14 @@ FAST = {"limits": {"rate_per_sec": 100_000.0, "rate_burst": 100_000}}
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
     base = tmp_path_factory.mktemp("onion12")
-    nodes = [NodeProcess(base, FAST, name=f"n{i:02d}") for i in range(N)]
+    nodes = []
     try:
-        for n in nodes:
+        for i in range(N):
+            boot = [f"127.0.0.1:{nodes[0].port}@{nodes[0].node_id.hex()}"] if nodes else []
+            cfg = {**FAST, "network": {"bootstrap": boot, "gossip_interval": 0.3,
+                                       "test_interval": 1.0, "test_backoff_max": 2.0}}
+            n = NodeProcess(base, cfg, name=f"n{i:02d}")
+            nodes.append(n)
             n.start()
         yield nodes
     finally:
@@ -258,3 +266,29 @@ async def test_next_hop_that_stalls_is_reported_not_waited_on_forever(net):
         assert e.value.index == 0 and e.value.next_code == "timeout"
         assert 5 <= waited <= 15
         nursery.cancel_scope.cancel()
+
+
+def _live_peers(node):
+    r = node.cli("status", "--json")
+    return json.loads(r.stdout).get("peers_live", 0) if r.returncode == 0 else -1
+
+
+def test_cli_send_and_fetch_go_through_onions(net):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and min(_live_peers(n) for n in net[:2]) < N - 1:
+        time.sleep(0.5)
+    assert _live_peers(net[0]) == N - 1, "membership did not converge"
+    before = sum(json.loads(n.cli("status", "--json").stdout)["onion"]["peeled"] for n in net)
+    key = net[1].dir / "me.key"
+    assert run_cli("keygen", "--out", str(key)).returncode == 0
+    me = run_cli("id", "--key", str(key)).stdout.decode().strip()
+    sent = net[0].cli("send", "--to", me, "hello through three hops")
+    assert sent.returncode == 0, sent.stderr.decode()
+    assert b"directly" not in sent.stderr
+    got = net[1].cli("fetch", "--key", str(key))
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout.decode().splitlines() == ["hello through three hops"]
+    after = sum(json.loads(n.cli("status", "--json").stdout)["onion"]["peeled"] for n in net)
+    assert after - before >= 6  # 3 layers for the send, 3 (or more on retries) for the fetch
+    direct = net[1].cli("fetch", "--key", str(key), "--direct")
+    assert direct.returncode == 0
