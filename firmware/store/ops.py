@@ -152,24 +152,29 @@ def retrieve(
         ).fetchone()
         if row is not None:
             after_seq = row[0]
-    seqs = conn.execute(
-        "SELECT seq FROM messages WHERE recipient=? AND ns=? AND seq>? ORDER BY seq",
-        (recipient, ns, after_seq),
-    ).fetchall()
     out: list[Message] = []
     total = 0
-    for (seq,) in seqs:
-        row = conn.execute(
-            "SELECT hash, ts, expiry, data FROM messages WHERE seq=? AND expiry>?", (seq, now)
-        ).fetchone()
-        if row is None:
-            continue  # expired
-        h, ts, expiry, data = row
-        if out and (len(out) >= max_count or total + len(data) > max_bytes):
-            return out, True
-        out.append(Message(h, recipient, ns, ts, expiry, data))
-        total += len(data)
-    return out, False
+    while True:
+        # sorted row ids, at most as many as could still be returned (SQLite keeps a top-N heap)
+        want = max_count + 1 - len(out)
+        seqs = conn.execute(
+            "SELECT seq FROM messages WHERE recipient=? AND ns=? AND seq>? ORDER BY seq LIMIT ?",
+            (recipient, ns, after_seq, want),
+        ).fetchall()
+        for (seq,) in seqs:
+            row = conn.execute(
+                "SELECT hash, ts, expiry, data FROM messages WHERE seq=? AND expiry>?", (seq, now)
+            ).fetchone()
+            if row is None:
+                continue  # expired (or deleted meanwhile)
+            h, ts, expiry, data = row
+            if out and (len(out) >= max_count or total + len(data) > max_bytes):
+                return out, True
+            out.append(Message(h, recipient, ns, ts, expiry, data))
+            total += len(data)
+        if len(seqs) < want:
+            return out, False
+        after_seq = seqs[-1][0]  # skipped expired rows: fetch the next ids
 
 
 def get_many(conn: sqlite3.Connection, recipient: bytes, ns: int, hashes: Iterable[bytes]) -> list[Message]:

@@ -73,3 +73,20 @@ async def test_evict_removes_expired_then_soonest_to_expire(running, mock_clock)
     assert await store.evict(10**6) == (2, 200)
     assert await store.evict(1) == (0, 0)
     assert store.stats()["bytes"] == 0
+
+
+async def test_retrieve_skips_runs_of_expired_messages(running, mock_clock):
+    store = await running(batch_ms=0, sweep_every_s=3600)
+    # 7 expire at t=5 s, then 2 live, 4 expired, 3 live: more expired in a row than max_count
+    plan = [5] * 7 + [100] * 2 + [5] * 4 + [100] * 3
+    msgs = [make_msg(i, expiry=BASE_MS + s * 1000) for i, s in enumerate(plan)]
+    for m in msgs:
+        await store.put(m)
+    mock_clock.jump(10)
+    live = [m for m, s in zip(msgs, plan, strict=True) if s == 100]
+    got, more = await store.retrieve(b"R" * 32, 0, None, 3, 10**6)
+    assert got == live[:3] and more
+    got, more = await store.retrieve(b"R" * 32, 0, got[-1].hash, 3, 10**6)
+    assert got == live[3:] and not more
+    got, more = await store.retrieve(b"R" * 32, 0, None, 5, 10**6)
+    assert got == live and not more
