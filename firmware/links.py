@@ -182,11 +182,19 @@ class ClientListener:
         decoder = FrameDecoder()
         inflight = trio.Semaphore(self.max_inflight)
         send_lock = trio.Lock()
+        last_activity = [trio.current_time()]
 
         async def send(frame_map: dict) -> None:
             data = encode_frame(frame_map)
-            async with send_lock:
+            try:  # uncontended (the usual case): skip a scheduler round trip
+                send_lock.acquire_nowait()
+            except trio.WouldBlock:
+                await send_lock.acquire()
+            try:
                 await stream.send_all(data)
+            finally:
+                send_lock.release()
+            last_activity[0] = trio.current_time()
 
         async def answer(frame: dict) -> None:
             try:
@@ -200,12 +208,27 @@ class ClientListener:
             finally:
                 inflight.release()
 
+        async def idle_watch(task_status=trio.TASK_STATUS_IGNORED) -> None:
+            """Stop reading once the link was silent for idle_timeout with nothing in flight.
+            One sleeping task per link instead of a timeout around every read."""
+            with watch_scope:
+                task_status.started()
+                while True:
+                    await trio.sleep_until(last_activity[0] + self.idle_timeout)
+                    if inflight.value != self.max_inflight:  # busy is not idle
+                        last_activity[0] = trio.current_time()
+                    elif trio.current_time() >= last_activity[0] + self.idle_timeout:
+                        read_scope.cancel()
+                        return
+
         read_scope = trio.CancelScope()
+        watch_scope = trio.CancelScope()
         self._read_scopes.add(read_scope)
         if self._draining:
             read_scope.cancel()
         try:
             async with trio.open_nursery() as reqs:
+                await reqs.start(idle_watch)
                 with read_scope:
                     while True:
                         try:
@@ -219,26 +242,24 @@ class ClientListener:
                         if event is CLOSED:
                             break
                         if event is NEED_DATA:
-                            data = await self._receive(stream, inflight)
-                            if data is None:
-                                break
+                            try:
+                                data = await stream.receive_some(RECEIVE_CHUNK)
+                            except trio.BrokenResourceError:
+                                data = b""  # TLS peers often close without close_notify
+                            last_activity[0] = trio.current_time()
                             decoder.receive_data(data)
                             continue
-                        await inflight.acquire()  # backpressure: no reads while at the limit
+                        if event.get("op") in self.handler.inline_ops:
+                            await send(await self.handler.respond(event, conn, self.clock_ms()))
+                            continue
+                        try:  # backpressure: no reads while at the limit
+                            inflight.acquire_nowait()
+                        except trio.WouldBlock:
+                            await inflight.acquire()
                         reqs.start_soon(answer, event)
+                watch_scope.cancel()
                 # requests already read still get their answers (bounded by the node's grace)
         finally:
             self._read_scopes.discard(read_scope)
         with trio.move_on_after(1):
             await stream.aclose()
-
-    async def _receive(self, stream: trio.SSLStream, inflight: trio.Semaphore) -> bytes | None:
-        """Next bytes from the peer; b"" at EOF; None when the link has been idle too long."""
-        while True:
-            with trio.move_on_after(self.idle_timeout):
-                try:
-                    return await stream.receive_some(RECEIVE_CHUNK)
-                except trio.BrokenResourceError:
-                    return b""  # TLS peers often close without close_notify
-            if inflight.value == self.max_inflight:  # idle only if nothing is in flight
-                return None
