@@ -34,7 +34,8 @@ getent group gpio >/dev/null || groupadd --system gpio
 id homenode >/dev/null 2>&1 || useradd --system --user-group --groups gpio \
     --home-dir /var/lib/homenode --no-create-home --shell /usr/sbin/nologin homenode
 passwd --lock root >/dev/null
-systemctl enable --quiet homenode.service homenode-setup.service systemd-networkd.service \
+systemctl enable --quiet homenode.service homenode-setup.service homenode-boot-report.service \
+    systemd-networkd.service \
     systemd-resolved.service systemd-timesyncd.service
 systemctl disable --quiet ssh.service ssh.socket wpa_supplicant.service
 systemctl mask --quiet e2scrub_reap.service e2scrub_all.timer apt-daily.timer \

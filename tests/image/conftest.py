@@ -115,7 +115,10 @@ class Guest:
         m.wait_console(r"Booting Linux|Linux version", 120, "kernel")
         self.node_id = m.wait_console(r"homenode-setup: node id ([0-9a-f]{64})", timeout,
                                       "setup-done").group(1)
-        m.wait_console(r"Reached target.*Multi-User System", timeout, "multi-user")
+        up = m.wait_console(r"homenode-boot: multi-user reached at ([0-9.]+) s, node (\S+)",
+                            timeout, "multi-user")
+        m.seen["guest_uptime_multi_user"] = float(up.group(1))
+        assert up.group(2) == "active", f"homenode.service is {up.group(2)}\n" + m.tail()
 
         def ready():
             st = self.status()

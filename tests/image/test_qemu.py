@@ -102,6 +102,8 @@ def test_boot_partition_config_applies(sd_image, tmp_path, boot_times):
         r = m.ssh(key, "hostname; cat /etc/homenode/node.toml; "
                   "systemctl is-active homenode.service; "
                   "systemd-analyze security homenode.service --no-pager | tail -n 1")
+        timing = m.ssh(key, "systemd-analyze time; systemd-analyze blame --no-pager | head -n 12")
+        print(timing.stdout)
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
         assert lines[0] == "kitchen-node"
@@ -109,7 +111,8 @@ def test_boot_partition_config_applies(sd_image, tmp_path, boot_times):
         assert "active" in lines
         exposure = lines[-1]
         assert "Overall exposure level for homenode.service" in exposure
-        record(boot_times, "config", g, {"exposure": exposure.split(": ", 1)[-1]})
+        record(boot_times, "config", g, {"exposure": exposure.split(": ", 1)[-1],
+                                         "systemd_analyze": timing.stdout.splitlines()})
         m.powerdown()
 
 
