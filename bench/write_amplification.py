@@ -12,6 +12,9 @@ concurrent tasks. The comparison is the same store with batch_rows=1: one fsync'
 message. Prints a JSON object and a one-line summary; medians over --runs runs.
 
     .venv/bin/python bench/write_amplification.py [--prefill 50000] [--messages 20000] [--runs 5]
+
+With --schemas it instead compares table/index layouts and page sizes with raw SQLite inserts
+(64 rows per commit, synchronous=FULL, 64 MiB WAL), which is how the store's schema was chosen.
 """
 
 import argparse
@@ -28,6 +31,27 @@ import trio
 from store_throughput import make_messages
 
 from firmware.store import MessageStore
+from firmware.store import schema as store_schema
+
+_TABLE = ("CREATE TABLE messages (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL{u}, "
+          "recipient BLOB NOT NULL, ns INTEGER NOT NULL, ts INTEGER NOT NULL, "
+          "expiry INTEGER NOT NULL, data BLOB NOT NULL)")
+# name -> (page size, statements); "store" is the store's own v1 schema
+LAYOUTS = {
+    "store": (1024, store_schema._statements(store_schema.MIGRATIONS[0])),
+    "store_4k_pages": (4096, store_schema._statements(store_schema.MIGRATIONS[0])),
+    "hash_unique+mailbox+expiry": (1024, [
+        _TABLE.format(u=" UNIQUE"), "CREATE INDEX mb ON messages (recipient, ns)",
+        "CREATE INDEX ex ON messages (expiry)"]),
+    "one_index+plain_expiry": (1024, [
+        _TABLE.format(u=""), "CREATE UNIQUE INDEX mb ON messages (recipient, ns, hash)",
+        "CREATE INDEX ex ON messages (expiry)"]),
+    "without_rowid_by_hash": (1024, [
+        "CREATE TABLE messages (hash BLOB PRIMARY KEY, seq INTEGER NOT NULL, recipient BLOB NOT "
+        "NULL, ns INTEGER NOT NULL, ts INTEGER NOT NULL, expiry INTEGER NOT NULL, data BLOB NOT "
+        "NULL) WITHOUT ROWID", "CREATE INDEX mb ON messages (recipient, ns, seq)",
+        "CREATE INDEX ex ON messages (expiry)"]),
+}
 
 
 def write_bytes() -> int:
@@ -88,6 +112,55 @@ def measure(template: Path, work: Path, msgs, putters: int, batch_rows: int) -> 
             "file_bytes": path.stat().st_size}
 
 
+def measure_layout(path: Path, layout: str, prefill, msgs) -> float:
+    page_size, statements = LAYOUTS[layout]
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(f"PRAGMA page_size={page_size}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={(64 << 20) // page_size}")
+        for stmt in statements:
+            conn.execute(stmt)
+        seq = iter(range(1, 1 << 62))
+
+        def insert(batch):
+            for i in range(0, len(batch), 64):
+                conn.execute("BEGIN")
+                conn.executemany(
+                    "INSERT INTO messages (seq, hash, recipient, ns, ts, expiry, data) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [(next(seq), m.hash, m.recipient, m.ns, m.ts, m.expiry, m.data)
+                     for m in batch[i:i + 64]])
+                conn.execute("COMMIT")
+
+        insert(prefill)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        os.sync()
+        w0 = write_bytes()
+        insert(msgs)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return (write_bytes() - w0) / sum(len(m.data) for m in msgs)
+
+
+def compare_layouts(args, work: Path) -> None:
+    prefill = make_messages(args.prefill, seed=10_000)
+    ratios: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    for run in range(args.runs):
+        msgs = make_messages(args.messages, seed=run)
+        for name in LAYOUTS:
+            path = work / f"{name}-{run}.sqlite3"
+            ratios[name].append(measure_layout(path, name, prefill, msgs))
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+    result = {"bench": "write_amplification_layouts", "prefill_messages": args.prefill,
+              "messages": args.messages, "runs": args.runs,
+              "bytes_per_payload_byte_median": {
+                  k: round(statistics.median(v), 2) for k, v in ratios.items()}}
+    print(json.dumps(result))
+    print("write_amplification layouts (raw SQLite, 64-row commits, 64 MiB WAL): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in result["bytes_per_payload_byte_median"].items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prefill", type=int, default=50_000)
@@ -95,8 +168,14 @@ def main() -> None:
     ap.add_argument("--putters", type=int, default=256)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
+    ap.add_argument("--schemas", action="store_true", help="compare layouts with raw SQLite")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="store-wa-", dir=args.dir))
+    if args.schemas:
+        try:
+            return compare_layouts(args, work)
+        finally:
+            shutil.rmtree(work)
     try:
         template = work / "template.sqlite3"
         store = open_store(template, 64)
