@@ -38,8 +38,8 @@ _TABLE = ("CREATE TABLE messages (seq INTEGER PRIMARY KEY, hash BLOB NOT NULL{u}
           "expiry INTEGER NOT NULL, data BLOB NOT NULL)")
 # name -> (page size, statements); "store" is the store's own v1 schema
 LAYOUTS = {
-    "store": (1024, store_schema._statements(store_schema.MIGRATIONS[0])),
-    "store_4k_pages": (4096, store_schema._statements(store_schema.MIGRATIONS[0])),
+    "store": (1024, store_schema.split_statements(store_schema.MIGRATIONS[0])),
+    "store_4k_pages": (4096, store_schema.split_statements(store_schema.MIGRATIONS[0])),
     "hash_unique+mailbox+expiry": (1024, [
         _TABLE.format(u=" UNIQUE"), "CREATE INDEX mb ON messages (recipient, ns)",
         "CREATE INDEX ex ON messages (expiry)"]),

@@ -28,7 +28,7 @@ PAGE_SIZE = 1024
 # serves dedupe, delete, expire and the "after this hash" lookup (the hash covers recipient and
 # ns, so it is unique on its own too). The expiry index is on the expiry *minute*: inside a minute
 # entries are in rowid order, so new rows append instead of landing at random.
-EXPIRY_BUCKET_MS = 60_000
+EXPIRY_BUCKET_MS = 60_000  # must equal the divisor in the messages_expiry index and its queries
 
 # Each entry upgrades the schema from version i to i+1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
@@ -132,7 +132,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
     while version < SCHEMA_VERSION:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in _statements(MIGRATIONS[version]):
+            for stmt in split_statements(MIGRATIONS[version]):
                 conn.execute(stmt)
             version += 1
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
@@ -144,7 +144,7 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
     return version
 
 
-def _statements(script: str) -> list[str]:
+def split_statements(script: str) -> list[str]:
     """Split a script into statements (executescript() would COMMIT on its own)."""
     out, buf = [], ""
     for piece in script.split(";"):
