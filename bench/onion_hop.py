@@ -4,8 +4,12 @@ floor:  X25519 + BLAKE2b + XChaCha20-Poly1305 open of a 1 KiB layer (libsodium v
 peel:   firmware.proto.onion.peel of the same layer (floor + CBOR decode + checks + replay
         cache) plus sealing the carried-back response: the pure, in-process part of a hop.
 relay:  server CPU (user+sys of a real node process, from /proc via psutil) per layer it peeled
-        and forwarded to a next hop, with a client driving it over real TLS links on loopback.
-        The next hop is another real node; only the middle node's CPU is counted.
+        and forwarded to a next hop, with a client driving it over a real TLS link on loopback
+        (32 onions in flight). The next hop is another real node that stores 1 KiB; only the
+        middle node's CPU is counted: TLS in and out twice, framing, the op dispatch, peel,
+        forward, and sealing the carried response.
+rpc:    the same middle node's CPU per plain ``info`` request on the same kind of link, same run:
+        the TLS + framing + dispatch cost a hop pays twice (request in, forward out).
 
 Target (issue 4): relay <= 2.5 x floor. Prints one JSON object and a one-line summary.
 Usage: .venv/bin/python bench/onion_hop.py [--runs 5] [--layers 3000] [--no-relay]
@@ -14,8 +18,11 @@ Usage: .venv/bin/python bench/onion_hop.py [--runs 5] [--layers 3000] [--no-rela
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 import cbor2
@@ -68,7 +75,111 @@ def peel_us(layers, secret, pub):
     return (time.process_time() - t0) / len(layers) * 1e6
 
 
-relay_cpu_us = None  # filled in when the relay service lands
+# -- the real relay: two node processes on loopback ---------------------------------------------
+
+
+def start_node(base, name, extra_toml=""):
+    """A real daemon (python -m firmware.cli run) on 127.0.0.1, port 0; returns (proc, info)."""
+    d = os.path.join(base, name)
+    os.makedirs(d)
+    cfg = os.path.join(d, "homenode.toml")
+    with open(cfg, "w") as f:
+        f.write('[node]\nlisten_port = 0\nlog_level = "warning"\n'
+                "[limits]\nrate_per_sec = 1000000.0\nrate_burst = 1000000\n"
+                "max_inflight_per_conn = 256\n"
+                "[network]\nenabled = false\n" + extra_toml)
+    data = os.path.join(d, "data")
+    log = open(os.path.join(d, "log"), "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", cfg,
+                             "--data-dir", data], stdout=log, stderr=subprocess.STDOUT, cwd=d)
+    path = os.path.join(data, "node.json")
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"node {name} did not start: {open(log.name).read()[-2000:]}")
+        time.sleep(0.05)
+    time.sleep(0.1)
+    with open(path) as f:
+        return proc, json.load(f)
+
+
+def _hop(info):
+    return onion.Hop(bytes.fromhex(info["node_id"]), info["host"], info["port"])
+
+
+def relay_cpu_us(layers, concurrency=32, warmup=200):
+    """CPU of the middle node per layer it peeled and forwarded (median-free: one run)."""
+    import psutil
+    import trio
+
+    from firmware.client import connect, wall_ms
+    from firmware.proto.codec import encode_map
+
+    base = tempfile.mkdtemp(prefix="onion-hop-")
+    procs = []
+    try:
+        mid_proc, mid = start_node(base, "middle")
+        procs.append(mid_proc)
+        fin_proc, fin = start_node(base, "final")
+        procs.append(fin_proc)
+        path = [_hop(mid), _hop(fin)]
+        rcpt = os.urandom(32)
+
+        def one_onion():
+            req = encode_map({"v": 1, "id": 1, "op": "store", "args": {
+                "recipient": rcpt, "ns": 0, "ts": wall_ms(), "ttl": 600_000,
+                "data": os.urandom(PAYLOAD)}})
+            return onion.build_onion(path, req, wall_ms(), os.urandom)
+
+        async def drive(n_layers):
+            # layers are built as they are sent (a layer is only good for 60 s)
+            async with connect(mid["host"], mid["port"], path[0].node_id) as c:
+                it = iter(range(n_layers))
+
+                async def worker():
+                    for _ in it:
+                        blob, keys = one_onion()
+                        ok = await c.request("onion", {"blob": blob, "pos": 0})
+                        resp = onion.unwrap_response(keys, ok["blob"])
+                        assert "ok" in resp, resp
+
+                async with trio.open_nursery() as n:
+                    for _ in range(concurrency):
+                        n.start_soon(worker)
+
+        async def drive_info(n_requests):
+            async with connect(mid["host"], mid["port"], path[0].node_id) as c:
+                it = iter(range(n_requests))
+
+                async def worker():
+                    for _ in it:
+                        await c.request("info", {})
+
+                async with trio.open_nursery() as n:
+                    for _ in range(concurrency):
+                        n.start_soon(worker)
+
+        p = psutil.Process(mid_proc.pid)
+
+        def cpu_us(fn, n):
+            t0 = p.cpu_times()
+            trio.run(fn, n)
+            t1 = p.cpu_times()
+            return ((t1.user - t0.user) + (t1.system - t0.system)) / n * 1e6
+
+        trio.run(drive, warmup)
+        trio.run(drive_info, warmup)
+        return cpu_us(drive, layers), cpu_us(drive_info, layers)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main():
@@ -97,20 +208,24 @@ def main():
     out["peel_over_floor"] = round(out["peel_us"] / out["floor_us"], 2)
     out["floor_hops_per_s_per_core"] = round(1e6 / out["floor_us"])
 
-    if not args.no_relay and relay_cpu_us is None:
-        out["relay_skipped"] = "the node daemon (firmware/node.py) has no onion relay yet"
-    elif not args.no_relay:
-        relays = [relay_cpu_us(args.layers) for _ in range(max(1, args.runs // 2))]
+    if not args.no_relay:
+        runs = [relay_cpu_us(args.layers) for _ in range(max(1, args.runs // 2))]
+        relays, rpcs = [r for r, _ in runs], [q for _, q in runs]
         out["relay_us"] = round(statistics.median(relays), 1)
         out["relay_us_all"] = [round(x, 1) for x in relays]
         out["relay_over_floor"] = round(out["relay_us"] / out["floor_us"], 2)
         out["target_relay_over_floor"] = 2.5
+        # the same node's CPU for one plain request (`info`) on the same link: the cost of the
+        # TLS + framing + dispatch a hop pays twice (one request in, one forwarded out)
+        out["rpc_request_us"] = round(statistics.median(rpcs), 1)
+        out["relay_minus_2rpc_us"] = round(out["relay_us"] - 2 * out["rpc_request_us"], 1)
 
     print(json.dumps(out))
     line = (f"onion hop: floor {out['floor_us']} us ({out['floor_hops_per_s_per_core']}/s/core), "
             f"pure peel+seal {out['peel_us']} us = {out['peel_over_floor']}x floor")  # fmt: skip
     if "relay_us" in out:
-        line += f", real relay {out['relay_us']} us = {out['relay_over_floor']}x floor (target <= 2.5x)"
+        line += (f", real relay {out['relay_us']} us = {out['relay_over_floor']}x floor (target "
+                 f"<= 2.5x; one plain request costs this node {out['rpc_request_us']} us)")
     print(line)
 
 
