@@ -13,24 +13,17 @@ Key file format (text, so an operator can inspect it without tools)::
 The public id in the comment is checked against the seed on load, which catches a flipped bit.
 """
 
-import datetime
 import os
 import stat
 import tempfile
 
 import nacl.bindings
 import nacl.signing
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import NameOID
+
+from firmware import tlscert
 
 NODE_KEY_FILE = "node.key"
 _HEADER = "# homenode Ed25519 secret key - keep private. public id: "
-_CERT_NOT_BEFORE = datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC)
-_CERT_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
-_CERT_SERIAL = 1
-_CERT_NAME = "homenode"
 
 
 class IdentityError(Exception):
@@ -79,28 +72,12 @@ class Identity:
         return f"{_HEADER}{self.id_hex}\n{self._seed().hex()}\n"
 
     def tls_cert_pem(self) -> bytes:
-        """Self-signed certificate for this key; byte-identical on every call."""
-        key = Ed25519PrivateKey.from_private_bytes(self._seed())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _CERT_NAME)])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(_CERT_SERIAL)
-            .not_valid_before(_CERT_NOT_BEFORE)
-            .not_valid_after(_CERT_NOT_AFTER)
-            .sign(key, None)
-        )
-        return cert.public_bytes(serialization.Encoding.PEM)
+        """Self-signed certificate for this key; byte-identical on every call (see tlscert)."""
+        tbs = tlscert.tbs_certificate(self.node_id)
+        return tlscert.pem("CERTIFICATE", tlscert.certificate_der(tbs, self.sign(tbs)))
 
     def tls_key_pem(self) -> bytes:
-        key = Ed25519PrivateKey.from_private_bytes(self._seed())
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+        return tlscert.private_key_pem(self.__seed)
 
     def __repr__(self):  # never show key material
         return f"Identity(node_id={self.id_hex[:16]}...)"
@@ -114,13 +91,9 @@ def x25519_public_of(ed25519_public: bytes) -> bytes:
 def public_key_of_cert(der: bytes) -> bytes:
     """Raw Ed25519 public key of a DER certificate; raises IdentityError if it is not Ed25519."""
     try:
-        cert = x509.load_der_x509_certificate(der)
-        key = cert.public_key()
-    except Exception as e:
-        raise IdentityError(f"peer certificate unreadable: {e}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise IdentityError("peer certificate key is not Ed25519")
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return tlscert.ed25519_public_key(der)
+    except tlscert.CertError as e:
+        raise IdentityError(f"peer certificate: {e}") from None
 
 
 def parse_node_id(text: str) -> bytes:

@@ -8,6 +8,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from firmware import tlscert
 from firmware.identity import (
     Identity,
     IdentityError,
@@ -99,6 +100,60 @@ def test_certificate_is_a_pure_function_of_the_key():
     assert public_key_of_cert(cert.public_bytes(Encoding.DER)) == a.node_id
     assert cert.serial_number == 1 and cert.issuer == cert.subject
     assert cert.not_valid_before_utc.year == 2020 and cert.not_valid_after_utc.year == 9999
+
+
+def _reference_cert(seed: bytes) -> bytes:
+    """What `cryptography`'s CertificateBuilder makes for the same template (PEM)."""
+    import datetime
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.x509.oid import NameOID
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "homenode")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+            .not_valid_after(datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC))
+            .sign(key, None))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.mark.parametrize("seed", [bytes(32), bytes(range(32)), b"\xff" * 32])
+def test_hand_built_certificate_and_key_match_cryptography(seed):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    ident = Identity(seed)
+    assert ident.tls_cert_pem() == _reference_cert(seed)
+    ref_key = Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    assert ident.tls_key_pem() == ref_key
+
+
+def test_pin_reads_the_real_key_field_not_a_lookalike():
+    """A certificate with the victim's key hidden in its subject name and the attacker's key in
+    subjectPublicKeyInfo must pin to the attacker's key."""
+    victim, attacker = Identity.generate(), Identity.generate()
+    spki_lookalike = bytes.fromhex("302a300506032b6570032100") + victim.node_id
+    t = tlscert
+    name = t._seq(t._tlv(0x31, t._seq(t._CN_OID, t._tlv(0x04, spki_lookalike))))
+    tbs = t._seq(t._tlv(0xA0, t._tlv(0x02, b"\x02")), t._tlv(0x02, b"\x01"), t._ALG, name,
+                 t._seq(t._NOT_BEFORE, t._NOT_AFTER), name,
+                 t._seq(t._ALG, t._tlv(0x03, b"\x00" + attacker.node_id)))
+    der = t.certificate_der(tbs, attacker.sign(tbs))
+    assert der.index(spki_lookalike) < der.index(attacker.node_id)  # the decoy comes first
+    assert spki_lookalike in der
+    assert public_key_of_cert(der) == attacker.node_id
+
+
+@pytest.mark.parametrize("der", [b"", b"\x30", b"\x30\x82\xff\xff", b"\x04\x00",
+                                 b"\x30\x03\x02\x01\x01", bytes(200)])
+def test_garbage_certificates_are_refused(der):
+    with pytest.raises(IdentityError):
+        public_key_of_cert(der)
 
 
 def test_x25519_twin_opens_what_is_sealed_to_the_node_id():
