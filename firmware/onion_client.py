@@ -22,6 +22,7 @@ Bootstrap (``bootstrap``): ask any node for the node records it holds (op ``reco
 by the membership service) and keep the verified ones flagged live.
 """
 
+import dataclasses
 import os
 import random
 from contextlib import asynccontextmanager
@@ -63,7 +64,9 @@ class OnionClient:
     def __init__(self, nodes, links: LinkPool, *, hops=3, attempts=4, timeout=15.0,
                  penalty_s=60.0, swarm_k=DEFAULT_K, final_choices=None, clock_ms=wall_ms,
                  rng=None, rand=os.urandom):
-        self.nodes = {n.node_id: n for n in nodes}
+        # convert each node id to its X25519 onion key once, not per onion
+        self.nodes = {n.node_id: n if n.x25519_pub else dataclasses.replace(
+            n, x25519_pub=onion.x25519_public_of(n.node_id)) for n in nodes}
         self.links = links
         self.hops = hops
         self.attempts = attempts
