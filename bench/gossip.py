@@ -158,10 +158,11 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--gossip-interval", type=float, default=1.0)
     ap.add_argument("--test-interval", type=float, default=2.0)
+    ap.add_argument("--max-test-rate", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=240.0)
     a = ap.parse_args()
     net = {"gossip_interval": a.gossip_interval, "test_interval": a.test_interval,
-           "test_backoff_max": 4 * a.test_interval, "max_test_rate": 50.0}  # fmt: skip
+           "test_backoff_max": 4 * a.test_interval, "max_test_rate": a.max_test_rate}  # fmt: skip
     floors, runs = [], []
     for _ in range(a.runs):
         floors.append(one_run(2, net, a.timeout))

@@ -10,13 +10,15 @@ around it and keeps ``placement`` (rendezvous swarms over the live set) up to da
   restarted seed is found again): op ``gossip`` ``{have_hash}`` -> ``{same: true}`` when both
   hold the same records (the usual case: 16 bytes instead of the digest); else ``{have}``
   ([id, seq] pairs) -> ``{records, want}``, then ``{push}`` with what the peer wanted;
-- run the reachability tests GossipState hands out (a fresh TLS link to the advertised address
-  and a ``ping`` signed by the record's key), report the outcomes, expire old records;
+- run the reachability tests GossipState hands out (a ``ping`` signed by the record's key over
+  our pooled link to the advertised address, opened afresh if there is none; relayed records go
+  through ``pinger``, which the NAT work replaces), report the outcomes, expire old records;
 - on every live-set change update placement and call the ``on_change`` listeners (replication
   hands data over).
 """
 
 import hashlib
+import os
 import random
 
 import trio
@@ -24,7 +26,13 @@ import trio
 from firmware.proto.errors import BadRequest, Busy, ProtocolError
 from firmware.proto.gossip import GossipState, NodeDown, NodeLive, OwnRecordSuperseded
 from firmware.proto.placement import Placement
-from firmware.proto.records import FLAG_REACHABLE, make_record
+from firmware.proto.records import (
+    FLAG_REACHABLE,
+    FLAG_RELAYED,
+    RecordError,
+    make_record,
+    verify_ping,
+)
 
 from .peers import PeerUnavailable, args_of, ping, require_peer
 
@@ -236,9 +244,27 @@ class MembershipService:
             wait_ms = 1000 if nxt is None else min(1000, max(20, nxt - now))
             await trio.sleep(wait_ms / 1000)
 
+    async def _ping_pooled(self, rec):
+        """A reachability test over our pooled link to the record's address: the first test
+        opens it (TCP + TLS pinned to the id + hello: the address really reaches the key),
+        later ones reuse it, so a re-test costs one signed answer instead of a TLS handshake.
+        A broken link is dropped and the next test connects afresh."""
+        nonce = os.urandom(32)
+        try:
+            ok = await self.links.request(rec.id, rec.address, "ping",
+                                          {"tester": self.identity.node_id, "nonce": nonce},
+                                          timeout=self.cfg.test_timeout)  # fmt: skip
+            verify_ping(self.identity.node_id, nonce, rec.id, ok.get("sig"))
+            return True
+        except (PeerUnavailable, ProtocolError, RecordError):
+            return False
+
     async def _test(self, rec):
         try:
-            ok = await self.pinger(self.identity, rec, timeout=self.cfg.test_timeout)
+            if rec.address is not None and not rec.flags & FLAG_RELAYED:
+                ok = await self._ping_pooled(rec)
+            else:  # relayed records: the NAT work's pinger reaches them through a relay
+                ok = await self.pinger(self.identity, rec, timeout=self.cfg.test_timeout)
         except Exception as e:  # a pinger bug counts as a failed test
             self.log.error("reachability_bug", error=f"{type(e).__name__}: {e}"[:300])
             ok = False

@@ -145,6 +145,16 @@ def test_nodes_converge_and_a_store_lands_on_k_replicas(cluster):
     assert (shown["peers_live"], shown["peers_known"], shown["replicas_last"]) == (6, 6, K)
     assert shown["handoff_dropped"] == 1
 
+    # the recipient's signed delete, sent to one member, reaches every member
+    member = next(n for n in nodes if n.node_id in swarm)
+
+    async def delete():
+        async with connect(member.host, member.port, member.node_id, timeout=5) as c:
+            return await c.delete(user, [r.hash])
+
+    assert tuple(run(delete)) == (r.hash,)
+    assert all(held(n, user) == set() for n in nodes)
+
 
 def test_node_loss_then_new_owners_take_over(cluster):
     seeds = [bytes([i + 1]) * 32 for i in range(10)]
