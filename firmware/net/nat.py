@@ -42,6 +42,7 @@ __all__ = [
     "UpnpIgd",
     "NatPmp",
     "map_port",
+    "unmap_port",
 ]
 
 SSDP_GROUP = ("239.255.255.250", 1900)
@@ -89,6 +90,8 @@ class Mapping:
     internal_ip: str
     internal_port: int
     lifetime_s: int  # 0 = permanent (until the router reboots)
+    control_url: str = ""  # UPnP: where to delete it again
+    service_type: str = ""
 
 
 # ============================================================================= pure codecs
@@ -305,8 +308,9 @@ def is_public_ipv4(ip: str) -> bool:
 # ============================================================================= I/O (trio)
 
 
-async def discover_igd(timeout: float = 2.0, *, group=SSDP_GROUP) -> list[str]:
-    """LOCATION URLs of IGDs that answer an SSDP search on the LAN within ``timeout``."""
+async def discover_igd(timeout: float = 2.0, *, group=SSDP_GROUP, grace: float = 0.3) -> list[str]:
+    """LOCATION URLs of IGDs that answer an SSDP search on the LAN within ``timeout`` (waiting
+    only ``grace`` more once the first one answered)."""
     sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
     locations = []
     with sock:
@@ -314,12 +318,13 @@ async def discover_igd(timeout: float = 2.0, *, group=SSDP_GROUP) -> list[str]:
         sock.setsockopt(trio.socket.IPPROTO_IP, trio.socket.IP_MULTICAST_TTL, 2)
         for st in SEARCH_TARGETS:
             await sock.sendto(msearch(st), group)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(timeout) as scope:
             while True:
                 data, _ = await sock.recvfrom(4096)
                 headers = parse_ssdp_response(data)
                 if headers and headers["location"] not in locations:
                     locations.append(headers["location"])
+                    scope.deadline = min(scope.deadline, trio.current_time() + grace)
     return locations
 
 
@@ -416,7 +421,8 @@ class UpnpIgd:
             for _ in range(2):
                 try:
                     await self.add_port_mapping(ext, internal_port, self.local_ip, lease)
-                    return Mapping("upnp", ext_ip, ext, self.local_ip, internal_port, lease)
+                    return Mapping("upnp", ext_ip, ext, self.local_ip, internal_port, lease,
+                                   self.service.control_url, self.service.service_type)
                 except UpnpFault as e:
                     last = e
                     if e.code == 725 and lease:  # OnlyPermanentLeasesSupported
@@ -485,6 +491,15 @@ class NatPmp:
 
     async def unmap(self, internal_port: int):
         await self._ask(natpmp_map_request(internal_port, 0, 0), 2)
+
+
+async def unmap_port(m: Mapping, *, ssdp_timeout: float = 2.0):
+    """Remove a mapping made by :func:`map_port` (NatError when the router refuses)."""
+    if m.method == "upnp":
+        igd = UpnpIgd(IgdService(m.control_url, m.service_type))
+        await igd.delete_port_mapping(m.external_port)
+    elif m.method == "natpmp":
+        await NatPmp.from_routes().unmap(m.internal_port)
 
 
 async def map_port(internal_port: int, *, lease_s: int = 3600, methods=("upnp", "natpmp"),

@@ -225,7 +225,8 @@ def _peer(conn, op):
 
 
 class ReachabilityService:
-    def __init__(self, node, network, cfg, *, log, rng=None, mapper=nat.map_port):
+    def __init__(self, node, network, cfg, *, log, rng=None, mapper=nat.map_port,
+                 unmapper=nat.unmap_port):
         self.node = node
         self.network = network
         self.membership = network.membership
@@ -234,6 +235,8 @@ class ReachabilityService:
         self.log = log
         self.rng = rng or random.Random()
         self.mapper = mapper
+        self.unmapper = unmapper
+        self._relay_ok: dict[bytes, float] = {}  # relay id -> last successful poll (trio time)
         self.hub = RelayHub()
         self.state = "checking"
         self.advice = advice("checking")
@@ -337,17 +340,33 @@ class ReachabilityService:
             self._relay_nursery = nursery
             task_status.started()
             await self.membership.ready.wait()
-            while True:
-                try:
-                    await self.check()
-                except Exception as e:  # a check bug must not take the node down
-                    self.log.error("reachability_check_failed", error=f"{type(e).__name__}: {e}")
-                wait = self.cfg.check_interval
-                if self.mapping is not None and self.mapping.lifetime_s:
-                    wait = min(wait, self.mapping.lifetime_s / 2)
-                if self.state in ("unreachable", "checking"):
-                    wait = min(wait, 10.0)
-                await trio.sleep(wait)
+            try:
+                while True:
+                    try:
+                        await self.check()
+                    except Exception as e:  # a check bug must not take the node down
+                        self.log.error("reachability_check_failed",
+                                       error=f"{type(e).__name__}: {e}")
+                    wait = self.cfg.check_interval
+                    if self.mapping is not None and self.mapping.lifetime_s:
+                        wait = min(wait, self.mapping.lifetime_s / 2)
+                    if self.state in ("unreachable", "checking", "relayed"):
+                        wait = min(wait, 10.0 if self.state != "relayed" else 60.0)
+                    await trio.sleep(wait)
+            finally:
+                await self._unmap()
+
+    async def _unmap(self):
+        """On shutdown, give the router its port back (best effort, two seconds at most)."""
+        m = self.mapping
+        if m is None or self.unmapper is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            try:
+                await self.unmapper(m)
+                self.log.info("port_unmapped", method=m.method, external_port=m.external_port)
+            except (nat.NatError, OSError) as e:
+                self.log.debug("port_unmap_failed", error=str(e)[:200])
 
     def _peers(self):
         st = self.membership.state
@@ -444,11 +463,19 @@ class ReachabilityService:
 
     async def _ensure_relays(self, peers):
         if self._relay_scope is not None and self.relays:
-            return
+            now = trio.current_time()
+            if all(now - self._relay_ok.get(r, now) < 3 * POLL_WAIT for r in self.relays):
+                return
+            self.log.info("relays_replaced", old=",".join(r[:4].hex() for r in self.relays))
+            self._stop_relays()  # a relay stopped answering: pick again (it may still be first)
+            peers = [p for p in peers if now - self._relay_ok.get(p[0], now) < 3 * POLL_WAIT] \
+                + [p for p in peers if now - self._relay_ok.get(p[0], now) >= 3 * POLL_WAIT]
         chosen = peers[: self.cfg.relays]
         if not chosen:
             return
         self.relays = [nid for nid, _ in chosen]
+        for nid in self.relays:
+            self._relay_ok.setdefault(nid, trio.current_time())
         scope = trio.CancelScope()
         self._relay_scope = scope
 
@@ -469,6 +496,7 @@ class ReachabilityService:
             try:
                 ok = await self.links.request(nid, addr, "relay_poll", {}, timeout=POLL_WAIT + 10)
                 backoff = 1.0
+                self._relay_ok[nid] = trio.current_time()
             except (PeerUnavailable, ProtocolError, ConnectionError) as e:
                 self.log.debug("relay_poll_failed", relay=nid[:4].hex(), error=str(e)[:200])
                 await trio.sleep(backoff)

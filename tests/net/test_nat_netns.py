@@ -260,7 +260,12 @@ def test_home_behind_nat_with_upnp_router_is_mapped(topo):
         rules = sh("nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd",
                    ns=NS_ROUTER).stdout
         assert f"dnat ip to {HOME_IP}:{home.port}" in rules
-        home.stop()
+        assert home.stop() == 0
+        # a clean stop gives the port back to the router
+        rules = sh("nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd",
+                   ns=NS_ROUTER).stdout
+        assert f"{HOME_IP}:{home.port}" not in rules
+        assert "port_unmapped method=upnp" in home.output()
     finally:
         topo.stop_miniupnpd()
 

@@ -24,6 +24,8 @@ from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.placement import rank
 from tests.conftest import NodeProcess, run_cli
 
+pytestmark = pytest.mark.slow  # twelve daemons, ~1.5 min
+
 N = 12
 FAST = {"limits": {"rate_per_sec": 100_000.0, "rate_burst": 100_000}}
 
