@@ -36,6 +36,7 @@ class StorageGuard:
         self.free_bytes = None
         self.evicted = {"messages": 0, "bytes": 0}
         self._lock = trio.Lock()
+        self._budget_refused_day = None  # a store was refused for the budget on this day
 
     def observe(self):
         """Feed the write budget from the card's counter (or the store's own byte count)."""
@@ -68,6 +69,7 @@ class StorageGuard:
         a = self.policy.admit(size, self._used(), self.free_bytes, now)
         if a.verdict == REFUSE:
             if not self.budget.allows(size, now):
+                self._budget_refused_day = self.budget.day
                 raise WriteBudgetSpent(f"this node's SD card write budget for today is spent: "
                                        f"{a.reason}; store elsewhere")
             raise StorageFull(f"this node cannot take it: {a.reason}; store elsewhere")
@@ -93,7 +95,7 @@ class StorageGuard:
         if self.free_bytes is not None and floor and self.free_bytes < floor:
             problem = (f"data partition nearly full: {self.free_bytes // MB} MB free, floor "
                        f"{self.cfg.free_floor_mb} MB")
-        elif self.budget.spent(now):
+        elif self.budget.spent(now) or self._budget_refused_day == self.budget.day:
             problem = (f"daily SD write budget spent ({self.budget.written // MB} of "
                        f"{self.cfg.daily_write_budget_mb} MB); stores resume at local midnight")
         if problem != self.problem:

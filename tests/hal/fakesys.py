@@ -11,9 +11,12 @@ class FakeSys:
         self.root = pathlib.Path(root)
 
     def write(self, device_path, text):
+        """Atomic, as a sysfs read never sees a half-written value."""
         p = self.root / device_path.lstrip("/")
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
         return p
 
     def read(self, device_path):
