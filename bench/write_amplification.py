@@ -62,8 +62,12 @@ def write_bytes() -> int:
     raise RuntimeError("no write_bytes in /proc/self/io")
 
 
+WAL_BYTES = 64 << 20  # the store's default; --wal-mib changes it
+
+
 def open_store(path: Path, batch_rows: int) -> MessageStore:
     return MessageStore.open(path, quota_bytes=1 << 40, batch_rows=batch_rows, batch_ms=50,
+                             wal_bytes=WAL_BYTES,
                              clock_ms=lambda: 1_700_000_000_000)
 
 
@@ -169,7 +173,10 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", default=None, help="where to put the files (default: a temp dir)")
     ap.add_argument("--schemas", action="store_true", help="compare layouts with raw SQLite")
+    ap.add_argument("--wal-mib", type=int, default=64, help="the store's WAL size (wal_bytes)")
     args = ap.parse_args()
+    global WAL_BYTES
+    WAL_BYTES = args.wal_mib << 20
     work = Path(tempfile.mkdtemp(prefix="store-wa-", dir=args.dir))
     if args.schemas:
         try:
@@ -196,6 +203,7 @@ def main() -> None:
         "prefill_messages": args.prefill,
         "messages": args.messages,
         "message_bytes": 1024,
+        "wal_mib": args.wal_mib,
         "runs": args.runs,
         "store_bytes_per_payload_byte_median": round(med(grouped), 2),
         "per_message_commit_bytes_per_payload_byte_median": round(med(single), 2),

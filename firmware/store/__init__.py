@@ -39,20 +39,21 @@ API (trio; times are integer ms since the epoch)::
 - `close()` only after `run` has returned (it closes the connections the worker threads use).
 
 Decisions (measured with bench/write_amplification.py: 1 KiB messages, 50k in the store, 20k
-more put by 256 tasks; bytes from /proc/self/io write_bytes incl. checkpoints and the final one):
+more; bytes = /proc/self/io write_bytes incl. checkpoints, per payload byte; medians of 5):
 - Rowid table (rows append in insertion order) with ONE random-order index, (recipient, ns, hash).
-  Each random index costs about a dirtied page per inserted row; a separate UNIQUE(hash) index
-  plus a (recipient, ns) index measured 14 vs 10 bytes/byte. WITHOUT ROWID keyed by hash measured
-  36: 1 KiB rows land at random and spill to overflow pages. `retrieve` pays for this by sorting
-  the mailbox's row ids (index-only, integers) before reading the rows it returns.
+  Each random-order index costs about one dirtied page per inserted row. Layouts (`--schemas`,
+  raw SQLite, 64-row commits, 64 MiB WAL): ours 6.4; UNIQUE(hash) + (recipient, ns) + expiry
+  9.9; ours with a plain expiry index 8.2; WITHOUT ROWID keyed by hash 15.0 (1 KiB rows land at
+  random and spill to overflow pages). `retrieve` pays for the single index: it sorts the
+  mailbox's row ids (index-only, top-N) before reading rows, ~7 ms for a 15k-message mailbox on
+  the dev machine under load; negligible for mailboxes of hundreds.
 - Expiry index on the expiry minute, `expiry / 60000`: within a minute entries sort by rowid, so
-  inserts append (a plain expiry index cost about 1 byte/byte more). Eviction order is therefore
-  "soonest to expire" at one-minute granularity.
-- 1 KiB pages and a 64 MiB WAL: an index page dirtied in the WAL costs 1 KiB instead of 4, and a
-  checkpoint (which writes each dirty page once, however often it changed) comes 4x less often.
-  Result: 6.5 bytes written per payload byte (4 KiB pages: 10.1; 16 MiB WAL: 8.6); the same store
-  with one fsync'd commit per message: 15.9. Cost: up to 128 MiB of WAL on disk, read back after
-  a crash.
+  inserts append. Eviction order is therefore "soonest to expire" at one-minute granularity.
+- 1 KiB pages (4 KiB: 10.1) and a 64 MiB WAL: an index page dirtied in the WAL costs 1 KiB, and a
+  checkpoint writes each dirty page once however often it changed, so fewer checkpoints save.
+  The store: 6.5 bytes per payload byte; 8.7 with 200k messages already stored (the ratio grows
+  with the store, as more distinct index pages change between checkpoints); the same store with
+  one fsync'd commit per message: 15.9. Cost: up to 128 MiB of WAL on disk, replayed after a crash.
 """
 
 from .errors import StoreClosed, StoreError, StoreFull, StoreOpenError
