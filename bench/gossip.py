@@ -1,7 +1,7 @@
 """Membership convergence: time for N real node processes on 127.0.0.1 to agree on the live set.
 
-One seed node starts first; the other N-1 start at once with the seed as their only bootstrap
-entry. "Converged" = every node's `info` reports the fingerprint of the full set of N ids (each
+One seed node starts first; the other N-1 start at once (or ``--stagger`` seconds apart) with
+the seed as their only bootstrap entry. "Converged" = every node's `info` reports the fingerprint of the full set of N ids (each
 record gossiped AND reachability-tested by every node). Polled every 0.25 s over real TLS links.
 
 floor:  the same measurement with 2 nodes in the same run (one exchange + one reachability
@@ -117,7 +117,7 @@ def cpu_seconds(procs):
     return total
 
 
-def one_run(n, net, timeout):
+def one_run(n, net, timeout, stagger=0.0):
     base = tempfile.mkdtemp(prefix="hn-gossip-bench-")
     procs = []
     try:
@@ -126,7 +126,9 @@ def one_run(n, net, timeout):
         procs.append(seed)
         wait_ready([seed], timeout)
         net_b = dict(net, bootstrap=[seed.address])
-        procs += [Proc(base, f"n{i:03d}", net_b) for i in range(1, n)]
+        for i in range(1, n):
+            procs.append(Proc(base, f"n{i:03d}", net_b))
+            time.sleep(stagger)
         wait_ready(procs, timeout)
         t_ready = time.monotonic()
         cpu0 = cpu_seconds(procs)
@@ -159,21 +161,23 @@ def main():
     ap.add_argument("--gossip-interval", type=float, default=1.0)
     ap.add_argument("--test-interval", type=float, default=2.0)
     ap.add_argument("--max-test-rate", type=float, default=5.0)
+    ap.add_argument("--stagger", type=float, default=0.0,
+                    help="seconds between launching two nodes (0: all at once)")
     ap.add_argument("--timeout", type=float, default=240.0)
     a = ap.parse_args()
     net = {"gossip_interval": a.gossip_interval, "test_interval": a.test_interval,
            "test_backoff_max": 4 * a.test_interval, "max_test_rate": a.max_test_rate}  # fmt: skip
     floors, runs = [], []
     for _ in range(a.runs):
-        floors.append(one_run(2, net, a.timeout))
-        runs.append(one_run(a.nodes, net, a.timeout))
+        floors.append(one_run(2, net, a.timeout, a.stagger))
+        runs.append(one_run(a.nodes, net, a.timeout, a.stagger))
 
     def med(rs, key):
         return statistics.median(r[key] for r in rs)
 
     keys = runs[0].keys()
     res = {"bench": "gossip", "nodes": a.nodes, "runs": a.runs, "cores": os.cpu_count(),
-           "intervals": net, "floor_2_nodes": {k: med(floors, k) for k in keys},
+           "intervals": net, "stagger_s": a.stagger, "floor_2_nodes": {k: med(floors, k) for k in keys},
            "result": {k: med(runs, k) for k in keys}, "all_runs": runs}  # fmt: skip
     r, f = res["result"], res["floor_2_nodes"]
     res["converge_ratio_vs_2_nodes"] = r["converge_s"] / f["converge_s"]
