@@ -80,6 +80,9 @@ BANDWIDTH = Section("bandwidth", "link speed limits, monthly cap and quiet hours
     Key("up_mbit", 0.0, "upload limit in Mbit/s (0: unlimited)", FloatRange(0, 100_000, "Mbit/s")),
     Key("down_mbit", 0.0, "download limit in Mbit/s (0: unlimited)",
         FloatRange(0, 100_000, "Mbit/s")),
+    Key("per_peer_mbit", 0.0, "limit for each remote address, both directions, in Mbit/s "
+        "(0: none), so one greedy peer cannot take the whole link",
+        FloatRange(0, 100_000, "Mbit/s")),
     Key("burst_s", 1.0, "seconds of traffic a burst may carry above the rate",
         FloatRange(0.05, 600, "seconds")),
     Key("monthly_cap_gb", 0.0, "traffic allowed per billing cycle in GB (10^9 bytes; 0: no cap); "

@@ -13,11 +13,13 @@ few minutes to spare the SD card - page cache survives a killed process, not a p
 import json
 import os
 import time
+from collections import OrderedDict
 
 import trio
 
 from hal.backends.netio import CrossCheck
 from hal.core.bandwidth import DOWN, UP, BandwidthShaper
+from hal.core.bucket import TokenBucket
 from hal.core.civil import parse_window
 
 STATE_FILE = "bandwidth.json"
@@ -33,23 +35,57 @@ def local_offset_ms(now_ms):
     return int(time.localtime(now_ms / 1000).tm_gmtoff) * 1000
 
 
-class ShapedStream(trio.abc.Stream):
-    """A trio Stream that asks the shaper before sending and pays for what it received."""
+class PeerBuckets:
+    """One (up, down) bucket pair per remote address, so one greedy peer cannot take the whole
+    link; least recently seen dropped beyond `max_peers`."""
 
-    def __init__(self, inner, shaper, clock_ms):
+    def __init__(self, rate, burst_s, clock_ms, max_peers=4096):
+        self.rate = rate
+        self.burst = max(rate * burst_s, 16384)
+        self.clock_ms = clock_ms
+        self.max_peers = max_peers
+        self._pairs = OrderedDict()
+
+    def pair(self, addr):
+        p = self._pairs.get(addr)
+        if p is None:
+            now = self.clock_ms()
+            p = {UP: TokenBucket(self.rate, self.burst, now),
+                 DOWN: TokenBucket(self.rate, self.burst, now)}
+            self._pairs[addr] = p
+            if len(self._pairs) > self.max_peers:
+                self._pairs.popitem(last=False)
+        else:
+            self._pairs.move_to_end(addr)
+        return p
+
+
+class ShapedStream(trio.abc.Stream):
+    """A trio Stream that asks the shaper (and its peer's buckets) before sending and pays for
+    what it received."""
+
+    def __init__(self, inner, shaper, clock_ms, peer=None):
         self.inner = inner
         self.shaper = shaper
         self.clock_ms = clock_ms
+        self.peer = peer  # {UP: TokenBucket, DOWN: TokenBucket} or None
 
     async def send_all(self, data):
         view = memoryview(data)
         while view:
             n = min(len(view), self.shaper.max_chunk(UP))
+            if self.peer is not None:
+                n = min(n, int(self.peer[UP].burst))
             while True:
-                wait = self.shaper.take(UP, n, self.clock_ms())
+                now = self.clock_ms()
+                wait = self.peer[UP].wait_ms(n, now) if self.peer is not None else 0
+                if wait == 0:
+                    wait = self.shaper.take(UP, n, now)
                 if wait == 0:
                     break
                 await trio.sleep(wait / 1000)
+            if self.peer is not None:
+                self.peer[UP].force(n, self.clock_ms())
             await self.inner.send_all(view[:n])
             view = view[n:]
 
@@ -58,13 +94,19 @@ class ShapedStream(trio.abc.Stream):
 
     async def receive_some(self, max_bytes=None):
         while True:
-            wait = self.shaper.debt_ms(DOWN, self.clock_ms())
+            now = self.clock_ms()
+            wait = self.shaper.debt_ms(DOWN, now)
+            if self.peer is not None:
+                wait = max(wait, self.peer[DOWN].wait_ms(0, now))
             if wait <= 0:
                 break
             await trio.sleep(wait / 1000)
         data = await self.inner.receive_some(max_bytes)
         if data:
-            self.shaper.account(DOWN, len(data), self.clock_ms())
+            now = self.clock_ms()
+            self.shaper.account(DOWN, len(data), now)
+            if self.peer is not None:
+                self.peer[DOWN].force(len(data), now)
         return data
 
     async def aclose(self):
@@ -78,7 +120,10 @@ class BandwidthService:
         self.clock_ms = clock_ms
         self.log = log
         self.net = net_counters
-        self.enabled = bool(cfg.up_mbit or cfg.down_mbit or cfg.monthly_cap_gb)
+        self.enabled = bool(cfg.up_mbit or cfg.down_mbit or cfg.monthly_cap_gb
+                            or cfg.per_peer_mbit)
+        self.peers = (PeerBuckets(mbit(cfg.per_peer_mbit), cfg.burst_s, clock_ms)
+                      if cfg.per_peer_mbit else None)
         self.stopped = False  # set by a factory reset: never write into a wiped data dir
         self.line_ratio = None
         self._cross = CrossCheck()
@@ -117,7 +162,14 @@ class BandwidthService:
 
     def wrap(self, stream):
         """For the listener's `wrap_stream` seam (only installed when shaping is enabled)."""
-        return ShapedStream(stream, self.shaper, self.clock_ms)
+        peer = None
+        if self.peers is not None:
+            try:
+                addr = stream.socket.getpeername()[0]
+            except (OSError, AttributeError):
+                addr = "?"
+            peer = self.peers.pair(addr)
+        return ShapedStream(stream, self.shaper, self.clock_ms, peer)
 
     def set_scale(self, scale):
         if scale != self.shaper.scale:
