@@ -10,6 +10,7 @@ Other parts plug in without editing this file's logic:
     node.handler.add_info(lambda: {"temp_c": ...}) # shows up in `info` / `homenode status`
 """
 
+import gc
 import json
 import os
 import shutil
@@ -90,6 +91,7 @@ class Node:
                         self.log.debug("service_started", service=name)
                     await nursery.start(self.notifier.run_watchdog)
                     self._write_address_file()
+                    gc.freeze()  # startup objects (modules, config) never die: keep GC off them
                     self.state = "serving"
                     self._announce()
                     task_status.started(self.address)
