@@ -1,7 +1,8 @@
 """Child process for test_store_crash: puts messages forever, printing each acknowledged one.
 
-Usage: python crash_putter.py DB_PATH FIRST_INDEX. Prints "INDEX HASHHEX" after each put()
-returned; the parent SIGKILLs it at a random moment and checks every printed message.
+Usage: python crash_putter.py DB_PATH FIRST_INDEX [PUTTERS [COUNT]]. Prints "INDEX HASHHEX"
+after each put() returned; the parent SIGKILLs it at a random moment and checks every printed
+message (or, given COUNT, it stops after that many acks).
 """
 
 import sys
@@ -13,12 +14,12 @@ from firmware.store import MessageStore
 from tests.store.conftest import make_msg
 
 
-async def main(path: str, first: int) -> None:
+async def main(path: str, first: int, putters: int, count: int | None) -> None:
     store = MessageStore.open(path, quota_bytes=10**10, batch_ms=5,
                               clock_ms=lambda: int(time.time() * 1000))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)
-        counter = iter(range(first, 10**12))
+        counter = iter(range(first, first + count if count else 10**12))
 
         async def putter():
             for i in counter:
@@ -27,9 +28,13 @@ async def main(path: str, first: int) -> None:
                 sys.stdout.write(f"{i} {m.hash.hex()}\n")
                 sys.stdout.flush()
 
-        for _ in range(16):
-            nursery.start_soon(putter)
+        async with trio.open_nursery() as workers:
+            for _ in range(putters):
+                workers.start_soon(putter)
+        nursery.cancel_scope.cancel()
+    store.close()
 
 
 if __name__ == "__main__":
-    trio.run(main, sys.argv[1], int(sys.argv[2]))
+    args = sys.argv[1:] + [None] * 2
+    trio.run(main, args[0], int(args[1]), int(args[2] or 16), int(args[3] or 0))
