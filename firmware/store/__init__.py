@@ -37,6 +37,9 @@ API (trio; times are integer ms since the epoch)::
 - Messages are keyed by (recipient, ns, hash); the hash covers recipient and ns, so this is the
   same as deduplicating by hash. Replication reads therefore name the mailbox too.
 - `close()` only after `run` has returned (it closes the connections the worker threads use).
+- Tests: trio's autojump_clock treats a task waiting for a worker thread as idle, so virtual time
+  can leap (to the sweeper's next wake-up) during any commit or read; drive time with a manual
+  MockClock (`mock_clock.jump`) when it matters, as tests/store does.
 
 Decisions (measured with bench/write_amplification.py: 1 KiB messages, 50k in the store, 20k
 more; bytes = /proc/self/io write_bytes incl. checkpoints, per payload byte; medians of 5):

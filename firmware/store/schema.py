@@ -66,6 +66,13 @@ def _fix_hint(path: Path) -> str:
     )
 
 
+def access_error(path: Path, e: Exception) -> StoreOpenError:
+    return StoreOpenError(
+        f"cannot open or write {path} ({e}). Check that {path.parent} exists, that it and the "
+        f"file are writable by this user, and that the disk is not full."
+    )
+
+
 def check_file_header(path: Path) -> None:
     """Refuse a non-empty file that is not SQLite before SQLite gets a chance to touch it."""
     try:

@@ -109,11 +109,17 @@ class MessageStore:
             raise ValueError("batch_rows must be >= 1, batch_ms and quota_bytes >= 0")
         schema.check_file_header(path)
         existed = path.exists()
-        writer = schema.connect(path)
+        try:
+            writer = schema.connect(path)
+        except sqlite3.Error as e:
+            raise schema.access_error(path, e) from e
         reader = None
         try:
             version = schema.check_database(writer, path)
-            schema.configure(writer, wal_bytes=wal_bytes)
+            try:
+                schema.configure(writer, wal_bytes=wal_bytes)
+            except sqlite3.OperationalError as e:
+                raise schema.access_error(path, e) from e
             schema.migrate(writer, version)
             if not existed:
                 schema.fsync_dir(path.parent)

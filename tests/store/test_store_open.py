@@ -95,3 +95,10 @@ async def test_failed_migration_rolls_back(open_store, db_path, monkeypatch):
     with sqlite3.connect(db_path) as c:
         assert "origin" not in [r[1] for r in c.execute("PRAGMA table_info(messages)")]
         assert c.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+
+
+async def test_missing_directory_is_a_clear_error(open_store, tmp_path):
+    path = tmp_path / "no-such-dir" / "messages.sqlite3"
+    with pytest.raises(StoreOpenError, match=r"no-such-dir exists.*writable"):
+        open_store(path=path)
+
