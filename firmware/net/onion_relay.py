@@ -218,8 +218,8 @@ class OnionRelay:
         self.execute = execute
 
     def info(self) -> dict:
-        return {"onion": {**self.counters, "inflight": self.inflight,
-                          "links": self.links.open_count()}}
+        return {"onion": {**self.counters, **getattr(self.execute, "counters", {}),
+                          "inflight": self.inflight, "links": self.links.open_count()}}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         """Housekeeping: forget replay entries whose timestamps left the window."""
@@ -319,9 +319,51 @@ class OnionRelay:
         return onion.seal_response(peeled.key, nonce, onion.TAG_CARRIED, carried)
 
 
+class SwarmExecutor:
+    """Final-hop execution that follows placement: a ``retrieve`` for a recipient whose swarm
+    does not include this node is asked of a swarm member (over a plain client link, so the
+    member treats it as the client's request); everything else runs here (stores and signed
+    deletes are copied to the swarm by replication's hooks)."""
+
+    def __init__(self, node, relay):
+        self.node, self.relay = node, relay
+        self.counters = {"forwarded_to_swarm": 0}
+
+    async def __call__(self, frame, conn, now_ms):
+        net = getattr(self.node, "network", None)
+        args = frame.get("args")
+        if net is None or frame.get("op") != "retrieve" or type(args) is not dict:
+            return await self.node.handler.respond(frame, conn, now_ms)
+        recipient = args.get("recipient")
+        m = net.membership
+        if type(recipient) is not bytes or len(recipient) != 32 or m.state is None:
+            return await self.node.handler.respond(frame, conn, now_ms)
+        swarm = list(m.placement.swarm(recipient))
+        if self.node.identity.node_id in swarm:
+            return await self.node.handler.respond(frame, conn, now_ms)
+        rid = frame.get("id") if type(frame.get("id")) is int else None
+        for member in swarm:
+            rec = m.state.get(member)
+            if rec is None or rec.address is None:
+                continue
+            try:
+                with trio.fail_after(self.relay.forward_timeout):
+                    link = await self.relay.links.get(member, *rec.address)
+                    result = await link.request("retrieve", args)
+            except ProtocolError as e:
+                return error_map(rid, e.code, e.msg)
+            except (ConnectionError, OSError, trio.TooSlowError):
+                continue
+            self.counters["forwarded_to_swarm"] += 1
+            return {"v": 1, "id": rid, "ok": result.to_map() if hasattr(result, "to_map")
+                    else result}
+        return await self.node.handler.respond(frame, conn, now_ms)
+
+
 def install_onion_relay(node) -> OnionRelay:
     """Build the relay and its link pool for ``node`` (firmware.node.Node) and plug them in."""
     relay = OnionRelay(node.identity, node.handler, links=LinkPool(log=node.log,
                        clock_ms=node.clock_ms), log=node.log, clock_ms=node.clock_ms)
     relay.install(node)
+    relay.set_executor(SwarmExecutor(node, relay))  # uses node.network once it exists
     return relay

@@ -5,7 +5,6 @@ nodes' (id, address) directly - an onion layer carries its next hop's address, s
 no membership; the CLI test bootstraps the client from a node's live records instead.
 """
 
-import json
 import os
 import random
 import socket
@@ -42,10 +41,36 @@ def net(tmp_path_factory):
             n = NodeProcess(base, cfg, name=f"n{i:02d}")
             nodes.append(n)
             n.start()
+        # every node sees the same live set, so client and nodes agree on the swarms
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and _min_live(nodes) < N - 1:
+            time.sleep(0.5)
+        assert _min_live(nodes) == N - 1, "membership did not converge"
         yield nodes
     finally:
         for n in nodes:
             n.kill()
+
+
+async def _infos(nodes):
+    """`info` of every node, fetched concurrently over pinned links (None if it fails)."""
+    out = [None] * len(nodes)
+
+    async def one(i, n):
+        try:
+            async with connect(n.host, n.port, n.node_id, timeout=5) as c:
+                out[i] = await c.info()
+        except (ConnectionError, OSError, ProtocolError):
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for i, n in enumerate(nodes):
+            nursery.start_soon(one, i, n)
+    return out
+
+
+def _min_live(nodes):
+    return min((i or {}).get("peers_live", -1) for i in trio.run(_infos, nodes))
 
 
 def hops(nodes):
@@ -270,17 +295,10 @@ async def test_next_hop_that_stalls_is_reported_not_waited_on_forever(net):
         nursery.cancel_scope.cancel()
 
 
-def _live_peers(node):
-    r = node.cli("status", "--json")
-    return json.loads(r.stdout).get("peers_live", 0) if r.returncode == 0 else -1
 
 
-def test_cli_send_and_fetch_go_through_onions(net):
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and min(_live_peers(n) for n in net[:2]) < N - 1:
-        time.sleep(0.5)
-    assert _live_peers(net[0]) == N - 1, "membership did not converge"
-    before = sum(json.loads(n.cli("status", "--json").stdout)["onion"]["peeled"] for n in net)
+async def test_cli_send_and_fetch_go_through_onions(net):
+    before = sum(i["onion"]["peeled"] for i in await _infos(net))
     key = net[1].dir / "me.key"
     assert run_cli("keygen", "--out", str(key)).returncode == 0
     me = run_cli("id", "--key", str(key)).stdout.decode().strip()
@@ -290,7 +308,26 @@ def test_cli_send_and_fetch_go_through_onions(net):
     got = net[1].cli("fetch", "--key", str(key))
     assert got.returncode == 0, got.stderr.decode()
     assert got.stdout.decode().splitlines() == ["hello through three hops"]
-    after = sum(json.loads(n.cli("status", "--json").stdout)["onion"]["peeled"] for n in net)
+    after = sum(i["onion"]["peeled"] for i in await _infos(net))
     assert after - before >= 6  # 3 layers for the send, 3 (or more on retries) for the fetch
     direct = net[1].cli("fetch", "--key", str(key), "--direct")
     assert direct.returncode == 0
+
+
+async def test_final_hop_outside_the_swarm_asks_the_swarm(net):
+    me = nacl.signing.SigningKey.generate()
+    rpub = bytes(me.verify_key)
+    swarm = rank([n.node_id for n in net], rpub, 5)
+    outsiders = [n for n in net if n.node_id not in swarm]
+    async with open_onion_client(hops(net), final_choices=1) as oc:
+        r = await oc.store(rpub, b"kept by the swarm")
+        assert r.replicas == 5
+        path = hops(outsiders[:3])  # every hop, the final one included, outside the swarm
+        sig = oc._sig(me, "retrieve", rpub, 0)
+        resp = await oc._once(path, "retrieve", {"recipient": rpub, "ns": 0, "after": None,
+                                                 "max_count": 10, "max_bytes": 100_000, **sig})
+    assert [m["hash"] for m in resp["ok"]["messages"]] == [r.hash]
+    final = outsiders[2]
+    assert not _files_contain(final, {rpub}), "the outsider only passed the request on"
+    (info,) = await _infos([final])
+    assert info["onion"]["forwarded_to_swarm"] >= 1
