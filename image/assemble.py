@@ -105,8 +105,14 @@ def assemble(root: Path, work: Path, image: Path, data_owner: str, epoch: int,
     boot_src = work / "bootfs-tree"
     if boot_src.exists():
         shutil.rmtree(boot_src)
-    shutil.move(root / "boot/firmware", boot_src)
-    (root / "boot/firmware").mkdir()
+    # moving the FAT contents out must not change any time stamp in the root tree (reproducible)
+    mount_point = root / "boot/firmware"
+    times = {p: (p.stat().st_atime_ns, p.stat().st_mtime_ns) for p in (mount_point,
+                                                                        mount_point.parent)}
+    shutil.move(mount_point, boot_src)
+    mount_point.mkdir()
+    for p, t in times.items():
+        os.utime(p, ns=t)
     try:
         layout = plan_layout(root)
         progress.note(f"layout: boot {layout.boot_mib} MiB, root {layout.root_mib} MiB, "
@@ -131,6 +137,8 @@ def assemble(root: Path, work: Path, image: Path, data_owner: str, epoch: int,
             dd_into(image, parts / part, offset)
             (parts / part).unlink()
     finally:
-        shutil.rmtree(root / "boot/firmware")
-        shutil.move(boot_src, root / "boot/firmware")
+        shutil.rmtree(mount_point)
+        shutil.move(boot_src, mount_point)
+        for p, t in times.items():
+            os.utime(p, ns=t)
     return layout

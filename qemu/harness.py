@@ -40,7 +40,7 @@ def fat_files(disk: Path) -> list[str]:
     out = subprocess.run(["mdir", "-b", "-i", f"{disk}@@{BOOT_OFFSET}", "::/"],
                          capture_output=True, text=True, check=True,
                          env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
-    return [line.strip().lstrip(":/").lstrip("/") for line in out.stdout.splitlines()
+    return [line.strip().lstrip(":").strip("/") for line in out.stdout.splitlines()
             if line.strip()]
 
 
