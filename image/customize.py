@@ -39,7 +39,7 @@ systemctl enable --quiet homenode.service homenode-setup.service homenode-boot-r
     systemd-resolved.service systemd-timesyncd.service
 systemctl disable --quiet ssh.service ssh.socket wpa_supplicant.service
 systemctl mask --quiet e2scrub_reap.service e2scrub_all.timer apt-daily.timer \
-    apt-daily-upgrade.timer
+    apt-daily-upgrade.timer systemd-binfmt.service proc-sys-fs-binfmt_misc.automount
 """
 
 

@@ -70,8 +70,10 @@ def test_fresh_image_first_boot(sd_image, tmp_path, boot_times):
         msg_hash, got = send_and_fetch(g, tmp_path, "hello from the host")
         assert [x["hash"] for x in got] == [msg_hash]
         assert got[0]["text"] == "hello from the host"
-        health = st.get("health")
-        record(boot_times, "fresh", g, {"health": health, "poweroff_s": round(m.powerdown(), 1)})
+        healthy = m.wait_until(lambda: g.status().get("health") == "healthy", 180,
+                               "node health 'healthy'", "healthy", interval=3)
+        assert healthy
+        record(boot_times, "fresh", g, {"poweroff_s": round(m.powerdown(), 1)})
     parts = partitions(m.disk)
     assert parts[2]["start"] == image_parts[2]["start"]
     assert parts[2]["size"] > image_parts[2]["size"]
