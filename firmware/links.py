@@ -112,7 +112,7 @@ class ClientListener:
         self.idle_timeout = idle_timeout
         self.active = 0
         self.counters = {"accepted": 0, "refused_over_limit": 0, "handshake_failed": 0,
-                         "bad_frames": 0}
+                         "bad_frames": 0, "stalled_peers": 0}
         self.drained = trio.Event()
         self._draining = False
         self._accept_scope = trio.CancelScope()
@@ -183,6 +183,7 @@ class ClientListener:
         inflight = trio.Semaphore(self.max_inflight)
         send_lock = trio.Lock()
         last_activity = [trio.current_time()]
+        send_started = [None]  # when the send in progress began (a peer may stop reading)
 
         async def send(frame_map: dict) -> None:
             data = encode_frame(frame_map)
@@ -191,8 +192,10 @@ class ClientListener:
             except trio.WouldBlock:
                 await send_lock.acquire()
             try:
+                send_started[0] = trio.current_time()
                 await stream.send_all(data)
             finally:
+                send_started[0] = None
                 send_lock.release()
             last_activity[0] = trio.current_time()
 
@@ -209,17 +212,31 @@ class ClientListener:
                 inflight.release()
 
         async def idle_watch(task_status=trio.TASK_STATUS_IGNORED) -> None:
-            """Stop reading once the link was silent for idle_timeout with nothing in flight.
-            One sleeping task per link instead of a timeout around every read."""
+            """Stop reading once the link was silent for idle_timeout with nothing in flight;
+            drop it when the peer has not taken an answer for idle_timeout (it stopped reading
+            and would otherwise hold its in-flight slots forever). One sleeping task per link
+            instead of a timeout around every read and send."""
+            idle = self.idle_timeout
             with watch_scope:
                 task_status.started()
                 while True:
-                    await trio.sleep_until(last_activity[0] + self.idle_timeout)
-                    if inflight.value != self.max_inflight:  # busy is not idle
-                        last_activity[0] = trio.current_time()
-                    elif trio.current_time() >= last_activity[0] + self.idle_timeout:
-                        read_scope.cancel()
+                    deadline = last_activity[0] + idle
+                    if send_started[0] is not None:
+                        deadline = min(deadline, send_started[0] + idle)
+                    await trio.sleep_until(deadline)
+                    now = trio.current_time()
+                    if send_started[0] is not None and now >= send_started[0] + idle:
+                        self.counters["stalled_peers"] += 1
+                        self.log.info("peer_stopped_reading", client=conn.client)
+                        reqs.cancel_scope.cancel()
                         return
+                    if now < last_activity[0] + idle:
+                        continue  # there was activity meanwhile
+                    if inflight.value != self.max_inflight:  # busy is not idle
+                        last_activity[0] = now
+                        continue
+                    read_scope.cancel()
+                    return
 
         read_scope = trio.CancelScope()
         watch_scope = trio.CancelScope()

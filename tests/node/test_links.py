@@ -186,3 +186,24 @@ async def test_malformed_frame_answer_then_close(harness):
             data += chunk
     assert b"bad_frame" in data and b"node_id" in data  # the good request was answered too
     assert harness.listener.counters["bad_frames"] == 1
+
+
+@pytest.mark.parametrize("harness", [{"idle_timeout": 1.0}], indirect=True)
+async def test_a_peer_that_stops_reading_is_dropped(harness):
+    """Pipelining requests without ever reading the answers fills the socket buffers; the node
+    must not keep that link (and its in-flight slots) forever."""
+    harness.handler.limiter.set_rate(1e9, 10**9, 0)
+    stream = await open_pinned_stream(harness.host, harness.port, NODE.node_id)
+    frames = b"".join(encode_frame({"v": 1, "id": i, "op": "info", "args": {}})
+                      for i in range(1, 2001))
+    with trio.move_on_after(6):
+        try:
+            while True:
+                await stream.send_all(frames)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+    with trio.fail_after(5):
+        while harness.listener.active:
+            await trio.sleep(0.05)
+    assert harness.listener.counters["stalled_peers"] == 1
+    await trio.aclose_forcefully(stream)
