@@ -23,6 +23,7 @@ PY = "3.11"
 PLATFORM_ARGS = [
     "--only-binary=:all:", "--platform", "manylinux2014_aarch64",
     "--platform", "manylinux_2_17_aarch64", "--platform", "manylinux_2_28_aarch64",
+    "--platform", "manylinux_2_34_aarch64",  # lgpio; bookworm has glibc 2.36
     "--python-version", PY, "--implementation", "cp", "--abi", "cp311",
 ]
 VENV = "opt/homenode"

@@ -104,6 +104,9 @@ def test_boot_partition_config_applies(sd_image, tmp_path, boot_times):
         r = m.ssh(key, "hostname; cat /etc/homenode/node.toml; "
                   "systemctl is-active homenode.service; "
                   "systemd-analyze security homenode.service --no-pager | tail -n 1")
+        imports = m.ssh(key, "/opt/homenode/bin/python3 -c 'import lgpio, nacl, cryptography, "
+                             "cbor2, psutil, gpiozero, trio; print(\"imports ok\", trio.__version__)'")
+        assert imports.stdout.strip() == "imports ok 0.35.0", imports.stderr
         timing = m.ssh(key, "systemd-analyze time; systemd-analyze blame --no-pager | head -n 12")
         print(timing.stdout)
         assert r.returncode == 0, r.stderr
