@@ -237,6 +237,7 @@ class ReachabilityService:
         self.mapper = mapper
         self.unmapper = unmapper
         self._relay_ok: dict[bytes, float] = {}  # relay id -> last successful poll (trio time)
+        self._configured_advertise = None  # the operator's advertise_host/port, restored
         self.hub = RelayHub()
         self.state = "checking"
         self.advice = advice("checking")
@@ -429,18 +430,25 @@ class ReachabilityService:
             await self._ensure_relays(peers)
         else:
             self._stop_relays()
+        if self._configured_advertise is None:
+            self._configured_advertise = (m.cfg.advertise_host, m.cfg.advertise_port)
         if state == "mapped":
+            # membership signs our record from its [network] advertise_* settings: point them
+            # at the router's side of the mapping while it lasts
             m.cfg.advertise_host, m.cfg.advertise_port = (self.mapping.external_ip,
                                                           self.mapping.external_port)
             flags, relays = FLAG_REACHABLE | FLAG_MAPPED, []
-        elif state == "relayed":
-            flags, relays = FLAG_RELAYED, list(self.relays)
         else:
-            flags, relays = FLAG_REACHABLE, []
+            m.cfg.advertise_host, m.cfg.advertise_port = self._configured_advertise
+            if state == "relayed":
+                flags, relays = FLAG_RELAYED, list(self.relays)
+            else:
+                flags, relays = FLAG_REACHABLE, []
         own = m.state.own
+        host, bound_port = self.node.address
+        want_addr = (m.cfg.advertise_host or host, m.cfg.advertise_port or bound_port)
         if own.flags != flags or list(own.relays) != relays or (
-                state == "mapped" and own.address != (self.mapping.external_ip,
-                                                       self.mapping.external_port)):
+                want_addr[0] not in ("0.0.0.0", "::", "") and own.address != want_addr):
             m.reissue(flags=flags, relays=relays)
         lan = self.mapping.internal_ip if self.mapping else self.node.address[0]
         addr = (f"{self.mapping.external_ip}:{self.mapping.external_port}" if self.mapping
