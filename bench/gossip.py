@@ -96,7 +96,7 @@ async def fingerprints(procs):
         try:
             async with connect(p.info["host"], p.info["port"], bytes.fromhex(p.info["node_id"]),
                                timeout=10) as c:  # fmt: skip
-                out[i] = (await c.info()).get("live_set")
+                out[i] = await c.info()
         except (ConnectionError, OSError):
             pass
 
@@ -135,8 +135,8 @@ def one_run(n, net, timeout, stagger=0.0):
         want = hashlib.blake2b(b"".join(sorted(bytes.fromhex(p.info["node_id"]) for p in procs)),
                                digest_size=8).hexdigest()  # fmt: skip
         while True:
-            fps = trio.run(fingerprints, procs)
-            agreeing = sum(f == want for f in fps)
+            infos = trio.run(fingerprints, procs)
+            agreeing = sum(bool(i) and i.get("live_set") == want for i in infos)
             if agreeing == n:
                 break
             if time.monotonic() - t_ready > timeout:
@@ -144,10 +144,13 @@ def one_run(n, net, timeout, stagger=0.0):
             time.sleep(0.25)
         t_conv = time.monotonic()
         rss = [psutil.Process(p.proc.pid).memory_info().rss / 2**20 for p in procs]
+        failed = sum(i.get("reachability_failed", 0) for i in infos)
+        relayed = sum("relayed" in str(i.get("record_flags")) for i in infos)
         return {"startup_s": t_ready - t_launch, "converge_s": t_conv - t_ready,
                 "launch_to_converge_s": t_conv - t_launch,
                 "cpu_s_while_converging": cpu_seconds(procs) - cpu0,
-                "rss_mib_median": statistics.median(rss)}  # fmt: skip
+                "rss_mib_median": statistics.median(rss),
+                "reachability_failures": failed, "relayed_at_end": relayed}  # fmt: skip
     finally:
         for p in procs:
             p.stop()
