@@ -12,8 +12,8 @@ import time
 import pytest
 import trio
 
+from qemu.guest import Guest, homenode
 from qemu.harness import extract_partition, fat_write, partitions
-from tests.image.conftest import Guest, homenode
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 

@@ -1,0 +1,73 @@
+"""A booted homenode image as the host sees it: the node behind a forwarded port, driven with
+this checkout's `homenode` CLI (the same commands an operator would type).
+
+`Guest.boot()` is "wait until the node is ready": kernel, first-boot setup (which prints the
+node id), multi-user (reported on the console by homenode-boot-report.service, which is ordered
+after the node's READY=1), then `homenode status` answering "serving" through the forward.
+"""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from qemu.harness import Machine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def homenode(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The host CLI (this checkout's firmware package), bounded by a timeout."""
+    return subprocess.run([sys.executable, "-m", "firmware.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+class Guest:
+    """A booted image plus the node id it announced; helpers call the host CLI against it."""
+
+    def __init__(self, machine: Machine):
+        self.m = machine
+        self.node_id = ""
+
+    @staticmethod
+    def machine(image: Path, workdir: Path, card_mib: int, copy: bool = True) -> Machine:
+        """A guest whose disk is a copy of `image` (or `image` itself) grown to `card_mib`."""
+        return Machine(image, workdir, disk_size_mib=card_mib, copy=copy)
+
+    @property
+    def node_addr(self) -> str:
+        return f"127.0.0.1:{self.m.ports['node']}"
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        return homenode(args[0], "--node", self.node_addr, "--node-id", self.node_id,
+                        "--timeout", "20", *args[1:], timeout=timeout)
+
+    def status(self) -> dict:
+        r = self.cli("status", "--json")
+        if r.returncode != 0:
+            raise RuntimeError(r.stderr.strip())
+        return json.loads(r.stdout)
+
+    def boot(self, timeout: float = 900) -> dict:
+        """Start the guest and wait for: kernel, multi-user, setup done, node serving.
+        Returns the node's status. Timings land in self.m.seen (seconds after QEMU start)."""
+        m = self.m
+        t0 = time.monotonic()
+        m.start()
+        m.wait_console(r"Booting Linux|Linux version", 120, "kernel")
+        self.node_id = m.wait_console(r"homenode-setup: node id ([0-9a-f]{64})", timeout,
+                                      "setup-done").group(1)
+        up = m.wait_console(r"homenode-boot: multi-user reached at ([0-9.]+) s, node (\S+)",
+                            timeout, "multi-user")
+        m.seen["guest_uptime_multi_user"] = float(up.group(1))
+        assert up.group(2) == "active", f"homenode.service is {up.group(2)}\n" + m.tail()
+
+        def ready():
+            st = self.status()
+            return st if st.get("state") == "serving" else None
+
+        st = m.wait_until(ready, max(60.0, timeout - (time.monotonic() - t0)),
+                          "node serving (homenode status through the forwarded port)",
+                          "node-ready", interval=3)
+        return st
