@@ -14,9 +14,15 @@
   current member with ``handoff``; they are deleted here only once *all* members confirmed
   holding them (retried each round until then).
 
-Known limits: a delete reaching only some members can be undone by anti-entropy (there are no
-tombstones yet); a peer's ``replicate`` is trusted for non-public namespaces (the recipient's
-store signature is not kept with the message, so it cannot be re-checked).
+Deletes leave a **tombstone** (in memory, up to 30 days or 200,000 of them) so that neither
+anti-entropy nor hand-off brings a deleted message back to this node; a ``replicate`` of a
+tombstoned hash is answered as handled, so the sender's hand-off can complete.
+
+Known limits: tombstones are lost on restart, and a member that missed the delete (it was off)
+keeps its copy until expiry, because the recipient's signature cannot be re-checked later (its
+timestamp window is 60 s); a peer's ``replicate`` is trusted for non-public namespaces (the
+store signature is not kept with the message); anti-entropy compares hashes, not expiries, so
+an ``expire`` missed by a member is not repaired.
 """
 
 import hashlib
@@ -26,7 +32,7 @@ import trio
 
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.hashing import message_hash
-from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, max_ttl
+from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, TTL_MAX_OTHER, max_ttl
 from firmware.store import Message, StoreError
 
 from .membership import cfg_jitter, short
@@ -37,6 +43,8 @@ __all__ = ["Replicator", "bucket_of", "bucket_digests"]
 MAX_BATCH_BYTES = 800_000  # data per replicate/fetch frame (frames are at most 1 MiB)
 MAX_DIFF_HASHES = 8000  # hashes per summary answer (256 KB)
 MAX_FETCH = 1000
+TOMBSTONE_MS = TTL_MAX_OTHER  # no copy of a deleted message can outlive this
+MAX_TOMBSTONES = 200_000  # ~10 MB; the oldest are forgotten first
 
 
 def bucket_of(recipient):
@@ -97,6 +105,7 @@ class Replicator:
         self.rng = rng or random.Random()
         self._kick = trio.Event()  # set on membership change: run a round soon
         self._index_cache = None
+        self.tombstones = {}  # hash -> until (ms): deleted by its recipient, never re-acquired
         self._locate = {}  # hash -> (recipient, ns), from the same scan
         self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
                          "replicas_last": 0, "replicated_in": 0, "repairs_in": 0,
@@ -163,8 +172,25 @@ class Replicator:
         self.counters["replicas_last"] = replicas
         return {"replicas": replicas}
 
+    def _tombstone(self, hashes, now_ms):
+        for h in hashes:
+            self.tombstones.pop(h, None)
+            self.tombstones[h] = now_ms + TOMBSTONE_MS
+        while len(self.tombstones) > MAX_TOMBSTONES:
+            del self.tombstones[next(iter(self.tombstones))]
+
+    def _is_dead(self, h, now_ms):
+        until = self.tombstones.get(h)
+        if until is not None and until <= now_ms:
+            del self.tombstones[h]
+            return False
+        return until is not None
+
     async def after_signed_op(self, req, result, conn, now_ms):
-        """Forward a client's signed delete/expire to the other members (they re-check it)."""
+        """Forward a client's signed delete/expire to the other members (they re-check it).
+        Deleted hashes are remembered so anti-entropy and hand-off do not bring them back."""
+        if req.op == "delete":
+            self._tombstone(req.hashes, now_ms)
         if conn.peer_id is not None:
             return {}
         args = {"recipient": req.recipient, "ns": req.ns, "hashes": list(req.hashes),
@@ -190,6 +216,9 @@ class Replicator:
         msgs = [m for m in (parse_message(i, now_ms) for i in items) if m is not None]
         stored = []
         for m in msgs:
+            if self._is_dead(m.hash, now_ms):  # deleted here: "handled", so the sender drops it
+                stored.append(m.hash)
+                continue
             try:
                 await self.store.put(m)
             except StoreError as e:
@@ -323,7 +352,9 @@ class Replicator:
             for item in ok.get("diff", []):
                 b, theirs = item[0], set(item[1])
                 ours = index.get(b, set())
-                want += [h for h in theirs - ours if type(h) is bytes and len(h) == 32]
+                now = self.clock_ms()
+                want += [h for h in theirs - ours
+                         if type(h) is bytes and len(h) == 32 and not self._is_dead(h, now)]
                 give += list(ours - theirs)
             for i in range(0, len(want), MAX_FETCH):
                 got = await self.links.request(peer, address, "fetch_missing",

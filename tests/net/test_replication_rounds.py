@@ -12,7 +12,7 @@ import trio
 from firmware.identity import Identity
 from firmware.logs import Log
 from firmware.net.peers import PeerUnavailable
-from firmware.net.replication import Replicator
+from firmware.net.replication import Replicator, message_wire
 from firmware.proto.hashing import message_hash
 from firmware.proto.placement import Placement, rank
 from firmware.rpc import ConnInfo
@@ -169,3 +169,25 @@ async def test_replicate_rejects_a_bad_message_and_stores_nothing_of_it(trio_nod
         await a.op_replicate({"op": "replicate", "args": {"messages": [good, dict(good, expiry=1)]}},
                              ConnInfo("127.0.0.1", peer_id=b.node_id), NOW)  # fmt: skip
     assert await hashes(a, b"\x01" * 32) == set()
+
+
+async def test_a_deleted_message_is_not_brought_back(trio_nodes):
+    a, b, _ = await trio_nodes(k=3)
+    r = recipient_where(lambda s: True)
+    m = msg(r, b"secret")
+    await a.store.put(m)
+    await b.store.put(m)  # b missed the delete (it was off)
+
+    class Delete:
+        op, recipient, ns, hashes, sig_ts, sig = "delete", r, 0, (m.hash,), NOW, bytes(64)
+
+    assert await a.store.delete(r, 0, [m.hash]) == [m.hash]
+    from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)  # as if forwarded: no re-forwarding
+    assert await a.after_signed_op(Delete, {"deleted": [m.hash]}, from_node, NOW) == {}
+    await a._sync_with(b.node_id)
+    assert await hashes(a, r) == set() and a.counters["repairs_in"] == 0
+    res = await a.op_replicate({"op": "handoff", "args": {"messages": [message_wire(m)]}},
+                               from_node, NOW)  # fmt: skip
+    assert res == {"stored": [m.hash]}  # "handled": the sender may drop its copy
+    assert await hashes(a, r) == set()
+    assert a._is_dead(m.hash, NOW + 30 * 86_400_000) is False  # tombstones end with max ttl
