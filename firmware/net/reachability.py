@@ -53,6 +53,7 @@ NAT = Section("nat", "reachability from the internet: port mapping and relayed m
 
 FORWARDABLE = frozenset(("onion", "store", "retrieve", "delete", "expire", "info", "ping"))
 POLL_WAIT = 20.0
+MAX_REACH_TESTS = 8  # reach_test pings this node runs at once for others
 MAX_NODES_ANSWER = 2000  # records in one `nodes` answer (~300 bytes each, fits a frame)
 
 ADVICE = {
@@ -123,6 +124,13 @@ class RelayHub:
         now = trio.current_time()
         return [n for n, b in self._boxes.items() if b.polls or now - b.last_poll < 2 * self.poll_wait]
 
+    def _prune(self):
+        """Forget relayed peers that stopped polling (nothing of theirs is waiting)."""
+        live = set(self.attached())
+        for nid, box in list(self._boxes.items()):
+            if nid not in live and not box.waiting:
+                del self._boxes[nid]
+
     def lookup(self, node_id):
         """A link-like object for ``node_id`` if it is attached to us, else None."""
         box = self._boxes.get(node_id)
@@ -134,6 +142,8 @@ class RelayHub:
         peer = _peer(conn, "relay_poll")
         box = self._boxes.get(peer)
         if box is None:
+            if len(self._boxes) >= self.max_attached:
+                self._prune()
             if len(self._boxes) >= self.max_attached:
                 raise Busy("this node relays for enough peers already; pick another relay")
             box = self._boxes[peer] = _Box(self.queue)
@@ -238,6 +248,7 @@ class ReachabilityService:
         self.unmapper = unmapper
         self._relay_ok: dict[bytes, float] = {}  # relay id -> last successful poll (trio time)
         self._configured_advertise = None  # the operator's advertise_host/port, restored
+        self._tests_running = 0
         self.hub = RelayHub()
         self.state = "checking"
         self.advice = advice("checking")
@@ -331,7 +342,13 @@ class ReachabilityService:
             id = node_id
             address = (conn.client, port)
 
-        reached = await ping(self.node.identity, _Target(), timeout=5.0)
+        if self._tests_running >= MAX_REACH_TESTS:
+            raise Busy("this node is running enough reachability tests; ask another peer")
+        self._tests_running += 1
+        try:
+            reached = await ping(self.node.identity, _Target(), timeout=5.0)
+        finally:
+            self._tests_running -= 1
         return {"reachable": reached, "seen_ip": conn.client}
 
     # -- the check loop -------------------------------------------------------------------------

@@ -181,3 +181,15 @@ async def test_forward_refusals(autojump_clock):
         with pytest.raises(ConnectionError, match="did not answer in time"):
             await hub.lookup(r).request("info", {})
     assert hub.counters["expired"] == 1
+
+
+async def test_hub_forgets_peers_that_stopped_polling(autojump_clock):
+    hub = RelayHub(max_attached=2, poll_wait=20.0)
+    for name in (b"a", b"b"):
+        await hub.op_poll({"args": {}}, _node_conn(name * 32), NOW)
+    with pytest.raises(Busy, match="enough peers"):  # both still count as attached right after
+        await hub.op_poll({"args": {}}, _node_conn(b"c" * 32), NOW)
+    await trio.sleep(41)  # two poll waits without a poll: a and b are gone
+    assert hub.attached() == []
+    assert await hub.op_poll({"args": {}}, _node_conn(b"c" * 32), NOW) == {"jobs": []}
+    assert hub.attached() == [b"c" * 32]
