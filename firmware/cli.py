@@ -407,56 +407,11 @@ def cmd_status(args) -> int:
     async def info(client):
         return await client.info()
 
-    plain = _jsonable(_run_client(args, info))
-    if args.json:
-        print(json.dumps(plain, sort_keys=True))
-        return EXIT_OK
-    first = ("node_id", "state", "health", "health_reason", "version", "time", "uptime_s",
-             "messages", "bytes", "quota_bytes", "connections")
-    keys = [k for k in first if k in plain] + sorted(k for k in plain if k not in first)
-    print("\n".join(_status_lines(plain, keys)))
+    from firmware.status_text import jsonable, status_text
+
+    plain = jsonable(_run_client(args, info))
+    print(json.dumps(plain, sort_keys=True) if args.json else status_text(plain))
     return EXIT_OK
-
-
-def _jsonable(v):
-    if isinstance(v, bytes):
-        return v.hex()
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
-def _status_lines(d: dict, keys, indent: str = "") -> list[str]:
-    """Scalars as aligned `name  value` lines, nested maps as indented blocks after them."""
-    scalars = [k for k in keys if not isinstance(d[k], dict)]
-    width = max((len(k) for k in scalars), default=0)
-    lines = [f"{indent}{k.replace('_', ' '):<{width}}  {_human(k, d[k])}" for k in scalars]
-    for k in keys:
-        if isinstance(d[k], dict):
-            lines.append(f"{indent}{k.replace('_', ' ')}:")
-            lines.extend(_status_lines(d[k], sorted(d[k]), indent + "  "))
-    return lines
-
-
-def _human(key: str, v) -> str:
-    import time
-
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, list):
-        return ", ".join(str(x) for x in v) or "-"
-    if isinstance(v, int) and (key == "time" or key.endswith("_ms")) and v > 10**12:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v / 1000))
-    if isinstance(v, int) and (key == "bytes" or key.endswith("_bytes")) and v >= 1024:
-        size, units = v / 1024, ["KiB", "MiB", "GiB", "TiB"]
-        while size >= 1024 and len(units) > 1:
-            size, units = size / 1024, units[1:]
-        return f"{v} ({size:.1f} {units[0]})"
-    return str(v) if v != "" else "-"
 
 
 def _config_check_args(p):

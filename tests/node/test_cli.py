@@ -112,3 +112,13 @@ def test_subcommands_come_from_the_table():
     assert args._run(args) == 0 and ran == ["/dev/sdz"]
     args = parser.parse_args(["config", "check", "x.toml"])
     assert args.file == "x.toml"
+
+
+def test_keygen_without_out_creates_the_node_key_once(tmp_path):
+    data = str(tmp_path / "d")
+    r1 = run_cli("keygen", "--data-dir", data)
+    r2 = run_cli("keygen", "--data-dir", data)
+    assert r1.returncode == 0 and b"created node key" in r1.stderr
+    assert r2.returncode == 0 and b"exists" in r2.stderr and r1.stdout == r2.stdout
+    assert run_cli("id", "--data-dir", data).stdout == r1.stdout
+    assert (os.stat(os.path.join(data, "node.key")).st_mode & 0o777) == 0o600
