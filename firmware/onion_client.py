@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from firmware.client import connect, wall_ms
-from firmware.net.onion_relay import LinkPool
+from firmware.net.forward_links import LinkPool
 from firmware.proto import onion
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
 from firmware.proto.hashing import sign_request

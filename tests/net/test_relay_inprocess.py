@@ -11,8 +11,9 @@ import trio
 
 from firmware.identity import Identity
 from firmware.logs import Log
-from firmware.net.onion_relay import LinkPool, OnionRelay
-from firmware.net.reachability import RelayHub
+from firmware.net.forward_links import LinkPool
+from firmware.net.onion_relay import OnionRelay
+from firmware.net.relay_hub import RelayHub
 from firmware.proto import onion
 from firmware.proto.errors import BadRequest, Busy, StorageFull
 from firmware.rpc import ConnInfo, RpcHandler
