@@ -13,6 +13,8 @@ APT_PACKAGES=(
   dosfstools mtools e2fsprogs fdisk bmap-tools xz-utils zstd
   # network-namespace tests (issue: network)
   iproute2 nftables iptables miniupnpd
+  # store durability test (syscall trace of fsync before ack)
+  strace
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
