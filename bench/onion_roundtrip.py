@@ -9,6 +9,9 @@ path's cost.
 floor:  the same clients sending the same ``info`` directly to one node over a pinned link
         (firmware.client), same run: what a single hop of TLS + framing costs.
 
+Also per request: CPU of the three node processes together and of the client process (user +
+sys from /proc): steadier than latency on a shared, noisy machine.
+
 Prints one JSON object (medians over --runs) and a one-line summary with ratios.
 Usage: .venv/bin/python bench/onion_roundtrip.py [--runs 3] [--requests 400]
 """
@@ -23,6 +26,7 @@ import sys
 import tempfile
 import time
 
+import psutil
 import trio
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -116,12 +120,24 @@ def main():
             procs.append(p)
             hops.append(h)
         results = {}
+        node_ps = [psutil.Process(p.pid) for p in procs]
+        me = psutil.Process()
+
+        def measured(fn, *a):
+            t0 = [p.cpu_times() for p in node_ps + [me]]
+            lat, wall = trio.run(fn, *a)
+            t1 = [p.cpu_times() for p in node_ps + [me]]
+            cpu = [(b.user - a_.user + b.system - a_.system) / len(lat) * 1e6
+                   for a_, b in zip(t0, t1, strict=True)]
+            return {**summarize(lat, wall), "nodes_cpu_us": sum(cpu[:-1]),
+                    "client_cpu_us": cpu[-1]}
+
         for clients in (1, 50):
             per = {"onion": [], "direct": []}
             n = max(args.requests, 20 * clients)
             for _ in range(args.runs):
-                per["onion"].append(summarize(*trio.run(run_onion, hops, clients, n)))
-                per["direct"].append(summarize(*trio.run(run_direct, hops[0], clients, n)))
+                per["onion"].append(measured(run_onion, hops, clients, n))
+                per["direct"].append(measured(run_direct, hops[0], clients, n))
             for kind, rows in per.items():
                 results[f"{kind}_{clients}"] = {k: round(statistics.median(r[k] for r in rows), 2)
                                                 for k in rows[0]}
@@ -142,10 +158,13 @@ def main():
                                                    / results[f"onion_{c}"]["req_s"], 2)
     print(json.dumps(out))
     o1, o50 = results["onion_1"], results["onion_50"]
+    d50 = results["direct_50"]
     print(f"onion 3-hop round trip: 1 client p50 {o1['p50_ms']} ms p99 {o1['p99_ms']} ms "
           f"{o1['req_s']} req/s ({out['p50_over_direct_1']}x direct p50); 50 clients p50 "
           f"{o50['p50_ms']} ms p99 {o50['p99_ms']} ms {o50['req_s']} req/s "
-          f"(direct is {out['reqs_direct_over_onion_50']}x the req/s)")
+          f"(direct is {out['reqs_direct_over_onion_50']}x the req/s); node CPU per request "
+          f"{o50['nodes_cpu_us']:.0f} us onion vs {d50['nodes_cpu_us']:.0f} us direct, client "
+          f"{o50['client_cpu_us']:.0f} us vs {d50['client_cpu_us']:.0f} us")
 
 
 if __name__ == "__main__":
