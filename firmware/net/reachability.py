@@ -270,6 +270,8 @@ class ReachabilityService:
         else:
             methods = ("upnp", "natpmp") if self.cfg.mode == "auto" else (self.cfg.mode,)
             mapping, reasons = await self.mapper(port, lease_s=self.cfg.lease, methods=methods)
+            for reason in reasons:
+                self.log.debug("port_mapping_failed", reason=reason)
             if mapping is not None and mapping != self.mapping:
                 self.log.info("port_mapped", method=mapping.method,
                               external=f"{mapping.external_ip}:{mapping.external_port}")

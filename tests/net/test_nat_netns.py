@@ -30,7 +30,7 @@ from tests.conftest import REPO, NodeProcess
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 P = f"hn{os.getpid() % 100000}"
-NS_HOME, NS_ROUTER, NS_INET, NS_PUB = P + "h", P + "r", P + "i", P + "p"
+NS_HOME, NS_ROUTER, NS_INET, NS_PUB, NS_ISO = P + "h", P + "r", P + "i", P + "p", P + "x"
 WAN_IP, SEED_IP, PUB_IP, LAN_GW, HOME_IP = "192.0.1.1", "192.0.1.2", "192.0.1.3", "192.168.77.1", \
     "192.168.77.10"
 
@@ -92,7 +92,7 @@ class Topology:
         self.dir = tempfile.mkdtemp(prefix=P + "-")
 
     def build(self):
-        for ns in (NS_HOME, NS_ROUTER, NS_INET, NS_PUB):
+        for ns in (NS_HOME, NS_ROUTER, NS_INET, NS_PUB, NS_ISO):
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
@@ -120,11 +120,11 @@ class Topology:
             sh("ip", "-n", ns_b, "link", "set", name_b, "master", "br0")
         sh("ip", "-n", ns_b, "link", "set", name_b, "up")
 
-    def start_miniupnpd(self):
+    def start_miniupnpd(self, upnp=True):
         conf = os.path.join(self.dir, "miniupnpd.conf")
         with open(conf, "w") as f:
             f.write("ext_ifname=wan\nlistening_ip=lan\nport=0\nenable_natpmp=yes\n"
-                    "enable_upnp=yes\nsecure_mode=yes\nsystem_uptime=yes\n"
+                    f"enable_upnp={'yes' if upnp else 'no'}\nsecure_mode=yes\nsystem_uptime=yes\n"
                     "uuid=3e0b2a1c-1111-4222-8333-444455556666\n"
                     f"lease_file={self.dir}/upnp.leases\n"
                     "allow 1024-65535 192.168.77.0/24 1024-65535\n"
@@ -270,6 +270,18 @@ def test_home_behind_nat_with_upnp_router_is_mapped(topo):
         topo.stop_miniupnpd()
 
 
+def test_router_with_only_nat_pmp_is_mapped_too(topo):
+    topo.start_miniupnpd(upnp=False)
+    try:
+        home = _home_node(topo, "home-natpmp", _free_port()).start()
+        st = home.wait_status("reachability", {"mapped"})
+        assert st["port_mapping"] == f"natpmp {WAN_IP}:{home.port}"
+        assert "reason=\"upnp: no UPnP router answered" in home.output()  # tried first
+        assert home.stop() == 0
+    finally:
+        topo.stop_miniupnpd()
+
+
 def test_home_behind_nat_without_upnp_is_relayed_and_still_serves(topo):
     home = _home_node(topo, "home-relayed", 0).start()
     st = home.wait_status("reachability", {"relayed"})
@@ -300,6 +312,19 @@ def test_home_behind_nat_without_upnp_is_relayed_and_still_serves(topo):
     passed_down = sum(s.status().get("relayed_passed_down", 0) for s in seeds)
     assert passed_down >= 2, "store and retrieve reached the home node through its relays"
     home.stop()
+
+
+def test_box_without_a_network_says_unreachable(topo):
+    n = NetnsNode(topo.base, NS_ISO, {  # a namespace with nothing but loopback
+        "node": {"listen_host": "127.0.0.1"},
+        "network": {**FAST_NET, "bootstrap": _boot(topo)},
+        "nat": {"mode": "auto", "check_interval": 3.0},
+    }, name="isolated")
+    topo.nodes.append(n)
+    n.start()
+    st = n.wait_status("reachability", {"unreachable"})
+    assert "check its cable or Wi-Fi" in st["reachability_advice"]
+    n.stop()
 
 
 def test_node_with_a_public_address_is_direct(topo):
