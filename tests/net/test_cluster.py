@@ -255,3 +255,21 @@ def test_bad_network_config_is_refused_with_a_fix(tmp_path):
     assert r.returncode == 2
     assert b"[network] bootstrap" in r.stderr and b"HOST:PORT@NODEID" in r.stderr
     assert os.path.exists(path)
+
+
+def test_a_member_that_was_down_catches_up_after_restart(cluster):
+    n0 = cluster("r0").start()
+    nodes = [n0] + start_all([cluster(f"r{i}", [n0]) for i in range(1, 5)])
+    wait_for("5 nodes to agree", lambda: converged(nodes))
+    user = nacl.signing.SigningKey.generate()
+    recipient = bytes(user.verify_key)
+    late = nodes[3]
+    late.stop()  # still counted live for a moment: its copy simply fails
+    r = store(n0, recipient, b"while you were out")
+    assert r.replicas == K - 1
+    late.start()  # same identity and data, a new port: it re-issues its record
+    wait_for("all 5 to agree again", lambda: converged(nodes))
+    wait_for("the restarted member to get its copy by anti-entropy",
+             lambda: held(late, user) == {r.hash})  # fmt: skip
+    assert run(_info, late)["repairs_in"] + sum(
+        run(_info, n)["repairs_out"] for n in nodes if n is not late) >= 1
