@@ -203,7 +203,7 @@ def cmd_run(args) -> int:
     from firmware.config import ConfigError
     from firmware.identity import IdentityError
     from firmware.logs import Log
-    from firmware.node import Node
+    from firmware.node import DataDirBusy, Node
     from firmware.sdnotify import Notifier
     from firmware.store import StoreError
 
@@ -220,7 +220,7 @@ def cmd_run(args) -> int:
         trio.run(node.run)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    except IdentityError as e:
+    except (IdentityError, DataDirBusy) as e:
         raise CliError(f"cannot start: {e}") from None
     except StoreError as e:
         raise CliError(f"cannot start: message store: {e}") from None

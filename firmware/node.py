@@ -10,6 +10,7 @@ Other parts plug in without editing this file's logic:
     node.handler.add_info(lambda: {"temp_c": ...}) # shows up in `info` / `homenode status`
 """
 
+import fcntl
 import gc
 import json
 import os
@@ -22,7 +23,7 @@ import trio
 from firmware import __version__
 from firmware.client import wall_ms
 from firmware.device import install_device
-from firmware.identity import load_or_create_node_identity
+from firmware.identity import ensure_data_dir, load_or_create_node_identity
 from firmware.links import ClientListener, server_ssl_context
 from firmware.logs import Log
 from firmware.net import install_network
@@ -33,6 +34,32 @@ from firmware.sdnotify import Notifier
 from firmware.store import DB_FILENAME, MessageStore
 
 ADDRESS_FILE = "node.json"  # public facts for local CLIs: node id, address, pid
+LOCK_FILE = "node.lock"
+
+
+class DataDirBusy(RuntimeError):
+    """Another node process already runs on this data directory."""
+
+
+def lock_data_dir(data_dir: str) -> int:
+    """An exclusive flock on `<data_dir>/node.lock`, held while the node runs (the kernel drops
+    it if the process dies). Two nodes on one store would corrupt its running totals and
+    fight over node.json."""
+    path = os.path.join(data_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = ""
+        try:
+            with open(os.path.join(data_dir, ADDRESS_FILE)) as f:
+                pid = f" (pid {json.load(f)['pid']})"
+        except (OSError, ValueError, KeyError):
+            pass
+        raise DataDirBusy(f"another homenode is already running on {data_dir}{pid}; stop it "
+                          "first, or give this one another --data-dir") from None
+    return fd
 
 
 class Node:
@@ -45,17 +72,23 @@ class Node:
         self.clock_ms = clock_ms
         self.data_dir = os.path.abspath(cfg.node.data_dir)
         self.state = "starting"
-        self.identity, created = load_or_create_node_identity(self.data_dir)
+        ensure_data_dir(self.data_dir)
+        self._lock_fd = lock_data_dir(self.data_dir)
+        try:  # a refused key or database must not leave the data dir locked
+            self.identity, created = load_or_create_node_identity(self.data_dir)
+            self.store = MessageStore.open(
+                os.path.join(self.data_dir, DB_FILENAME),
+                quota_bytes=cfg.store.quota_bytes,
+                clock_ms=clock_ms,
+                batch_rows=cfg.store.batch_rows,
+                batch_ms=cfg.store.batch_ms,
+                sweep_every_s=cfg.store.sweep_interval,
+            )
+        except BaseException:
+            os.close(self._lock_fd)
+            raise
         if created:
             log.info("identity_created", node_id=self.identity.id_hex, data_dir=self.data_dir)
-        self.store = MessageStore.open(
-            os.path.join(self.data_dir, DB_FILENAME),
-            quota_bytes=cfg.store.quota_bytes,
-            clock_ms=clock_ms,
-            batch_rows=cfg.store.batch_rows,
-            batch_ms=cfg.store.batch_ms,
-            sweep_every_s=cfg.store.sweep_interval,
-        )
         lim = cfg.limits
         self.handler = RpcHandler(self.store, self.identity.node_id, rate_per_sec=lim.rate_per_sec,
                                   rate_burst=lim.rate_burst, log=log, state=lambda: self.state)
@@ -103,6 +136,7 @@ class Node:
                 self.store.close()
                 self._remove_address_file()
                 self.notifier.close()
+                os.close(self._lock_fd)  # another Node may now open this data dir
         self.log.info("stopped")
 
     async def _stop(self, nursery: trio.Nursery) -> None:

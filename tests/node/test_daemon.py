@@ -165,3 +165,13 @@ def test_corrupt_key_refuses_to_start_with_fix(node_factory):
     assert r.returncode == 1
     err = r.stderr.decode()
     assert "mode 0644" in err and "chmod 600" in err and "Traceback" not in err
+
+
+def test_second_node_on_the_same_data_dir_is_refused(node):
+    r = run_cli("run", "--config", node.config_path, "--data-dir", node.data_dir, timeout=30)
+    assert r.returncode == 1
+    err = r.stderr.decode()
+    assert "already running" in err and f"pid {node.proc.pid}" in err and "Traceback" not in err
+    assert node.alive and node.cli("status").returncode == 0
+    assert node.stop() == 0
+    node.start()  # the lock went with the first process
