@@ -27,7 +27,7 @@ from firmware.proto.errors import Busy
 from hal.backends.factory import open_hardware
 from hal.backends.netio import has_usable_network
 from hal.core import led
-from hal.core.health import Actions, Facts, actions_for, node_state
+from hal.core.health import PHASES, Actions, Facts, actions_for, node_state
 from hal.core.thermal import ThermalGovernor, decode_throttled
 
 
@@ -200,6 +200,13 @@ class DeviceServices:
     def fatal(self, reason):
         """Any part of the node may declare a fatal error: LED, status and log show it."""
         self.fatal_reason = reason
+
+    def set_phase(self, phase):
+        """Override the lifecycle phase the LED derives from the node ("updating" while an
+        update installs); None returns to the derived phase."""
+        if phase is not None and phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r} (known: {', '.join(PHASES)})")
+        self.phase_override = phase
 
     def _phase(self):
         if self.phase_override:

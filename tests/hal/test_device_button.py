@@ -194,4 +194,12 @@ async def test_health_state_drives_every_led(tmp_path, mock_pins, jump_clock):
         levels = [s.state for s in red.states[1:]]
         assert levels[:8] == [0.0, 1.0] * 4 or levels[:8] == [1.0, 0.0] * 4, levels
         assert box.node.device.info()["health_reason"].startswith("power supply under-voltage")
+        box.node.device.set_phase("updating")  # an update outranks the power warning
+        await trio.sleep(1.5)
+        assert box.node.device.state == "updating"
+        box.node.device.fatal("store corrupt")
+        await trio.sleep(1.5)
+        assert box.node.device.info()["health"] == "fatal_error"
+        assert box.node.device.info()["health_reason"] == "store corrupt"
+        assert "device_state state=fatal_error" in box.logs.getvalue()
         n.cancel_scope.cancel()
