@@ -266,7 +266,8 @@ class ClientListener:
                             last_activity[0] = trio.current_time()
                             decoder.receive_data(data)
                             continue
-                        if event.get("op") in self.handler.inline_ops:
+                        op = event.get("op")
+                        if type(op) is str and op in self.handler.inline_ops:
                             await send(await self.handler.respond(event, conn, self.clock_ms()))
                             continue
                         try:  # backpressure: no reads while at the limit

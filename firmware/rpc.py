@@ -158,7 +158,8 @@ class RpcHandler:
         try:
             self.counters["requests"] += 1
             self.limiter.check(conn.client, now_ms)
-            extra = self._extra_ops.get(frame.get("op"))
+            op = frame.get("op")
+            extra = self._extra_ops.get(op) if type(op) is str else None
             if extra is not None:
                 return ok_map(rid, await extra(frame, conn, now_ms))
             req = parse_request(frame)

@@ -206,6 +206,11 @@ def test_args_not_a_map_and_missing_version(node):
                              "bad_request", field="v")
 
 
+@pytest.mark.parametrize("op", [[1, 2], {"a": 1}, 5, None, b"info"])
+def test_op_of_the_wrong_type(node, op):
+    assert_error_then_usable(node, raw_frame(req(1, op, {})), "bad_request", field="op")
+
+
 def test_unknown_op(node):
     msg = assert_error_then_usable(node, raw_frame(req(1, "format_disk", {})), "unknown_op")
     assert "format_disk" in msg and "store" in msg
