@@ -3,9 +3,12 @@
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from firmware.identity import Identity
 from firmware.logs import Log
+from firmware.proto.errors import ERROR_CODES
 from firmware.proto.hashing import message_hash, sign_request
 from firmware.rpc import ConnInfo, RpcHandler
 from firmware.store import MessageStore
@@ -255,3 +258,48 @@ async def test_logs_never_carry_keys_or_data(rpc):
     await err(rpc, "retrieve", **signed("retrieve", key=MALLORY))
     text = "".join(rpc.log_sink.lines)
     assert ALICE.node_id.hex() not in text and "SECRET" not in text
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8)
+    | st.binary(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+_frames = st.fixed_dictionaries(
+    {},
+    optional={"v": st.sampled_from([1, 2, "1", None]), "id": st.integers(-5, 2**33) | _values,
+              "op": st.sampled_from(["store", "retrieve", "delete", "expire", "info", "x"])
+              | _values,
+              "args": st.fixed_dictionaries({}, optional={
+                  "recipient": st.just(ALICE.node_id) | _values, "ns": st.integers(-40000, 40000),
+                  "ts": st.integers(-1, 2**64), "ttl": st.integers(-1, 2**40),
+                  "data": st.binary(max_size=100), "hashes": st.lists(st.binary(min_size=32, max_size=32)),
+                  "sig_ts": st.integers(), "sig": st.binary(min_size=64, max_size=64), "after": _values,
+                  "expiry": st.integers(), "max_count": _values}) | _values,
+              "extra": _values},
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frame=_frames)
+def test_any_decoded_frame_gets_a_well_formed_answer(tmp_path_factory, frame):
+    """Whatever CBOR a peer sends, respond() returns one ok/err map and never raises."""
+    path = tmp_path_factory.mktemp("h") / "m.sqlite3"
+
+    async def main():
+        store = MessageStore.open(path, quota_bytes=10**6, clock_ms=lambda: T0)
+        rpc = RpcHandler(store, NODE.node_id, rate_per_sec=1e9, rate_burst=10**9)
+        async with trio.open_nursery() as n:
+            await n.start(store.run)
+            resp = await rpc.respond(frame, HOME, T0)
+            n.cancel_scope.cancel()
+        store.close()
+        return resp
+
+    resp = trio.run(main)
+    assert resp["v"] == 1 and set(resp) in ({"v", "id", "ok"}, {"v", "id", "err"})
+    if "err" in resp:
+        assert resp["err"]["code"] in ERROR_CODES - {"internal"}, resp
+        assert resp["err"]["msg"]
