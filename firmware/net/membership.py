@@ -155,7 +155,10 @@ class MembershipService:
             return {"records": [], "want": [], "accepted": len(res.accepted), "same": False}
         if type(have) is not list:
             raise BadRequest("must be a list of [node id, seq] pairs", field="have")
-        send, want = self.state.answer(have, limit=self.cfg.max_push)
+        limit = args.get("limit")
+        if type(limit) is not int or not 1 <= limit <= self.cfg.max_push:
+            limit = self.cfg.max_push
+        send, want = self.state.answer(have, limit=limit)
         return {"records": send, "want": want, "accepted": len(res.accepted), "same": False}
 
     def install(self, handler):
@@ -209,10 +212,11 @@ class MembershipService:
                 self.counters["gossip_same"] += 1
                 return
             ok = await self.links.request(node_id, address, "gossip",
-                                          {"have": self.state.digest()})
+                                          {"have": self.state.digest(),
+                                           "limit": self.cfg.max_push})  # fmt: skip
             records = ok.get("records")
-            if type(records) is list:
-                res = self.state.merge(node_id, records, self.clock_ms())
+            if type(records) is list:  # we asked for these: extra ones are cut, not penalized
+                res = self.state.merge(node_id, records[: self.cfg.max_push], self.clock_ms())
                 self._handle(res.events)
             want = ok.get("want")
             if type(want) is list and want:
