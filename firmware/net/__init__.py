@@ -80,6 +80,10 @@ def install_network(node):
     net.links = PeerLinks(
         authenticated_connect(node.identity, m.own_record, on_record=m.on_record),
         timeout=cfg.link_timeout,
+        # kept open between re-tests of a small network; in a big one (re-tests rate-capped,
+        # minutes apart) links close between tests, so inbound links stay well under
+        # [limits] max_connections (each node is tested ~max_test_rate times a second)
+        idle_s=max(15.0, 2 * cfg.test_interval),
     )
     m.links = net.links
     net.auth = PeerAuth(node.identity, own_record=m.own_record, on_record=m.on_record)
