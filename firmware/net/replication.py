@@ -158,8 +158,9 @@ class Replicator:
     async def _forward_store(self, req, result):
         swarm = self.placement.swarm(req.recipient)
         others = [n for n in swarm if n != self.node_id]
+        self.tombstones.pop(result["hash"], None)  # stored again by a client: alive again
         msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
-               "expiry": result["expiry"], "data": req.data}  # fmt: skip
+               "expiry": result["expiry"], "data": req.data, "fresh": True}  # fmt: skip
         results = {}
         async with trio.open_nursery() as nursery:
             for n in others:
@@ -213,7 +214,13 @@ class Replicator:
         items = args_of(frame).get("messages")
         if type(items) is not list or len(items) > 10_000:
             raise BadRequest("must be a list of message maps", field="messages")
-        msgs = [m for m in (parse_message(i, now_ms) for i in items) if m is not None]
+        parsed = [(item, parse_message(item, now_ms)) for item in items]  # all checked first
+        msgs = []
+        for item, m in parsed:
+            if m is not None:
+                if item.get("fresh") is True:  # a client stored it again: not a resurrection
+                    self.tombstones.pop(m.hash, None)
+                msgs.append(m)
         stored = []
         for m in msgs:
             if self._is_dead(m.hash, now_ms):  # deleted here: "handled", so the sender drops it

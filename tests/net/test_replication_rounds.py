@@ -191,3 +191,18 @@ async def test_a_deleted_message_is_not_brought_back(trio_nodes):
     assert res == {"stored": [m.hash]}  # "handled": the sender may drop its copy
     assert await hashes(a, r) == set()
     assert a._is_dead(m.hash, NOW + 30 * 86_400_000) is False  # tombstones end with max ttl
+
+
+async def test_a_fresh_client_store_clears_the_tombstone(trio_nodes):
+    a, b, _ = await trio_nodes(k=3)
+    m = msg(b"\x09" * 32, b"again")
+    a._tombstone([m.hash], NOW)
+    from_b = ConnInfo("127.0.0.1", peer_id=b.node_id)
+    item = message_wire(m)
+    assert await a.op_replicate({"op": "replicate", "args": {"messages": [item]}}, from_b, NOW) \
+        == {"stored": [m.hash]}
+    assert await hashes(a, m.recipient) == set()  # repair traffic: still deleted
+    item["fresh"] = True
+    assert await a.op_replicate({"op": "replicate", "args": {"messages": [item]}}, from_b, NOW) \
+        == {"stored": [m.hash]}
+    assert await hashes(a, m.recipient) == {m.hash}
