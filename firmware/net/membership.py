@@ -82,6 +82,7 @@ class MembershipService:
         self.counters = {"gossip_rounds": 0, "gossip_failed": 0, "gossip_same": 0, "tests_ok": 0,
                          "tests_failed": 0, "records_issued": 0}  # fmt: skip
         self._rounds = 0
+        self._last_alone_warning = -(10**18)
 
     # -- our record ---------------------------------------------------------------------------
 
@@ -193,18 +194,19 @@ class MembershipService:
                 rec = self.state.get(node_id)
                 if rec is not None and rec.address is not None:
                     peers.append((node_id, rec.address))
-            if self.bootstrap and (not peers or self._rounds % 10 == 1):
+            alone = not peers
+            if self.bootstrap and (alone or self._rounds % 10 == 1):
                 host, port, node_id = self.rng.choice(self.bootstrap)
                 if node_id != self.identity.node_id:
                     peers.append((node_id, (host, port)))
             async with trio.open_nursery() as round_:
                 for node_id, address in dict(peers).items():
-                    round_.start_soon(self._exchange, node_id, address)
+                    round_.start_soon(self._exchange, node_id, address, alone)
             self.counters["gossip_rounds"] += 1
             delay = cfg_jitter(self.cfg.gossip_interval, self.rng)
             await trio.sleep(delay)
 
-    async def _exchange(self, node_id, address):
+    async def _exchange(self, node_id, address, alone=False):
         try:
             ok = await self.links.request(node_id, address, "gossip",
                                           {"have_hash": self.state.digest_hash()})
@@ -226,6 +228,12 @@ class MembershipService:
         except (PeerUnavailable, ProtocolError) as e:
             self.counters["gossip_failed"] += 1
             self.log.debug("gossip_failed", peer=short(node_id), error=str(e)[:200])
+            now = self.clock_ms()
+            if alone and now - self._last_alone_warning >= 60_000:  # the operator must act
+                self._last_alone_warning = now
+                self.log.warning("bootstrap_failed", peer=f"{address[0]}:{address[1]}",
+                                 error=str(e)[:300], hint="no other node reachable yet; check "
+                                 "[network] bootstrap (HOST:PORT@NODEID) and the network")  # fmt: skip
         except Exception as e:  # a peer's bad answer costs one exchange, never the service
             self.counters["gossip_failed"] += 1
             self.log.warning("gossip_error", peer=short(node_id),

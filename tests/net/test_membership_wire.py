@@ -165,3 +165,23 @@ def test_real_node_refuses_bad_records_and_stays_healthy(node_factory):
     assert info["peers_known"] == 51 and info["peers_live"] == 0  # none ever answered a ping
     assert info["records_refused"] == 1 + 30 + 3  # forged, flood overflow, expired + 2 junk
     assert info["reachability_failed"] >= 51
+
+
+@pytest.mark.slow
+def test_a_wrong_bootstrap_id_is_reported_to_the_operator(node_factory):
+    a = node_factory("a").start()
+    wrong = Identity.generate().id_hex
+    b = node_factory("b", network={"bootstrap": [f"{a.host}:{a.port}@{wrong}"],
+                                   "gossip_interval": 0.2}).start()  # fmt: skip
+    deadline = time.monotonic() + 20
+    while "bootstrap_failed" not in b.output() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    line = next(x for x in b.output().splitlines() if "bootstrap_failed" in x)
+    assert "warning" in line and f"{a.host}:{a.port}" in line
+    assert "not the expected" in line and wrong in line  # the pin mismatch, spelled out
+
+    async def peers():
+        async with connect(b.host, b.port, b.node_id) as c:
+            return (await c.info())["peers_known"]
+
+    assert trio.run(peers) == 0  # nothing learned from a node that is not who we asked for
