@@ -322,6 +322,11 @@ class ReachabilityService:
                 flags, relays = FLAG_RELAYED, list(self.relays)
             else:
                 flags, relays = FLAG_REACHABLE, []
+                if (state == "direct" and not m.cfg.advertise_host and self.seen_ip
+                        and self.node.address[0] in ("0.0.0.0", "::", "")):
+                    # listening on every interface with no address configured: advertise the
+                    # one peers just reached us at
+                    m.cfg.advertise_host = self.seen_ip
         own = m.state.own
         host, bound_port = self.node.address
         want_addr = (m.cfg.advertise_host or host, m.cfg.advertise_port or bound_port)

@@ -329,7 +329,7 @@ def test_box_without_a_network_says_unreachable(topo):
 
 def test_node_with_a_public_address_is_direct(topo):
     n = NetnsNode(topo.base, NS_PUB, {
-        "node": {"listen_host": PUB_IP},
+        "node": {"listen_host": "0.0.0.0"},  # no address configured anywhere
         "network": {**FAST_NET, "bootstrap": _boot(topo)},
         "nat": {"mode": "auto", "check_interval": 3.0},
     }, name="public")
@@ -338,6 +338,19 @@ def test_node_with_a_public_address_is_direct(topo):
     st = n.wait_status("reachability", {"direct"})
     assert PUB_IP in st["reachability_advice"]
     assert "port_mapping" not in st
+    # it now advertises the address the peers reached it at, and the seeds learn it
+    seed = topo.seeds[0]
+    script = (f"import trio; from firmware.onion_client import bootstrap\n"
+              f"hops = trio.run(bootstrap, {SEED_IP!r}, {seed.port}, "
+              f"bytes.fromhex({seed.node_id.hex()!r}))\n"
+              f"print([h.host for h in hops if h.node_id.hex() == {n.node_id.hex()!r}])")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = sh(sys.executable, "-c", script, ns=NS_INET).stdout.strip()
+        if out == repr([PUB_IP]):
+            break
+        time.sleep(0.5)
+    assert out == repr([PUB_IP])
     n.stop()
 
 
