@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from firmware.client import connect, open_sealed, seal_for, wall_ms
-from firmware.onion_client import NoPath, open_onion_client
+from firmware.onion_client import NoPath, OnionClient, open_onion_client
 from firmware.proto import onion
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.placement import rank
@@ -101,28 +101,35 @@ async def test_message_via_onion_fetched_by_recipient_via_another_path(net):
     recipient = nacl.signing.SigningKey.generate()
     rpub = bytes(recipient.verify_key)
     text = b"meet at the usual place " + os.urandom(8).hex().encode()
-    # No replication yet: both ends use the swarm's top member as final hop.
-    async with open_onion_client(hops(net), final_choices=1, rng=random.Random(1)) as sender:
+    swarm = set(rank([n.node_id for n in net], rpub, 5))
+    async with open_onion_client(hops(net), rng=random.Random(1)) as sender:
         r = await sender.store(rpub, seal_for(rpub, text), ttl_ms=3_600_000)
         send_path = [h.node_id for h in sender.last_path]
-    assert len(set(send_path)) == 3
-    assert send_path[-1] == rank([n.node_id for n in net], rpub, 5)[0]
+    assert len(set(send_path)) == 3 and send_path[-1] in swarm
+    assert r.replicas == 5  # the final hop copied it to the whole swarm before answering
 
-    async with open_onion_client(hops(net), final_choices=1, rng=random.Random(2)) as me:
+    # the recipient uses another client whose first path differs at every hop
+    for seed in range(2, 200):
+        preview = [h.node_id for h in OnionClient(hops(net), None, rng=random.Random(seed))
+                   .choose_path(rpub)]
+        if not set(preview) & set(send_path):
+            break
+    async with open_onion_client(hops(net), rng=random.Random(seed)) as me:
         msgs = await me.retrieve_all(recipient)
         fetch_path = [h.node_id for h in me.last_path]
-    assert fetch_path != send_path and fetch_path[-1] == send_path[-1]
+    assert fetch_path == preview and not set(fetch_path) & set(send_path)
     assert [m.hash for m in msgs] == [r.hash]
     assert open_sealed(recipient, msgs[0].data) == text
 
-    # only the final hop ever held the recipient key; middle hops' stores and logs never did
+    # the middle hops (outside the swarm) never held the recipient key, in store or logs
     needles = {rpub, rpub.hex().encode()}
     nodes = by_id(net)
     middles = set(send_path[:-1]) | set(fetch_path[:-1])
-    assert middles, "paths have middle hops"
-    for nid in middles - {send_path[-1]}:
+    assert len(middles) == 4 and not middles & swarm
+    for nid in middles:
         assert _files_contain(nodes[nid], needles) == set(), f"middle hop {nid.hex()[:8]} leaked"
-    assert rpub in _files_contain(nodes[send_path[-1]], {rpub})  # the check can see it
+    for nid in (send_path[-1], fetch_path[-1]):  # the check can see it where it is
+        assert rpub in _files_contain(nodes[nid], {rpub})
 
     # the relays forwarded and executed what we think they did
     async with connect(net[0].host, net[0].port, net[0].node_id) as c:
