@@ -154,6 +154,9 @@ class OnionRelay:
                 response = await self.execute(frame, inner_conn, now_ms)
         except MalformedFrame as e:
             response = error_map(None, e.code, e.msg)
+        except Exception as e:  # a bug here costs this request, answered inside the layer
+            self.log.error("onion_final_failed", error=f"{type(e).__name__}: {e}"[:300])
+            response = error_map(None, "internal", "internal error at the final hop; retry")
         return onion.seal_response(peeled.key, self.rand(onion.NONCE_SIZE), onion.TAG_FINAL,
                                    encode_map(response))
 
