@@ -22,11 +22,20 @@ def _bootstrap_ok(entries):
     return True
 
 
+def _ids_ok(entries):
+    try:
+        return all(len(bytes.fromhex(e)) == 32 for e in entries)
+    except (ValueError, TypeError):
+        return False
+
+
 NETWORK = Section("network", "how this node finds and joins the network", [
     Key("enabled", True, "join the network (false: a lone mailbox, no gossip or replication)"),
     Key("bootstrap", [], "nodes to ask for the member list at start, as HOST:PORT@NODEID "
         "(NODEID: 64 hex digits, shown by `homenode id` on that node)",
         Check('a list of "HOST:PORT@NODEID" strings', _bootstrap_ok)),
+    Key("deny", [], "node ids (64 hex digits) this node refuses: no links, records or data "
+        "from or to them", Check("a list of 64-hex-digit node ids", _ids_ok)),
     Key("advertise_host", "", "address other nodes should connect to (empty: the listen "
         "address; 127.0.0.1 if that is 0.0.0.0)"),
     Key("advertise_port", 0, "port other nodes should connect to (0: the listen port)",
@@ -86,7 +95,8 @@ def install_network(node):
         idle_s=max(15.0, 2 * cfg.test_interval),
     )
     m.links = net.links
-    net.auth = PeerAuth(node.identity, own_record=m.own_record, on_record=m.on_record)
+    net.auth = PeerAuth(node.identity, own_record=m.own_record, on_record=m.on_record,
+                        denied=m.denied)
     net.replicator = Replicator(node.identity, node.store, m, net.links, cfg,
                                 clock_ms=node.clock_ms, log=node.log)
     net.auth.install(node.handler)

@@ -74,7 +74,9 @@ class MembershipService:
         self.address = address
         self.rng = rng or random.Random()
         self.pinger = pinger
-        self.bootstrap = [parse_bootstrap(e) for e in cfg.bootstrap]
+        self.denied = frozenset(bytes.fromhex(e) for e in getattr(cfg, "deny", ()))
+        self.bootstrap = [b for b in map(parse_bootstrap, cfg.bootstrap)
+                          if b[2] not in self.denied]  # fmt: skip
         self.placement = Placement([identity.node_id], k=cfg.k)
         self.state = None  # GossipState, once run() knows our address
         self.on_change = []  # callables(placement), after every live-set change
@@ -176,7 +178,7 @@ class MembershipService:
             max_backoff_ms=int(cfg.test_backoff_max * 1000),
             fail_threshold=cfg.fail_threshold, max_push=cfg.max_push,
             max_test_rate=cfg.max_test_rate,
-            max_records=cfg.max_records,
+            max_records=cfg.max_records, denied=self.denied,
         )  # fmt: skip
         self.log.info("network_start", k=cfg.k, bootstrap=len(self.bootstrap),
                       record=f"{self.state.own.addrs[0]}:{self.state.own.port}")

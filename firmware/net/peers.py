@@ -71,8 +71,9 @@ class PeerAuth:
     """Serves ``challenge``, ``hello`` and ``ping``; ``on_record(peer_id, wire)`` gets the record
     a peer sends with its hello (membership merges it); ``own_record()`` is ours to send back."""
 
-    def __init__(self, identity, *, own_record, on_record, rand=os.urandom):
+    def __init__(self, identity, *, own_record, on_record, rand=os.urandom, denied=frozenset()):
         self.identity = identity
+        self.denied = denied  # node ids refused by the operator ([network] deny)
         self.own_record = own_record
         self.on_record = on_record
         self.rand = rand
@@ -96,6 +97,9 @@ class PeerAuth:
         if nonce is None:
             self.counters["hello_refused"] += 1
             raise BadRequest("hello without a challenge on this link: send 'challenge' first")
+        if peer_id in self.denied:
+            self.counters["hello_refused"] += 1
+            raise BadRequest("this node does not link with yours (operator's deny list)")
         if peer_id == self.identity.node_id:
             self.counters["hello_refused"] += 1
             raise BadRequest("hello from our own id: a node does not link to itself")
@@ -115,6 +119,8 @@ class PeerAuth:
         args = args_of(frame)
         tester = need_bytes(args, "tester", 32)
         nonce = need_bytes(args, "nonce", 32)
+        if tester in self.denied or conn.peer_id in self.denied:
+            raise BadRequest("this node does not answer yours (operator's deny list)")
         self.counters["pings_answered"] += 1
         return {"sig": sign_ping(self.identity.signing_key, tester, nonce),
                 "record": self.own_record().wire}  # fmt: skip

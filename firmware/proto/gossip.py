@@ -16,7 +16,8 @@ inputs and outputs here; ``firmware/net/membership.py`` only moves bytes and sle
   re-tested at most ``max_test_rate`` per second in all (a 10,000-node table is re-tested every
   ~33 min at 5/s instead of 1,000 tests a second).
 - **Scores**: each bad record costs its sender points (forged signatures most); a peer below
-  ``ban_score`` is ignored. Randomness (jitter, gossip partners) comes from an injected
+  ``ban_score`` is ignored, and so is every node in ``denied`` (the operator's list): their
+  records are refused from anyone, so they are never tested nor live here. Randomness (jitter, gossip partners) comes from an injected
   ``random.Random`` so tests are exact.
 
 Events (returned, never called back): :class:`NodeLive`, :class:`NodeDown`, :class:`NodeDropped`,
@@ -109,6 +110,7 @@ class GossipState:
         max_tests_in_flight=8,
         max_test_rate=5.0,
         ban_score=-100,
+        denied=(),
     ):
         self.own = own_record
         self.rng = rng
@@ -121,6 +123,7 @@ class GossipState:
         self.max_tests_in_flight = max_tests_in_flight
         self.max_test_rate = max_test_rate
         self.ban_score = ban_score
+        self.denied = frozenset(denied)  # node ids the operator refuses outright
         self.live_version = 0
         self.scores = {}
         self.refused = {}  # reason -> count, for metrics
@@ -171,7 +174,7 @@ class GossipState:
         return self.scores.get(peer_id, 0)
 
     def banned(self, peer_id):
-        return self.score(peer_id) <= self.ban_score
+        return peer_id in self.denied or self.score(peer_id) <= self.ban_score
 
     def digest(self):
         """[[id, seq], ...] of everything we hold: the "have" half of a push-pull exchange."""
@@ -208,6 +211,9 @@ class GossipState:
             except RecordError as exc:
                 result.rejected.append((i, exc.reason))
                 self._penalize(sender_id, exc.reason)
+                continue
+            if rec.id in self.denied:
+                result.rejected.append((i, "denied"))
                 continue
             if rec.id == self.own.id:
                 if rec.seq > self.own.seq:

@@ -206,31 +206,43 @@ def test_node_loss_then_new_owners_take_over(cluster):
     assert dropped >= 3  # the three displaced owners dropped after the new owners confirmed
 
 
-def test_partition_then_heal_converges_to_the_union(cluster, tmp_path):
-    a0 = cluster("a0").start()
-    side_a = [a0] + start_all([cluster(f"a{i}", [a0]) for i in (1, 2)])
-    b0 = cluster("b0").start()
-    side_b = [b0] + start_all([cluster(f"b{i}", [b0]) for i in (1, 2)])
-    wait_for("side A to agree", lambda: converged(side_a))
-    wait_for("side B to agree", lambda: converged(side_b))
+def reconfigure(node, **net):
+    """Restart ``node`` with changed [network] settings (same identity and data)."""
+    node.stop()
+    node.config["network"].update(net)
+    write_toml(node.config_path, node.config)
+    node.start()
 
+
+def test_partition_then_heal_converges_to_the_union(cluster):
+    a0 = cluster("a0").start()
+    others = start_all([cluster(n, [a0]) for n in ("a1", "a2", "b0", "b1", "b2")])
+    side_a, side_b = [a0, *others[:2]], others[2:]
+    everyone = side_a + side_b
+    wait_for("all 6 to agree", lambda: converged(everyone))
     users = [nacl.signing.SigningKey.generate() for _ in range(3)]
-    stored = {}
+    stored = {bytes(u.verify_key): {store(a0, bytes(u.verify_key), b"before").hash}
+              for u in users}  # fmt: skip
+
+    # cut the links between the halves: side A refuses side B ([network] deny). Side B keeps
+    # running; it finds A unreachable by its own tests and re-forms its swarms without A.
+    deny_b = [n.node_id.hex() for n in side_b]
+    reconfigure(a0, deny=deny_b, bootstrap=[])
+    for n in side_a[1:]:
+        reconfigure(n, deny=deny_b, bootstrap=[addr(a0)])
+    wait_for("side A to agree on itself", lambda: converged(side_a))
+    wait_for("side B to see only itself", lambda: converged(side_b))
     for j, u in enumerate(users):
         rec = bytes(u.verify_key)
         ra = store(side_a[j], rec, f"from A to {j}".encode())
         rb = store(side_b[j], rec, f"from B to {j}".encode())
         assert ra.replicas == rb.replicas == 3  # each side: all three of its nodes
-        stored[rec] = {ra.hash, rb.hash}
+        stored[rec] |= {ra.hash, rb.hash}
 
-    # heal: a1 restarts knowing b0 too (as if the link between the halves came back)
-    a1 = side_a[1]
-    a1.stop()
-    a1.config["network"]["bootstrap"] = [addr(a0), addr(b0)]
-    write_toml(a1.config_path, a1.config)
-    a1.start()
-    everyone = side_a + side_b
-    wait_for("all 6 to agree", lambda: converged(everyone))
+    # heal: side A drops the deny list and knows a B node again
+    for n in side_a:
+        reconfigure(n, deny=[], bootstrap=[addr(side_b[0])])
+    wait_for("all 6 to agree again", lambda: converged(everyone))
     ids = [n.node_id for n in everyone]
 
     def union_on_owners():

@@ -248,3 +248,13 @@ def test_retest_rate_is_capped_for_big_tables():
     for t in g.due_tests(T0):
         g.test_result(t, True, T0)
     assert {e.next_test - T0 for e in g._table.values()} == {12_000}
+
+
+def test_denied_nodes_are_refused_from_anyone():
+    g = state(denied=[IDS[2]])
+    r = g.merge(PEER, [rec(1).wire, rec(2).wire], T0)
+    assert (r.accepted, r.rejected) == ([IDS[1]], [(1, "denied")])
+    assert g.score(PEER) == 0  # relaying a denied node's record is not misbehaviour
+    r = g.merge(IDS[2], [rec(3).wire], T0)
+    assert (r.accepted, r.rejected) == ([], [(0, "banned")])
+    assert [t.id for t in g.due_tests(T0)] == [IDS[1]]

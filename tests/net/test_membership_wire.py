@@ -185,3 +185,17 @@ def test_a_wrong_bootstrap_id_is_reported_to_the_operator(node_factory):
             return (await c.info())["peers_known"]
 
     assert trio.run(peers) == 0  # nothing learned from a node that is not who we asked for
+
+
+async def test_denied_node_gets_no_link_and_no_ping():
+    h = RpcHandler(None, SERVER.node_id, rate_per_sec=1e6, rate_burst=10**6)
+    own = record_of(SERVER)
+    PeerAuth(SERVER, own_record=lambda: own, on_record=Seen(), rand=lambda n: b"\x77" * n,
+             denied=frozenset([CLIENT.node_id])).install(h)  # fmt: skip
+    conn = ConnInfo("127.0.0.1")
+    await h.respond(req("challenge", {}), conn, T0)
+    sig = sign_hello(CLIENT.signing_key, SERVER.node_id, b"\x77" * 32)
+    r = await h.respond(req("hello", {"node_id": CLIENT.node_id, "sig": sig}), conn, T0)
+    assert "deny list" in r["err"]["msg"] and conn.peer_id is None
+    r = await h.respond(req("ping", {"tester": CLIENT.node_id, "nonce": b"\x01" * 32}), conn, T0)
+    assert "deny list" in r["err"]["msg"]
