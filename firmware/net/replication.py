@@ -1,9 +1,9 @@
 """Replication: copies to the swarm, anti-entropy between members, hand-off to new owners.
 
-- **Forwarding.** A client ``store`` is first made durable here (the node's own store op), then
-  sent with ``replicate`` to the other members of the recipient's swarm (placement over the live
-  set); the store's answer gains ``replicas``: copies acknowledged, this one included when this
-  node is a member. A client ``delete``/``expire`` is forwarded as-is (it carries the
+- **Forwarding.** A client ``store`` is sent with ``replicate`` to the other members of the
+  recipient's swarm (placement over the live set) as soon as it passed its checks, while this
+  node makes its own copy durable; the answer waits for both and gains ``replicas``: copies
+  acknowledged, this one included when this node is a member. A client ``delete``/``expire`` is forwarded as-is (it carries the
   recipient's signature, which each member checks itself). Requests that arrive over a node link
   (``conn.peer_id`` set) are never forwarded again.
 - **Anti-entropy.** Every ``anti_entropy_interval`` (and soon after a membership change) we
@@ -33,6 +33,7 @@ import trio
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.hashing import message_hash
 from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, TTL_MAX_OTHER, max_ttl
+from firmware.proto.schema import check_store_times
 from firmware.store import Message, StoreError
 
 from .membership import cfg_jitter, short
@@ -45,6 +46,18 @@ MAX_DIFF_HASHES = 8000  # hashes per summary answer (256 KB)
 MAX_FETCH = 1000
 TOMBSTONE_MS = TTL_MAX_OTHER  # no copy of a deleted message can outlive this
 MAX_TOMBSTONES = 200_000  # ~10 MB; the oldest are forgotten first
+
+
+class _Forward:
+    """Copies of one client store on their way to the swarm."""
+
+    __slots__ = ("started", "swarm", "results", "done")
+
+    def __init__(self, started):
+        self.started = started
+        self.swarm = ()
+        self.results = {}
+        self.done = trio.Event()
 
 
 def bucket_of(recipient):
@@ -105,6 +118,8 @@ class Replicator:
         self.rng = rng or random.Random()
         self._kick = trio.Event()  # set on membership change: run a round soon
         self._index_cache = None
+        self._nursery = None
+        self._early = {}  # (id(conn), request id) -> _Forward started by before_store
         self.tombstones = {}  # hash -> until (ms): deleted by its recipient, never re-acquired
         self._locate = {}  # hash -> (recipient, ns), from the same scan
         self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
@@ -128,6 +143,7 @@ class Replicator:
         handler.add_op("handoff", self.op_replicate)
         handler.add_op("summary", self.op_summary)
         handler.add_op("fetch_missing", self.op_fetch_missing)
+        handler.add_op_guard("store", self.before_store)
         handler.add_op_hook("store", self.after_store)
         handler.add_op_hook("delete", self.after_signed_op)
         handler.add_op_hook("expire", self.after_signed_op)
@@ -145,33 +161,58 @@ class Replicator:
         except (PeerUnavailable, ProtocolError) as e:
             self.log.debug("forward_failed", op=op, peer=short(node_id), error=str(e)[:200])
 
+    async def before_store(self, req, conn, now_ms):
+        """Guard before a client store runs here: start copying it to the swarm at once, so the
+        members' durable writes overlap ours (latency ~1 group commit instead of 2)."""
+        if conn.peer_id is not None or self._nursery is None:
+            return
+        check_store_times(req, now_ms)  # the op checks again; refuse before anything travels
+        now = trio.current_time()
+        while self._early and next(iter(self._early.values())).started < now - 60:
+            self._early.pop(next(iter(self._early)))  # the store failed here: nobody collects
+        pending = _Forward(now)
+        self._early[(id(conn), req.id)] = pending
+        msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts, "expiry": req.ts + req.ttl,
+               "data": req.data, "fresh": True}  # fmt: skip
+        self._nursery.start_soon(self._forward, pending, req.recipient, msg)
+
     async def after_store(self, req, result, conn, now_ms):
-        """Hook after a client store is durable here: copy it to the rest of the swarm."""
+        """Hook after a client store is durable here: wait for the swarm's copies (started by
+        before_store) and say how many acknowledged."""
         if conn.peer_id is not None:
             return {}
         try:
-            return await self._forward_store(req, result)
+            self.tombstones.pop(result["hash"], None)  # stored again by a client: alive again
+            pending = self._early.pop((id(conn), req.id), None)
+            if pending is None:  # service not running yet: forward now
+                pending = _Forward(trio.current_time())
+                msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
+                       "expiry": result["expiry"], "data": req.data, "fresh": True}  # fmt: skip
+                await self._forward(pending, req.recipient, msg)
+            await pending.done.wait()
+            acks = sum(1 for r in pending.results.values() if result["hash"] in r.get("stored", ()))
+            replicas = acks + (self.node_id in pending.swarm)
+            self.counters["stores_forwarded"] += 1
+            self.counters["replica_acks"] += acks
+            self.counters["replica_naks"] += len(pending.swarm) - (self.node_id in pending.swarm) - acks
+            self.counters["replicas_last"] = replicas
+            return {"replicas": replicas}
         except Exception as e:  # stored here already: a forwarding bug must not fail the store
             self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
             return {"replicas": int(self.node_id in self.placement.swarm(req.recipient))}
 
-    async def _forward_store(self, req, result):
-        swarm = self.placement.swarm(req.recipient)
-        others = [n for n in swarm if n != self.node_id]
-        self.tombstones.pop(result["hash"], None)  # stored again by a client: alive again
-        msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
-               "expiry": result["expiry"], "data": req.data, "fresh": True}  # fmt: skip
-        results = {}
-        async with trio.open_nursery() as nursery:
-            for n in others:
-                nursery.start_soon(self._send, n, "replicate", {"messages": [msg]}, results, n)
-        acks = sum(1 for r in results.values() if result["hash"] in r.get("stored", ()))
-        replicas = acks + (self.node_id in swarm)
-        self.counters["stores_forwarded"] += 1
-        self.counters["replica_acks"] += acks
-        self.counters["replica_naks"] += len(others) - acks
-        self.counters["replicas_last"] = replicas
-        return {"replicas": replicas}
+    async def _forward(self, pending, recipient, msg):
+        try:
+            pending.swarm = self.placement.swarm(recipient)
+            async with trio.open_nursery() as nursery:
+                for n in pending.swarm:
+                    if n != self.node_id:
+                        nursery.start_soon(self._send, n, "replicate", {"messages": [msg]},
+                                           pending.results, n)  # fmt: skip
+        except Exception as e:
+            self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
+        finally:
+            pending.done.set()
 
     def _tombstone(self, hashes, now_ms):
         for h in hashes:
@@ -321,7 +362,15 @@ class Replicator:
     # -- background rounds --------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery  # where before_store's forwards run
+            try:
+                task_status.started()
+                await self._rounds()
+            finally:
+                self._nursery = None
+
+    async def _rounds(self):
         await self.membership.ready.wait()
         while True:
             with trio.move_on_after(cfg_jitter(self.cfg.anti_entropy_interval, self.rng)):

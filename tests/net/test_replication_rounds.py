@@ -206,3 +206,32 @@ async def test_a_fresh_client_store_clears_the_tombstone(trio_nodes):
     assert await a.op_replicate({"op": "replicate", "args": {"messages": [item]}}, from_b, NOW) \
         == {"stored": [m.hash]}
     assert await hashes(a, m.recipient) == {m.hash}
+
+
+async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
+    from firmware.proto.errors import BadRequest
+    from firmware.proto.schema import StoreRequest
+
+    a, b, c = await trio_nodes(k=3)
+    a._nursery = nursery  # what Replicator.run provides
+    r = b"\x0a" * 32
+    req = StoreRequest(id=7, recipient=r, ns=0, ts=NOW - 1000, ttl=60_000, data=b"hi")
+    h = message_hash(r, 0, NOW - 1000, b"hi")
+    client = ConnInfo("127.0.0.1")
+    await a.before_store(req, client, NOW)  # copies leave now...
+    await a.store.put(Message(h, r, 0, NOW - 1000, NOW + 59_000, b"hi"))  # ...while a writes
+    result = {"hash": h, "new": True, "expiry": NOW + 59_000}
+    assert await a.after_store(req, result, client, NOW) == {"replicas": 3}
+    assert await hashes(b, r) == await hashes(c, r) == {h}
+    assert a._early == {} and a.counters["replicas_last"] == 3
+
+    bad = StoreRequest(id=8, recipient=r, ns=0, ts=NOW + 120_000, ttl=60_000, data=b"x")
+    with pytest.raises(BadRequest, match="ahead"):
+        await a.before_store(bad, client, NOW)  # refused before anything travels
+    assert a._early == {}
+
+    calls = len(a.links.calls)
+    from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)
+    await a.before_store(req, from_node, NOW)
+    assert await a.after_store(req, result, from_node, NOW) == {}  # never forwarded twice
+    assert len(a.links.calls) == calls
