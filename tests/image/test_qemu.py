@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
 MiB = 1 << 20
 CARD_MIB = 4096  # the "SD card" the image is written to: bigger than the image, so data grows
+WRITERS, CUT_AFTER = 8, 120  # power-cut test: concurrent store loops, acks before the cut
 
 
 def record(boot_times, name, guest, extra=None):
@@ -138,23 +139,28 @@ def test_power_cut_during_stores_loses_no_acknowledged_message(sd_image, tmp_pat
                 await _burst()
 
         async def _burst():
+            # WRITERS concurrent store loops, so grouped commits are in flight when the plug is
+            # pulled; after CUT_AFTER acknowledgements another thread SIGKILLs QEMU.
             async with connect("127.0.0.1", m.ports["node"], node_id, timeout=30) as client:
-                i = 0
-                while True:
-                    data = seal_for(user.node_id, f"message {i}".encode() + bytes(900))
-                    r = await client.store(user.node_id, data, ttl_ms=3_600_000)
-                    acked.append(r.hash)
-                    i += 1
-                    if i == 40:  # stores are flowing: pull the plug from another thread
-                        threading.Thread(target=lambda: (time.sleep(0.3), m.power_cut(),
-                                                         cut.set())).start()
+                async def writer(w):
+                    for i in range(100_000):
+                        data = seal_for(user.node_id, f"w{w} message {i}".encode() + bytes(900))
+                        r = await client.store(user.node_id, data, ttl_ms=3_600_000)
+                        acked.append(r.hash)
+                        if len(acked) == CUT_AFTER:
+                            threading.Thread(target=lambda: (time.sleep(0.5), m.power_cut(),
+                                                             cut.set())).start()
+
+                async with trio.open_nursery() as nursery:
+                    for w in range(WRITERS):
+                        nursery.start_soon(writer, w)
 
         try:
             trio.run(burst)
         except* (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the link dies with the guest: expected
         assert cut.wait(60), "the power cut did not happen"
-        assert len(acked) >= 40
+        assert len(acked) > CUT_AFTER  # stores were still being acknowledged at the cut
         record(boot_times, "power-cut-1", g, {"acked": len(acked)})
         # boot the same disk again: journal replay + fsck, the node must have everything
         g.boot()
