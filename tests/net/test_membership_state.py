@@ -258,3 +258,15 @@ def test_denied_nodes_are_refused_from_anyone():
     r = g.merge(IDS[2], [rec(3).wire], T0)
     assert (r.accepted, r.rejected) == ([], [(0, "banned")])
     assert [t.id for t in g.due_tests(T0)] == [IDS[1]]
+
+
+def test_digest_hash_follows_expiry_and_own_reissue():
+    g = state()
+    g.merge(PEER, [rec(1, lifetime=1000).wire], T0)
+    h1 = g.digest_hash()
+    assert g.digest_hash() == h1  # cached, same answer
+    g.expire(T0 + 1000)
+    h2 = g.digest_hash()
+    assert h2 != h1 and h2 == state().digest_hash()
+    g.set_own(rec(0, seq=2))
+    assert g.digest_hash() != h2
