@@ -2,7 +2,8 @@
 
 Server: TLS 1.3 over `trio.SSLStream` with the node's deterministic self-signed Ed25519
 certificate. Each connection is a read loop feeding `firmware.proto.FrameDecoder`; every request
-runs in its own task so many are in flight at once and answers go back in completion order.
+runs in its own task so many are in flight at once and answers go back in completion order;
+answers that finish while a write is in progress go out together in the next write (`Outbox`).
 Limits, each with the behaviour the peer sees:
   - max_connections: a connection over the limit is closed before the TLS handshake;
   - max_inflight_per_conn: at the limit the node stops reading that connection (TCP
@@ -93,6 +94,94 @@ async def open_pinned_stream(host: str, port: int, node_id: bytes, *,
 # ------------------------------------------------------------------------------ server
 
 
+class _Batch:
+    """Frames queued while a write was in progress; `done` is set once they were all written
+    (or the link broke: then `error` says why)."""
+
+    __slots__ = ("frames", "done", "error")
+
+    def __init__(self):
+        self.frames: list[bytes] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
+
+
+class Outbox:
+    """One link's writer: frames sent while a TLS write is in progress are queued and go out
+    together in the next write (one TLS record and one syscall instead of one per answer).
+
+    Why no writer task: the first sender writes itself (no task switch when uncontended, the
+    usual case) and keeps writing until the queue is empty; later senders wait until their
+    batch was written. Order on the wire = order of `send` calls. The queue is bounded by the
+    callers: each waits (holding its in-flight slot) until its frame is written, so the
+    listener's in-flight limit bounds it and a peer that stops reading still stops the node
+    reading its requests. A failed or cancelled write breaks the link for every queued frame.
+    """
+
+    __slots__ = ("stream", "write_started", "_next", "_writing", "_error", "max_write")
+
+    def __init__(self, stream, *, max_write: int = 256 * 1024):
+        self.stream = stream
+        self.max_write = max_write  # bytes joined into one send_all at most
+        self.write_started: float | None = None  # when the write in progress began
+        self._next: _Batch | None = None  # frames waiting for the next write
+        self._writing = False
+        self._error: BaseException | None = None
+
+    async def send(self, data: bytes) -> None:
+        """Write `data` (one encoded frame) after everything sent before it; return once it was
+        written. BrokenResourceError if the link broke (before or while writing it)."""
+        if self._error is not None:
+            raise trio.BrokenResourceError(f"link broke earlier: {self._error!r}")
+        if self._writing:
+            batch = self._next
+            if batch is None:
+                batch = self._next = _Batch()
+            batch.frames.append(data)
+            await batch.done.wait()
+            if batch.error is not None:
+                raise trio.BrokenResourceError(f"link broke while sending: {batch.error!r}")
+            return
+        self._writing = True
+        batch = None
+        try:
+            await self._write([data])
+            while self._next is not None:  # then the frames queued meanwhile, in order
+                batch, self._next = self._next, None
+                await self._write(batch.frames)
+                batch.done.set()
+                batch = None
+        except BaseException as e:
+            self._error = e
+            for waiting in (batch, self._next):
+                if waiting is not None:
+                    waiting.error = e
+                    waiting.done.set()
+            self._next = None
+            # ours went out before the link broke: the queued senders report the break
+            broken = isinstance(e, trio.BrokenResourceError | trio.ClosedResourceError)
+            if batch is None or not broken:
+                raise
+        finally:
+            self._writing = False
+            self.write_started = None
+
+    async def _write(self, frames: list[bytes]) -> None:
+        i, n = 0, len(frames)
+        while i < n:
+            if n == 1:
+                data, i = frames[0], 1
+            else:
+                j, size = i, 0
+                while j < n and (j == i or size + len(frames[j]) <= self.max_write):
+                    size += len(frames[j])
+                    j += 1
+                data, i = b"".join(frames[i:j]), j
+            self.write_started = trio.current_time()
+            await self.stream.send_all(data)
+
+
+
 class ClientListener:
     """Accepts client connections and serves frames through `handler.respond`.
 
@@ -181,22 +270,11 @@ class ClientListener:
     async def _serve_conn(self, stream: trio.SSLStream, conn: ConnInfo) -> None:
         decoder = FrameDecoder()
         inflight = trio.Semaphore(self.max_inflight)
-        send_lock = trio.Lock()
+        outbox = Outbox(stream)
         last_activity = [trio.current_time()]
-        send_started = [None]  # when the send in progress began (a peer may stop reading)
 
         async def send(frame_map: dict) -> None:
-            data = encode_frame(frame_map)
-            try:  # uncontended (the usual case): skip a scheduler round trip
-                send_lock.acquire_nowait()
-            except trio.WouldBlock:
-                await send_lock.acquire()
-            try:
-                send_started[0] = trio.current_time()
-                await stream.send_all(data)
-            finally:
-                send_started[0] = None
-                send_lock.release()
+            await outbox.send(encode_frame(frame_map))
             last_activity[0] = trio.current_time()
 
         async def answer(frame: dict) -> None:
@@ -221,11 +299,13 @@ class ClientListener:
                 task_status.started()
                 while True:
                     deadline = last_activity[0] + idle
-                    if send_started[0] is not None:
-                        deadline = min(deadline, send_started[0] + idle)
+                    started = outbox.write_started
+                    if started is not None:
+                        deadline = min(deadline, started + idle)
                     await trio.sleep_until(deadline)
                     now = trio.current_time()
-                    if send_started[0] is not None and now >= send_started[0] + idle:
+                    started = outbox.write_started
+                    if started is not None and now >= started + idle:
                         self.counters["stalled_peers"] += 1
                         self.log.info("peer_stopped_reading", client=conn.client)
                         reqs.cancel_scope.cancel()

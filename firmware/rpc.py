@@ -100,6 +100,7 @@ class RpcHandler:
         log=None,
         state: Callable[[], str] = lambda: "serving",
         monotonic: Callable[[], float] = time.monotonic,
+        info_cache_ms: int = 1,
     ):
         self.store = store
         self.node_id = node_id
@@ -109,6 +110,13 @@ class RpcHandler:
         self._monotonic = monotonic
         self._started = monotonic()
         self._info_sources: list[Callable[[], dict]] = []
+        # The other subsystems' `info` fields (~1 KB of maps, several us to build) are reused
+        # for requests whose time is within info_cache_ms of when they were built: under load
+        # many `info`s arrive per millisecond, and a status a millisecond old is still current.
+        # 0 rebuilds them on every call.
+        self.info_cache_ms = info_cache_ms
+        self._extra_info: dict | None = None
+        self._extra_info_ms = 0
         self._extra_ops: dict[str, Callable[[dict, ConnInfo, int], Awaitable[dict]]] = {}
         self._op_hooks: dict[str, list] = {}
         self._op_guards: dict[str, list] = {}
@@ -129,8 +137,10 @@ class RpcHandler:
     # -- extension seams ------------------------------------------------------------------
 
     def add_info(self, source: Callable[[], dict]) -> None:
-        """`source()` returns extra `info` fields (CBOR-encodable, text keys) on every call."""
+        """`source()` returns extra `info` fields (CBOR-encodable, text keys); it is called at
+        most once per `info_cache_ms` of request time (see __init__)."""
         self._info_sources.append(source)
+        self._extra_info = None
 
     def add_op(self, name: str, fn: Callable[[dict, ConnInfo, int], Awaitable[dict]]) -> None:
         """Serve `name` with `await fn(frame, conn, now_ms) -> result map` (raise ProtocolError)."""
@@ -236,6 +246,17 @@ class RpcHandler:
             self._stats_commits = commits
         return self._stats
 
+    def _extra_info_at(self, now_ms: int) -> dict:
+        """Every add_info source's fields merged (later sources win), rebuilt when older than
+        info_cache_ms at `now_ms` (or when `now_ms` went backwards)."""
+        extra = self._extra_info
+        if extra is None or not 0 <= now_ms - self._extra_info_ms < self.info_cache_ms:
+            extra = {}
+            for source in self._info_sources:
+                extra.update(source())
+            self._extra_info, self._extra_info_ms = extra, now_ms
+        return extra
+
     async def _info(self, req, now_ms):
         stats = self._store_stats()
         info = {
@@ -249,6 +270,6 @@ class RpcHandler:
             "quota_bytes": stats["quota_bytes"],
             "requests": self.counters["requests"],
         }
-        for source in self._info_sources:
-            info.update(source())
+        if self._info_sources:
+            info.update(self._extra_info_at(now_ms))
         return info

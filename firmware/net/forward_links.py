@@ -219,7 +219,8 @@ class LinkPool:
             link = _Link()
             self._links[key] = link
             self._nursery.start_soon(self._hold, key, link)
-        await link.ready.wait()
+        if not link.ready.is_set():  # an open link (the usual case): no scheduler round trip
+            await link.ready.wait()
         if link.error is not None:
             raise link.error
         link.last_used = trio.current_time()

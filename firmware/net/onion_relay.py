@@ -110,9 +110,11 @@ class OnionRelay:
             raise Busy(f"more than {self.max_per_link} onions in flight on this link; wait")
 
     async def op_onion(self, frame: dict, conn: ConnInfo, now_ms: int) -> dict:
-        rid = frame.get("id") if type(frame.get("id")) is int else None
+        rid = frame.get("id")
+        if type(rid) is not int:
+            rid = None
         args = frame.get("args")
-        if type(args) is not dict or set(args) != {"blob", "pos"}:
+        if type(args) is not dict or len(args) != 2 or "blob" not in args or "pos" not in args:
             raise BadRequest("onion args must be a map with exactly blob (bytes) and pos (int)",
                              field="args", request_id=rid)
         blob, pos = args["blob"], args["pos"]

@@ -4,12 +4,19 @@ import time
 
 import pytest
 import trio
+import trio.testing
 
 from firmware.client import NodeClient, connect
 from firmware.identity import Identity
-from firmware.links import ClientListener, PinMismatch, open_pinned_stream, server_ssl_context
+from firmware.links import (
+    ClientListener,
+    Outbox,
+    PinMismatch,
+    open_pinned_stream,
+    server_ssl_context,
+)
 from firmware.logs import Log
-from firmware.proto.frames import encode_frame
+from firmware.proto.frames import NEED_DATA, FrameDecoder, encode_frame
 from firmware.rpc import RpcHandler
 from firmware.store import MessageStore
 
@@ -207,3 +214,154 @@ async def test_a_peer_that_stops_reading_is_dropped(harness):
             await trio.sleep(0.05)
     assert harness.listener.counters["stalled_peers"] == 1
     await trio.aclose_forcefully(stream)
+
+
+# -- write coalescing (Outbox) ------------------------------------------------------------------
+
+
+def _slow_stream(write_s=0.001, fail_on_write=None):
+    """trio's in-memory stream; every write takes `write_s` (a slow peer/socket), and write
+    number `fail_on_write` (1-based) breaks the link."""
+    stream = trio.testing.MemorySendStream()
+    stream.writes = 0
+
+    async def hook():
+        stream.writes += 1
+        if stream.writes == fail_on_write:
+            raise trio.BrokenResourceError("peer reset")
+        await trio.sleep(write_s)
+
+    stream.send_all_hook = hook
+    return stream
+
+
+async def test_outbox_coalesces_in_call_order(autojump_clock):
+    stream = _slow_stream()
+    box = Outbox(stream)
+    called, done = [], []
+
+    async def one(i):
+        await trio.sleep(i % 7 / 1000)  # senders arrive while writes are in progress
+        frame = b"%05d;" % i
+        called.append(frame)  # no checkpoint between this and the send: wire order = this
+        await box.send(frame)
+        done.append(i)
+
+    async with trio.open_nursery() as n:
+        for i in range(300):
+            n.start_soon(one, i)
+    assert stream.get_data_nowait() == b"".join(called)
+    assert sorted(done) == list(range(300))
+    assert stream.writes <= 20  # about one write per millisecond, not one per frame
+    assert box.write_started is None
+
+
+async def test_outbox_a_broken_write_fails_every_queued_sender(autojump_clock):
+    stream = _slow_stream(fail_on_write=2)
+    box = Outbox(stream)
+    results = {}
+
+    async def one(i):
+        try:
+            await box.send(b"f%d" % i)
+            results[i] = "sent"
+        except trio.BrokenResourceError:
+            results[i] = "broken"
+
+    async with trio.open_nursery() as n:
+        n.start_soon(one, 0)
+        await trio.sleep(0.0001)  # 0 is writing; 1..9 queue behind it
+        for i in range(1, 10):
+            n.start_soon(one, i)
+    assert results == {0: "sent", **{i: "broken" for i in range(1, 10)}}
+    with pytest.raises(trio.BrokenResourceError, match="broke earlier"):
+        await box.send(b"late")
+    assert stream.get_data_nowait().startswith(b"f0")
+
+
+async def test_outbox_a_cancelled_writer_releases_the_queue(autojump_clock):
+    """A write cut by cancellation leaves the TLS stream unusable: the frames queued behind it
+    must fail at once instead of waiting for a write that will never come."""
+    box = Outbox(_slow_stream(write_s=10))
+    results = {}
+
+    async def writer(task_status=trio.TASK_STATUS_IGNORED):
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            await box.send(b"first")
+        results["writer"] = "cancelled" if scope.cancelled_caught else "sent"
+
+    async def queued(i):
+        try:
+            await box.send(b"f%d" % i)
+            results[i] = "sent"
+        except trio.BrokenResourceError:
+            results[i] = "broken"
+
+    with trio.fail_after(5):
+        async with trio.open_nursery() as n:
+            scope = await n.start(writer)
+            await trio.sleep(1)
+            for i in range(3):
+                n.start_soon(queued, i)
+            await trio.sleep(1)
+            scope.cancel()
+    assert results == {"writer": "cancelled", 0: "broken", 1: "broken", 2: "broken"}
+    assert box.write_started is None
+
+
+@pytest.mark.parametrize("harness", [{"max_inflight_per_conn": 8}], indirect=True)
+async def test_coalesced_answers_keep_completion_order(harness):
+    """Many answers finishing together go out in the order they finished, ids intact."""
+    harness.handler.limiter.set_rate(1e9, 10**9, 0)
+    stream = await open_pinned_stream(harness.host, harness.port, NODE.node_id)
+    n_req = 300
+    await stream.send_all(b"".join(
+        encode_frame({"v": 1, "id": i, "op": "nap", "args": {"ms": 20 + i % 3}})
+        for i in range(1, n_req + 1)))
+    decoder, got = FrameDecoder(), []
+    with trio.fail_after(20):
+        while len(got) < n_req:
+            event = decoder.next_event()
+            if event is NEED_DATA:
+                decoder.receive_data(await stream.receive_some(65536))
+                continue
+            got.append(event["ok"]["ms"])
+    await trio.aclose_forcefully(stream)
+    assert got == harness.order  # wire order = completion order
+    assert sorted(got) == sorted(20 + i % 3 for i in range(1, n_req + 1))
+
+
+@pytest.mark.parametrize("harness", [{"max_inflight_per_conn": 4}], indirect=True)
+async def test_a_slow_reader_stops_the_node_reading(harness):
+    """Backpressure survives coalescing: while the peer does not read, answers back up into
+    the socket buffers, senders wait with their in-flight slots held, and the node stops
+    reading requests; once the peer reads, every answer arrives."""
+    harness.handler.limiter.set_rate(1e9, 10**9, 0)
+    served = []
+
+    async def big(frame, conn, now):
+        served.append(frame["id"])
+        return {"n": frame["id"], "pad": b"x" * 500_000}
+
+    harness.handler.add_op("big", big)
+    stream = await open_pinned_stream(harness.host, harness.port, NODE.node_id)
+    n_req = 200
+    await stream.send_all(b"".join(encode_frame({"v": 1, "id": i, "op": "big", "args": {}})
+                                   for i in range(1, n_req + 1)))
+    seen = -1
+    while seen != len(served):  # until the node stopped (no new request for 0.5 s)
+        seen = len(served)
+        await trio.sleep(0.5)
+    assert 4 <= len(served) < n_req // 2  # socket buffers hold a few MB of answers, not 100 MB
+    decoder, got = FrameDecoder(), []
+    with trio.fail_after(30):
+        while len(got) < n_req:
+            event = decoder.next_event()
+            if event is NEED_DATA:
+                decoder.receive_data(await stream.receive_some(1 << 20))
+                continue
+            assert event["ok"]["n"] == event["id"]
+            got.append(event["id"])
+    await trio.aclose_forcefully(stream)
+    assert sorted(got) == list(range(1, n_req + 1)) and got == served
