@@ -17,8 +17,9 @@ inputs and outputs here; ``firmware/net/membership.py`` only moves bytes and sle
   ~33 min at 5/s instead of 1,000 tests a second).
 - **Scores**: each bad record costs its sender points (forged signatures most); a peer below
   ``ban_score`` is ignored, and so is every node in ``denied`` (the operator's list): their
-  records are refused from anyone, so they are never tested nor live here. Randomness (jitter, gossip partners) comes from an injected
-  ``random.Random`` so tests are exact.
+  records are refused from anyone, so they are never tested nor live here.
+- Randomness (jitter, gossip partners) comes from an injected ``random.Random`` so tests are
+  exact; time is the ``now`` argument (ms).
 
 Events (returned, never called back): :class:`NodeLive`, :class:`NodeDown`, :class:`NodeDropped`,
 :class:`OwnRecordSuperseded`. ``live_version`` increments on every change of the live set.
