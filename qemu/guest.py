@@ -31,9 +31,10 @@ class Guest:
         self.node_id = ""
 
     @staticmethod
-    def machine(image: Path, workdir: Path, card_mib: int, copy: bool = True) -> Machine:
+    def machine(image: Path, workdir: Path, card_mib: int, copy: bool = True,
+                machine: str = "virt") -> Machine:
         """A guest whose disk is a copy of `image` (or `image` itself) grown to `card_mib`."""
-        return Machine(image, workdir, disk_size_mib=card_mib, copy=copy)
+        return Machine(image, workdir, disk_size_mib=card_mib, copy=copy, machine=machine)
 
     @property
     def node_addr(self) -> str:

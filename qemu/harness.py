@@ -59,6 +59,12 @@ def fat_write(disk: Path, name: str, data: bytes, tmp: Path) -> None:
                    check=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
 
 
+def extract_dtb(disk: Path, name: str, dest: Path) -> Path:
+    out = dest / name
+    out.write_bytes(fat_read(disk, name))
+    return out
+
+
 def extract_kernel(disk: Path, dest: Path) -> tuple[Path, Path]:
     names = fat_files(disk)
     kernels = sorted(n for n in names if n.startswith("vmlinuz-"))
@@ -125,7 +131,7 @@ class Machine:
 
     def __init__(self, image: Path, workdir: Path, *, disk_size_mib: int | None = None,
                  copy: bool = True, mem_mib: int = 1024, smp: int = 2, max_runtime: int = 1500,
-                 guest_ports: dict[str, int] | None = None):
+                 guest_ports: dict[str, int] | None = None, machine: str = "virt"):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.disk = self.workdir / "disk.img"
@@ -136,6 +142,12 @@ class Machine:
         if disk_size_mib:
             with open(self.disk, "r+b") as f:
                 f.truncate(disk_size_mib * MiB)
+        if machine not in ("virt", "raspi3b"):
+            raise ValueError(f"machine {machine!r}: use 'virt' or 'raspi3b'")
+        if machine == "raspi3b" and self.disk.stat().st_size & (self.disk.stat().st_size - 1):
+            raise ValueError("-M raspi3b needs an SD image whose size is a power of two "
+                             "(pass disk_size_mib=4096)")
+        self.machine = machine
         self.mem_mib, self.smp, self.max_runtime = mem_mib, smp, max_runtime
         self.guest_ports = guest_ports or {"node": 7070, "ssh": 22}
         self.ports: dict[str, int] = {}
@@ -152,6 +164,8 @@ class Machine:
     def command(self, kernel: Path, initrd: Path) -> list[str]:
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{self.ports[n]}-:{g}"
                        for n, g in self.guest_ports.items())
+        if self.machine == "raspi3b":
+            return self._raspi3b_command(kernel, initrd, fwd)
         return [
             "timeout", "--kill-after=10", str(self.max_runtime),
             "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", str(self.smp),
@@ -163,6 +177,23 @@ class Machine:
             "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0,romfile=",
             "-device", "virtio-rng-pci",
             "-serial", f"file:{self.console}",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            "-pidfile", str(self.pidfile),
+        ]
+
+    def _raspi3b_command(self, kernel: Path, initrd: Path, fwd: str) -> list[str]:
+        """A Raspberry Pi 3B: the real SD host (bcm2835), the Pi DTB from the image, USB
+        networking; the serial console is the mini UART, QEMU's second serial port."""
+        dtb = extract_dtb(self.disk, "bcm2837-rpi-3-b.dtb", self.workdir)
+        return [
+            "timeout", "--kill-after=10", str(self.max_runtime),
+            "qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", "-nographic", "-no-reboot",
+            "-monitor", "none", "-kernel", str(kernel), "-initrd", str(initrd), "-dtb", str(dtb),
+            "-append", "root=LABEL=rootfs rootfstype=ext4 rw rootwait fsck.repair=yes "
+                       "console=ttyS1,115200 net.ifnames=0 panic=5 systemd.show_status=1",
+            "-drive", f"file={self.disk},if=sd,format=raw,cache=none",
+            "-netdev", f"user,id=n0,{fwd}", "-device", "usb-net,netdev=n0",
+            "-serial", "null", "-serial", f"file:{self.console}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-pidfile", str(self.pidfile),
         ]
