@@ -30,6 +30,7 @@ from firmware.proto.records import (
     FLAG_REACHABLE,
     FLAG_RELAYED,
     RecordError,
+    address_allowed,
     make_record,
     verify_ping,
 )
@@ -179,6 +180,8 @@ class MembershipService:
             fail_threshold=cfg.fail_threshold, max_push=cfg.max_push,
             max_test_rate=cfg.max_test_rate,
             max_records=cfg.max_records, denied=self.denied,
+            address_ok=lambda host: address_allowed(host, self.state.own.addrs[0]
+                                                    if self.state.own.addrs else ""),
         )  # fmt: skip
         self.log.info("network_start", k=cfg.k, bootstrap=len(self.bootstrap),
                       record=f"{self.state.own.addrs[0]}:{self.state.own.port}")

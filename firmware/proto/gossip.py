@@ -17,7 +17,8 @@ inputs and outputs here; ``firmware/net/membership.py`` only moves bytes and sle
   ~33 min at 5/s instead of 1,000 tests a second).
 - **Scores**: each bad record costs its sender points (forged signatures most); a peer below
   ``ban_score`` is ignored, and so is every node in ``denied`` (the operator's list): their
-  records are refused from anyone, so they are never tested nor live here.
+  records are refused from anyone, so they are never tested nor live here. Records whose
+  address ``address_ok`` refuses (see ``records.address_allowed``) are never tested.
 - Randomness (jitter, gossip partners) comes from an injected ``random.Random`` so tests are
   exact; time is the ``now`` argument (ms).
 
@@ -112,6 +113,7 @@ class GossipState:
         max_test_rate=5.0,
         ban_score=-100,
         denied=(),
+        address_ok=None,
     ):
         self.own = own_record
         self.rng = rng
@@ -125,6 +127,7 @@ class GossipState:
         self.max_test_rate = max_test_rate
         self.ban_score = ban_score
         self.denied = frozenset(denied)  # node ids the operator refuses outright
+        self.address_ok = address_ok  # host -> bool: addresses we agree to connect to
         self.live_version = 0
         self.scores = {}
         self.refused = {}  # reason -> count, for metrics
@@ -221,6 +224,10 @@ class GossipState:
                 continue
             if rec.id in self.denied:
                 result.rejected.append((i, "denied"))
+                continue
+            if self.address_ok is not None and rec.addrs and not self.address_ok(rec.addrs[0]):
+                result.rejected.append((i, "address"))  # not the sender's fault: no penalty
+                self.refused["address"] = self.refused.get("address", 0) + 1
                 continue
             if rec.id == self.own.id:
                 if rec.seq > self.own.seq:

@@ -19,6 +19,8 @@ Pure: time comes in as ``now`` (ms). Errors are :class:`RecordError` with a shor
 uses to score the peer that sent the record.
 """
 
+import ipaddress
+
 import nacl.exceptions
 import nacl.signing
 
@@ -44,6 +46,8 @@ __all__ = [
     "ping_bytes",
     "sign_ping",
     "verify_ping",
+    "address_scope",
+    "address_allowed",
 ]
 
 RECORD_PREFIX = b"homenode/v1/record\x00"
@@ -271,3 +275,33 @@ def sign_ping(signing_key, tester_id, nonce):
 def verify_ping(tester_id, nonce, node_id, sig):
     """Raise RecordError unless ``sig`` is node_id's answer to our test with ``nonce``."""
     _verify(node_id, ping_bytes(tester_id, nonce, node_id), sig, "reachability answer")
+
+
+def address_scope(host):
+    """What kind of address a record advertises: "loopback", "private", "public", "name" (a DNS
+    name), or one a node never connects to: "link_local", "multicast", "unspecified"."""
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "name"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link_local"
+    if ip.is_multicast:
+        return "multicast"
+    return "private" if ip.is_private else "public"
+
+
+def address_allowed(host, own_host):
+    """May a node advertising ``own_host`` connect to a record's ``host``? Why: reachability
+    tests connect to addresses that strangers put in records, so a record must not turn every
+    node into a prober of its own machine (loopback) or of nonsense ranges. Loopback is only for
+    nodes that are themselves on loopback (test clusters)."""
+    scope = address_scope(host)
+    if scope in ("link_local", "multicast", "unspecified"):
+        return False
+    return scope != "loopback" or address_scope(own_host) == "loopback"
+

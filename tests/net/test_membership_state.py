@@ -270,3 +270,12 @@ def test_digest_hash_follows_expiry_and_own_reissue():
     assert h2 != h1 and h2 == state().digest_hash()
     g.set_own(rec(0, seq=2))
     assert g.digest_hash() != h2
+
+
+def test_records_with_refused_addresses_are_never_tested():
+    from firmware.proto.records import address_allowed
+
+    g = state(address_ok=lambda host: address_allowed(host, "203.0.114.5"))  # a public node
+    r = g.merge(PEER, [rec(1).wire], T0)  # advertises 127.0.0.1: would probe our own machine
+    assert (r.accepted, r.rejected) == ([], [(0, "address")])
+    assert g.score(PEER) == 0 and g.refused == {"address": 1} and g.due_tests(T0) == []

@@ -12,6 +12,8 @@ from firmware.proto.records import (
     MAX_LIFETIME_MS,
     RECORD_PREFIX,
     RecordError,
+    address_allowed,
+    address_scope,
     make_record,
     sign_hello,
     sign_ping,
@@ -177,3 +179,23 @@ def test_ping_answer_is_not_a_hello():
         verify_hello(tester, nonce, node, sig)  # domain separation: prefixes differ
     with pytest.raises(RecordError):
         verify_ping(tester, nonce, node, sig[:63])
+
+
+@pytest.mark.parametrize("host,scope", [
+    ("127.0.0.1", "loopback"), ("::1", "loopback"), ("[::1]", "loopback"),
+    ("10.1.2.3", "private"), ("192.168.77.10", "private"), ("fd00::1", "private"),
+    ("192.0.1.3", "public"), ("8.8.8.8", "public"), ("2a00:1450::1", "public"),
+    ("169.254.1.1", "link_local"), ("fe80::1", "link_local"), ("224.0.0.1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("::", "unspecified"), ("node.example.org", "name"),
+])  # fmt: skip
+def test_address_scope(host, scope):
+    assert address_scope(host) == scope
+
+
+def test_address_allowed():
+    assert address_allowed("127.0.0.1", "127.0.0.1")  # a loopback test cluster
+    assert not address_allowed("127.0.0.1", "203.0.114.5")  # never probe our own machine
+    assert not address_allowed("::1", "10.0.0.2")
+    assert address_allowed("10.0.0.7", "10.0.0.2") and address_allowed("8.8.8.8", "127.0.0.1")
+    assert not address_allowed("169.254.0.1", "169.254.0.2")
+    assert not address_allowed("0.0.0.0", "127.0.0.1")
