@@ -126,7 +126,8 @@ class Replicator:
                          "replicas_last": 0, "replicated_in": 0, "repairs_in": 0,
                          "repairs_out": 0, "handoff_sent": 0, "handoff_dropped": 0,
                          "anti_entropy_rounds": 0, "swarm_recipients": 0,
-                         "foreign_recipients": 0, "signed_ops_forwarded": 0}  # fmt: skip
+                         "foreign_recipients": 0, "signed_ops_forwarded": 0,
+                         "index_scans": 0}  # fmt: skip
         membership.on_change.append(lambda placement: self._kick.set())
 
     @property
@@ -179,6 +180,7 @@ class Replicator:
     async def after_store(self, req, result, conn, now_ms):
         """Hook after a client store is durable here: wait for the swarm's copies (started by
         before_store) and say how many acknowledged."""
+        self._note(Message(result["hash"], req.recipient, req.ns, req.ts, result["expiry"], b""))
         if conn.peer_id is not None:
             return {}
         try:
@@ -233,6 +235,7 @@ class Replicator:
         Deleted hashes are remembered so anti-entropy and hand-off do not bring them back."""
         if req.op == "delete":
             self._tombstone(req.hashes, now_ms)
+            self._forget(req.recipient, req.hashes)
         if conn.peer_id is not None:
             return {}
         args = {"recipient": req.recipient, "ns": req.ns, "hashes": list(req.hashes),
@@ -272,17 +275,24 @@ class Replicator:
             except StoreError as e:
                 self.log.warning("replicate_store_failed", peer=short(peer), error=str(e)[:200])
                 break
+            self._note(m)
             stored.append(m.hash)
         self.counters["replicated_in"] += len(stored)
         return {"stored": stored}
 
     async def _full_index(self):
-        """{recipient: {hash: ns}} for the recipients whose swarm includes us. Cached while
-        neither the live set nor the store's write count changed (one scan serves every peer)."""
-        stats = self.store.stats()
-        key = (self.placement.epoch, stats.get("count"), stats.get("ops_committed"))
-        if self._index_cache is not None and self._index_cache[0] == key:
-            return self._index_cache[1]
+        """{recipient: {hash: ns}} for the recipients whose swarm includes us.
+
+        A scan costs one query per recipient (~80 us each on the dev machine: 0.8 s for 10,000
+        mailboxes), so one scan serves every peer: it is kept while the live set is the same
+        and for half an anti-entropy interval, and the messages this module writes or deletes
+        update it in place (``_note``/``_forget``). What else changes meanwhile (expiry sweeps)
+        is seen at the next scan; until then it only costs a redundant transfer."""
+        now = trio.current_time()
+        c = self._index_cache
+        if (c is not None and c[0] == self.placement.epoch
+                and now - c[1] < self.cfg.anti_entropy_interval / 2):  # fmt: skip
+            return c[2]
         full, foreign = {}, 0
         for r in await self.store.recipients():
             if self.node_id not in self.placement.swarm(r):
@@ -291,9 +301,27 @@ class Replicator:
             full[r] = {h: ns for ns, h, _exp in await self.store.hashes_for(r)}
         self.counters["swarm_recipients"] = len(full)
         self.counters["foreign_recipients"] = foreign
-        self._index_cache = (key, full)
+        self._index_cache = (self.placement.epoch, now, full)
         self._locate = {h: (r, ns) for r, hs in full.items() for h, ns in hs.items()}
+        self.counters["index_scans"] += 1
         return full
+
+    def _note(self, m):
+        """We now hold ``m`` durably: keep the cached index current."""
+        c = self._index_cache
+        if c is None or c[0] != self.placement.epoch or self.node_id not in self.placement.swarm(
+                m.recipient):  # fmt: skip
+            return
+        c[2].setdefault(m.recipient, {})[m.hash] = m.ns
+        self._locate[m.hash] = (m.recipient, m.ns)
+
+    def _forget(self, recipient, hashes):
+        c = self._index_cache
+        held = c[2].get(recipient) if c is not None else None
+        for h in hashes:
+            if held is not None:
+                held.pop(h, None)
+            self._locate.pop(h, None)
 
     async def _load(self, hashes):
         """The stored messages among ``hashes`` (those the index knows), via get_many per
@@ -420,6 +448,7 @@ class Replicator:
                     m = parse_message(item, now)
                     if m is not None and m.hash in want:
                         await self.store.put(m)
+                        self._note(m)
                         self.counters["repairs_in"] += 1
             if give:
                 msgs = await self._load(give)

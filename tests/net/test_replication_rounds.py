@@ -235,3 +235,21 @@ async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
     await a.before_store(req, from_node, NOW)
     assert await a.after_store(req, result, from_node, NOW) == {}  # never forwarded twice
     assert len(a.links.calls) == calls
+
+
+async def test_one_index_scan_serves_every_peer_and_tracks_our_writes(trio_nodes):
+    a, b, c = await trio_nodes(k=3)
+    r = recipient_where(lambda s: True)
+    m1, m2 = msg(r, b"1"), msg(r, b"2")
+    await a.store.put(m1)
+    await a._sync_with(b.node_id)
+    await a._sync_with(c.node_id)
+    assert a.counters["index_scans"] == 1
+    # a copy arriving by replicate updates the cached index in place: offered on, no rescan
+    await a.op_replicate({"op": "replicate", "args": {"messages": [message_wire(m2)]}},
+                         ConnInfo("127.0.0.1", peer_id=b.node_id), NOW)  # fmt: skip
+    await a._sync_with(c.node_id)
+    assert await hashes(c, r) == {m1.hash, m2.hash} and a.counters["index_scans"] == 1
+    a.membership.placement.update([i.node_id for i in IDS[:2]])  # c left: a new live set
+    await a._sync_with(b.node_id)
+    assert a.counters["index_scans"] == 2
