@@ -28,6 +28,7 @@ from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 from firmware.rpc import ConnInfo, error_map
 
 RECEIVE_CHUNK = 65536
+HELD_ANSWERS_MAX = 256 * 1024  # inline answers held back for one write, at most
 
 
 class PinMismatch(ConnectionError):
@@ -298,14 +299,14 @@ class ClientListener:
             with watch_scope:
                 task_status.started()
                 while True:
-                    deadline = last_activity[0] + idle
-                    started = outbox.write_started
-                    if started is not None:
-                        deadline = min(deadline, started + idle)
-                    await trio.sleep_until(deadline)
+                    started = outbox.write_started  # a write in progress is not idle
+                    await trio.sleep_until(last_activity[0] + idle if started is None
+                                           else started + idle)
                     now = trio.current_time()
                     started = outbox.write_started
-                    if started is not None and now >= started + idle:
+                    if started is not None:
+                        if now < started + idle:
+                            continue  # the write in progress began (or moved on) since
                         self.counters["stalled_peers"] += 1
                         self.log.info("peer_stopped_reading", client=conn.client)
                         reqs.cancel_scope.cancel()
@@ -327,6 +328,12 @@ class ClientListener:
             async with trio.open_nursery() as reqs:
                 await reqs.start(idle_watch)
                 with read_scope:
+                    # Answers to inline ops, held until the buffered requests are all handled
+                    # (or a cap), then written at once: a pipelining peer's burst of `info`s
+                    # costs one TLS write, not one each. Written before every read, so a peer
+                    # that stops reading still stops us reading.
+                    held: list[bytes] = []
+                    held_bytes = 0
                     while True:
                         try:
                             event = decoder.next_event()
@@ -334,11 +341,17 @@ class ClientListener:
                             self.counters["bad_frames"] += 1
                             self.log.info("bad_frame", client=conn.client, code=e.code,
                                           error=e.msg[:200])
-                            await send(error_map(None, e.code, e.msg))
+                            held.append(encode_frame(error_map(None, e.code, e.msg)))
+                            await outbox.send(b"".join(held))
                             break
-                        if event is CLOSED:
-                            break
-                        if event is NEED_DATA:
+                        if event is NEED_DATA or event is CLOSED:
+                            if held:
+                                await outbox.send(held[0] if len(held) == 1 else b"".join(held))
+                                held.clear()
+                                held_bytes = 0
+                                last_activity[0] = trio.current_time()
+                            if event is CLOSED:
+                                break
                             try:
                                 data = await stream.receive_some(RECEIVE_CHUNK)
                             except trio.BrokenResourceError:
@@ -348,11 +361,26 @@ class ClientListener:
                             continue
                         op = event.get("op")
                         if type(op) is str and op in self.handler.inline_ops:
-                            await send(await self.handler.respond(event, conn, self.clock_ms()))
+                            response = await self.handler.respond(event, conn, self.clock_ms())
+                            try:
+                                data = encode_frame(response)
+                            except ProtocolError as e:  # over the frame limit: a node bug
+                                data = encode_frame(error_map(response.get("id"), "internal",
+                                                              e.msg))
+                            held.append(data)
+                            held_bytes += len(data)
+                            if held_bytes >= HELD_ANSWERS_MAX:
+                                await outbox.send(b"".join(held))
+                                held.clear()
+                                held_bytes = 0
                             continue
                         try:  # backpressure: no reads while at the limit
                             inflight.acquire_nowait()
                         except trio.WouldBlock:
+                            if held:  # answers that hold no slot must not wait for one
+                                await outbox.send(b"".join(held))
+                                held.clear()
+                                held_bytes = 0
                             await inflight.acquire()
                         reqs.start_soon(answer, event)
                 watch_scope.cancel()

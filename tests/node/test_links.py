@@ -212,7 +212,7 @@ async def test_a_peer_that_stops_reading_is_dropped(harness):
     with trio.fail_after(5):
         while harness.listener.active:
             await trio.sleep(0.05)
-    assert harness.listener.counters["stalled_peers"] == 1
+    assert harness.listener.counters["stalled_peers"] == 1, harness.listener.counters
     await trio.aclose_forcefully(stream)
 
 
@@ -310,6 +310,58 @@ async def test_outbox_a_cancelled_writer_releases_the_queue(autojump_clock):
     assert box.write_started is None
 
 
+class CountingStream(trio.abc.Stream):
+    """The listener's TCP stream (below TLS, via its wrap_stream seam), counting writes."""
+
+    writes: list = []
+
+    def __init__(self, tcp):
+        self.tcp = tcp
+
+    async def send_all(self, data):
+        CountingStream.writes.append(len(data))
+        await self.tcp.send_all(data)
+
+    async def wait_send_all_might_not_block(self):
+        await self.tcp.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes=None):
+        return await self.tcp.receive_some(max_bytes)
+
+    async def aclose(self):
+        await self.tcp.aclose()
+
+
+async def _read_frames(stream, n):
+    decoder, got = FrameDecoder(), []
+    with trio.fail_after(20):
+        while len(got) < n:
+            event = decoder.next_event()
+            if event is NEED_DATA:
+                decoder.receive_data(await stream.receive_some(1 << 20))
+                continue
+            got.append(event)
+    return got
+
+
+async def test_a_burst_of_inline_requests_is_answered_in_few_writes(harness):
+    """`info` is answered in the read loop: a pipelined burst gets its answers in order, in
+    one write per batch of requests read, not one write each."""
+    harness.handler.limiter.set_rate(1e9, 10**9, 0)
+    CountingStream.writes = []
+    harness.listener.wrap_stream = CountingStream
+    stream = await open_pinned_stream(harness.host, harness.port, NODE.node_id)
+    handshake_writes = len(CountingStream.writes)
+    n_req = 500
+    await stream.send_all(b"".join(encode_frame({"v": 1, "id": i, "op": "info", "args": {}})
+                                   for i in range(1, n_req + 1)))
+    got = await _read_frames(stream, n_req)
+    await trio.aclose_forcefully(stream)
+    assert [f["id"] for f in got] == list(range(1, n_req + 1))
+    assert all(f["ok"]["node_id"] == NODE.node_id for f in got)
+    assert len(CountingStream.writes) - handshake_writes <= 20
+
+
 @pytest.mark.parametrize("harness", [{"max_inflight_per_conn": 8}], indirect=True)
 async def test_coalesced_answers_keep_completion_order(harness):
     """Many answers finishing together go out in the order they finished, ids intact."""
@@ -319,17 +371,30 @@ async def test_coalesced_answers_keep_completion_order(harness):
     await stream.send_all(b"".join(
         encode_frame({"v": 1, "id": i, "op": "nap", "args": {"ms": 20 + i % 3}})
         for i in range(1, n_req + 1)))
-    decoder, got = FrameDecoder(), []
-    with trio.fail_after(20):
-        while len(got) < n_req:
-            event = decoder.next_event()
-            if event is NEED_DATA:
-                decoder.receive_data(await stream.receive_some(65536))
-                continue
-            got.append(event["ok"]["ms"])
+    got = [f["ok"]["ms"] for f in await _read_frames(stream, n_req)]
     await trio.aclose_forcefully(stream)
     assert got == harness.order  # wire order = completion order
     assert sorted(got) == sorted(20 + i % 3 for i in range(1, n_req + 1))
+
+
+async def test_answers_finishing_together_share_writes(harness):
+    """32 requests released at once: the first answer is written alone, the other 31 queue
+    behind that write and go out together (one TLS record) instead of one write each."""
+    CountingStream.writes = []
+    harness.listener.wrap_stream = CountingStream
+    stream = await open_pinned_stream(harness.host, harness.port, NODE.node_id)
+    await stream.send_all(b"".join(encode_frame({"v": 1, "id": i, "op": "block",
+                                                 "args": {"n": i}}) for i in range(1, 33)))
+    with trio.fail_after(10):
+        while harness.active < 32:
+            await trio.sleep(0.01)
+    before = len(CountingStream.writes)
+    harness.release.set()
+    got = await _read_frames(stream, 32)
+    await trio.aclose_forcefully(stream)
+    assert sorted(f["ok"]["n"] for f in got) == list(range(1, 33))
+    assert all(f["ok"]["n"] == f["id"] for f in got)
+    assert len(CountingStream.writes) - before <= 4
 
 
 @pytest.mark.parametrize("harness", [{"max_inflight_per_conn": 4}], indirect=True)

@@ -226,6 +226,28 @@ async def test_info_and_extra_fields(rpc):
     assert info["temp_c"] == 51.5 and isinstance(info["version"], str)
 
 
+async def test_info_fields_of_other_parts_are_reused_within_info_cache_ms(rpc):
+    """Under load many `info`s arrive per millisecond: the add_info sources run once per
+    info_cache_ms of request time; core fields (time, requests, store totals) stay exact."""
+    calls = []
+    rpc.limiter.set_rate(1e9, 10**9, 0)
+    rpc.add_info(lambda: calls.append(1) or {"source_calls": len(calls)})
+    t = now_ms()
+    first = await ok(rpc, "info", at=t)
+    again = await ok(rpc, "info", at=t)
+    assert first["source_calls"] == again["source_calls"] == 1 and len(calls) == 1
+    assert again["requests"] == first["requests"] + 1  # core fields are per request
+    assert (await ok(rpc, "info", at=t + 1))["source_calls"] == 2  # 1 ms later: rebuilt
+    assert (await ok(rpc, "info", at=t - 5))["source_calls"] == 3  # clock stepped back
+    rpc.add_info(lambda: {"fan": "on"})  # a new source is seen at once
+    info = await ok(rpc, "info", at=t - 5)
+    assert info["fan"] == "on" and info["source_calls"] == 4
+    rpc.info_cache_ms = 0  # off: every call asks every source
+    await ok(rpc, "info", at=t - 5)
+    await ok(rpc, "info", at=t - 5)
+    assert len(calls) == 6
+
+
 async def test_extra_op_seam_and_bugs_cost_one_request(rpc):
     async def hello(frame, conn, now):
         conn.peer_id = frame["args"]["me"]
