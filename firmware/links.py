@@ -129,9 +129,13 @@ class Outbox:
         self._writing = False
         self._error: BaseException | None = None
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, *, linger: bool = False) -> None:
         """Write `data` (one encoded frame) after everything sent before it; return once it was
-        written. BrokenResourceError if the link broke (before or while writing it)."""
+        written. BrokenResourceError if the link broke (before or while writing it).
+
+        `linger`: more frames are probably coming right now (other answers in flight); if no
+        write is in progress, wait one scheduler tick first so those finishing in the same
+        tick share this write instead of following it in a second one."""
         if self._error is not None:
             raise trio.BrokenResourceError(f"link broke earlier: {self._error!r}")
         if self._writing:
@@ -145,8 +149,18 @@ class Outbox:
             return
         self._writing = True
         batch = None
+        own = [data]
         try:
-            await self._write([data])
+            if linger:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self._next is not None:  # frames queued during the tick share our write
+                    batch, self._next = self._next, None
+                    own.extend(batch.frames)
+            await self._write(own)
+            own = None
+            if batch is not None:
+                batch.done.set()
+                batch = None
             while self._next is not None:  # then the frames queued meanwhile, in order
                 batch, self._next = self._next, None
                 await self._write(batch.frames)
@@ -161,7 +175,7 @@ class Outbox:
             self._next = None
             # ours went out before the link broke: the queued senders report the break
             broken = isinstance(e, trio.BrokenResourceError | trio.ClosedResourceError)
-            if batch is None or not broken:
+            if own is not None or not broken:
                 raise
         finally:
             self._writing = False
@@ -275,7 +289,9 @@ class ClientListener:
         last_activity = [trio.current_time()]
 
         async def send(frame_map: dict) -> None:
-            await outbox.send(encode_frame(frame_map))
+            # other answers in flight may finish in this same tick: let them share the write
+            await outbox.send(encode_frame(frame_map),
+                              linger=inflight.value < self.max_inflight - 1)
             last_activity[0] = trio.current_time()
 
         async def answer(frame: dict) -> None:

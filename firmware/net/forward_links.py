@@ -67,6 +67,8 @@ class PipelinedClient:
     async def _flush(self):
         self._writing = True
         try:
+            if len(self._pending) > 1:  # others in flight: those sent this tick share the write
+                await trio.lowlevel.cancel_shielded_checkpoint()
             while self._out:
                 data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()

@@ -256,6 +256,24 @@ async def test_outbox_coalesces_in_call_order(autojump_clock):
     assert box.write_started is None
 
 
+@pytest.mark.parametrize("linger, writes", [(False, 2), (True, 1)])
+async def test_outbox_linger_lets_frames_of_the_same_tick_share_the_first_write(
+        autojump_clock, linger, writes):
+    stream = _slow_stream()
+    box = Outbox(stream)
+    sent = []
+
+    async def one(i):
+        sent.append(b"%d;" % i)
+        await box.send(sent[-1], linger=linger)
+
+    async with trio.open_nursery() as n:
+        for i in range(10):
+            n.start_soon(one, i)
+    assert stream.get_data_nowait() == b"".join(sent)
+    assert stream.writes == writes
+
+
 async def test_outbox_a_broken_write_fails_every_queued_sender(autojump_clock):
     stream = _slow_stream(fail_on_write=2)
     box = Outbox(stream)
