@@ -156,7 +156,11 @@ class Outbox:
                 if self._next is not None:  # frames queued during the tick share our write
                     batch, self._next = self._next, None
                     own.extend(batch.frames)
-            await self._write(own)
+            if len(own) == 1:  # the usual case: no join, no extra coroutine
+                self.write_started = trio.current_time()
+                await self.stream.send_all(data)
+            else:
+                await self._write(own)
             own = None
             if batch is not None:
                 batch.done.set()
