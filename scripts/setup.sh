@@ -15,6 +15,8 @@ APT_PACKAGES=(
   iproute2 nftables iptables miniupnpd
   # store durability test (syscall trace of fsync before ack)
   strace
+  # image config test logs in over SSH with a test key
+  openssh-client
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
