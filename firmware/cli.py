@@ -229,7 +229,7 @@ def cmd_run(args) -> int:
         hint = (" (is another node running? pick another port with --port)"
                 if e.errno == 98 else "")
         raise CliError(f"cannot start: {where}: {e.strerror or e}{hint}") from None
-    return EXIT_OK
+    return node.exit_status
 
 
 def _keygen_args(p):

@@ -72,6 +72,7 @@ class Node:
         self.clock_ms = clock_ms
         self.data_dir = os.path.abspath(cfg.node.data_dir)
         self.state = "starting"
+        self.exit_status = 0  # `homenode run` exits with this (EXIT_RESTART, EXIT_POWEROFF)
         ensure_data_dir(self.data_dir)
         self._lock_fd = lock_data_dir(self.data_dir)
         try:  # a refused key or database must not leave the data dir locked

@@ -88,7 +88,7 @@ def copy_overlay(root: Path) -> None:
         dst = root / src.relative_to(OVERLAY)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, dst)
-        os.chmod(dst, 0o644)
+        os.chmod(dst, 0o755 if src.stat().st_mode & 0o111 else 0o644)
     lib = root / "usr/lib/homenode"
     lib.mkdir(parents=True, exist_ok=True)
     for name in ("setup.py", "bootconfig.py"):

@@ -54,7 +54,7 @@ HAL = Section("hal", "device hardware: LEDs, button, sensors", [
     Key("identify_s", 5.0, "seconds the identify blink lasts after a short press",
         FloatRange(0.5, 600, "seconds")),
     Key("shutdown_command", "auto", "run after a safe-shutdown hold, once data is flushed "
-        "(auto: 'systemctl poweroff' on a Pi, none in sim; empty: only stop the node)"),
+        "(auto: on a Pi the node exits with status 76 and its systemd unit powers off; in sim only stop; empty: only stop the node)"),
     Key("vcgencmd", "vcgencmd", "command for the firmware throttle flags when the sysfs file is "
         "missing (empty: do not run it)"),
     Key("poll_interval", 5.0, "seconds between sensor readings", FloatRange(0.01, 300, "seconds")),

@@ -92,10 +92,14 @@ class ButtonService:
                 await dev.factory_reset("button confirmed")
 
 
-def shutdown_argv(setting, backend):
-    """`[hal] shutdown_command` -> argv list, or None to only stop the node."""
+def shutdown_argv(setting):
+    """`[hal] shutdown_command` -> argv list, or None when no command is to be run.
+
+    "auto" runs nothing: the node exits with EXIT_POWEROFF on a Pi and the service manager,
+    which holds the privilege the node lacks, powers the box off.
+    """
     if setting == "auto":
-        return ["systemctl", "poweroff"] if backend == "pi" else None
+        return None
     argv = shlex.split(setting)
     return argv or None
 

@@ -32,7 +32,7 @@ on): that also means "safe to unplug".
 
 - **Short press**: identify - the LED flickers white for `identify_s` seconds.
 - **Hold 3 s, release**: safe shutdown. The node stops taking requests, writes everything to the
-  card, shows `safe_to_unplug`, then runs `shutdown_command` (`systemctl poweroff` on a Pi).
+  card, shows `safe_to_unplug`, then runs `shutdown_command` (by default on a Pi the node exits with status 76 and its systemd unit, which holds the privilege the node lacks, powers the box off).
 - **Hold 10 s, release, press again within 15 s**: factory reset. Releasing after 10 s only *arms*
   it (LED `reset_armed`); nothing is deleted unless the second press comes in time. The reset
   wipes the node's identity and all stored messages; the node then stops and starts afresh with a

@@ -23,6 +23,7 @@ from firmware.device.button import (
 )
 from firmware.device.shaping import BandwidthService
 from firmware.device.storage_guard import StorageGuard
+from firmware.exit_status import EXIT_POWEROFF, EXIT_RESTART
 from firmware.proto.errors import Busy
 from hal.backends.factory import open_hardware
 from hal.backends.netio import has_usable_network
@@ -291,9 +292,11 @@ class DeviceServices:
         self.set_state("safe_to_unplug", "shut down cleanly")
         self.leds.keep_on_exit = True
         self.leds.show_now()
-        argv = shutdown_argv(self.cfg.hal.shutdown_command, self.hw.kind)
+        argv = shutdown_argv(self.cfg.hal.shutdown_command)
         if argv:
             await run_command(argv, self.log, "shutdown")
+        elif self.cfg.hal.shutdown_command == "auto" and self.hw.kind == "pi":
+            self.node.exit_status = EXIT_POWEROFF
         self.stop_node()
 
     async def factory_reset(self, why):
@@ -308,6 +311,7 @@ class DeviceServices:
             return
         self.log.warning("factory_reset_done", removed=removed,
                          note="identity and data wiped; a new identity is made at next start")
+        self.node.exit_status = EXIT_RESTART
         self.stop_node()
 
     # -- status ---------------------------------------------------------------------------

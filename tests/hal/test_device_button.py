@@ -18,6 +18,7 @@ import trio.testing
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from firmware.config import default_schema
+from firmware.exit_status import EXIT_POWEROFF, EXIT_RESTART
 from firmware.identity import NODE_KEY_FILE
 from firmware.logs import Log
 from firmware.node import Node
@@ -47,11 +48,13 @@ def mock_pins():
 class Box:
     """A node on a fake Pi with a button and an RGB LED."""
 
-    def __init__(self, tmp_path, factory):
+    def __init__(self, tmp_path, factory, shutdown_command=None):
         self.fake = FakeSys(tmp_path / "sysroot").pi()
         self.marker = tmp_path / "powered-off"
         cmd = shlex.join([sys.executable, "-c",
                           f"open({str(self.marker)!r}, 'w').write('poweroff')"])
+        if shutdown_command is not None:
+            cmd = shutdown_command
         cfg_path = write_toml(tmp_path / "homenode.toml", {
             "node": {"data_dir": str(tmp_path / "data"), "listen_port": 0},
             "network": {"enabled": False},
@@ -127,6 +130,7 @@ async def test_hold_three_seconds_shuts_down_safely(tmp_path, mock_pins, jump_cl
         await box.wait_stopped()
         assert box.events() == ["hold_shutdown", "shutdown"]
         assert box.marker.read_text() == "poweroff"  # the configured command really ran
+        assert box.node.exit_status == 0  # the command did the power-off: a plain exit
         assert box.node.device.state == "safe_to_unplug"
         # LEDs show safe_to_unplug: ACT steady on, PWR off, RGB steady green
         await trio.sleep(2)
@@ -157,8 +161,26 @@ async def test_factory_reset_needs_confirmation(tmp_path, mock_pins, jump_clock)
         await box.wait_stopped()
         assert box.events()[-1] == "factory_reset"
         assert os.listdir(box.data_dir) == []
+        assert box.node.exit_status == EXIT_RESTART  # systemd starts it afresh
         n.cancel_scope.cancel()
     assert "factory_reset_done" in box.logs.getvalue()
+
+
+async def test_hold_with_auto_command_asks_systemd_to_power_off(tmp_path, mock_pins,
+                                                                 jump_clock):
+    # The unprivileged node cannot power off: on a Pi "auto" exits with EXIT_POWEROFF and the
+    # unit's privileged ExecStopPost does it (image/overlay/usr/lib/homenode/after-stop).
+    box = Box(tmp_path, mock_pins, shutdown_command="auto")
+    async with trio.open_nursery() as n:
+        await start(box, n)
+        await box.hold(3.2)
+        await box.wait_stopped()
+        assert box.events() == ["hold_shutdown", "shutdown"]
+        assert box.node.exit_status == EXIT_POWEROFF
+        assert box.node.device.state == "safe_to_unplug"
+        assert not box.marker.exists()
+        n.cancel_scope.cancel()
+    assert "shutdown_command" not in box.logs.getvalue()
 
 
 async def test_factory_reset_without_confirmation_is_cancelled(tmp_path, mock_pins,
