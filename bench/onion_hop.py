@@ -11,8 +11,9 @@ relay:  server CPU (user+sys of a real node process, from /proc via psutil) per 
 rpc:    the same middle node's CPU per plain ``info`` request on the same kind of link, same run:
         the TLS + framing + dispatch cost a hop pays twice (request in, forward out).
 
-Target (issue 4): relay <= 2.5 x floor. Not met (about 7x on the dev machine): the layer work
-itself is ~1.25x the floor, but a hop is also one request served and one request made over
+Target (issue 4): relay <= 2.5 x floor. Not met (about 4.4x on the dev machine: median ~148 us
+per layer vs a 33.8 us crypto floor, README performance section): the layer work itself is
+~1.25x the floor, but a hop is also one request served and one request made over
 TLS links in trio, and one plain request alone costs the node ~60-70 us (``rpc_request_us``);
 per-message trio/SSLStream scheduling, not crypto, dominates. Prints one JSON object and a
 one-line summary.
