@@ -31,7 +31,8 @@ from firmware.proto.responses import Err, parse_response
 
 _TYPED_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
 
-__all__ = ["connect", "NodeClient", "PinMismatch", "seal_for", "open_sealed", "wall_ms"]
+__all__ = ["connect", "NodeClient", "PinMismatch", "seal_for", "open_sealed", "wall_ms",
+           "open_pinned_link", "next_frame"]
 
 
 def wall_ms() -> int:
@@ -48,6 +49,34 @@ def open_sealed(signing_key: nacl.signing.SigningKey, ciphertext: bytes) -> byte
     """Decrypt a `seal_for` ciphertext with the recipient's Ed25519 key; nacl CryptoError if not
     for us or tampered with."""
     return nacl.public.SealedBox(signing_key.to_curve25519_private_key()).decrypt(ciphertext)
+
+
+async def open_pinned_link(host: str, port: int, node_id: bytes,
+                           timeout: float) -> trio.SSLStream:
+    """`open_pinned_stream` within `timeout` s: a stalled handshake is a ConnectionError (what
+    every client of a node treats as "unreachable"), not a TooSlowError."""
+    try:
+        with trio.fail_after(timeout):
+            return await open_pinned_stream(host, port, node_id)
+    except trio.TooSlowError:
+        raise ConnectionError(f"{host}:{port}: no TLS handshake within {timeout:g} s") from None
+
+
+async def next_frame(stream, decoder: FrameDecoder) -> dict:
+    """The next frame off `stream`, reading as much as `decoder` needs; ConnectionError once
+    the node closes the link (a reset counts as a close), ProtocolError on a bad frame."""
+    while True:
+        event = decoder.next_event()
+        if event is NEED_DATA:
+            try:
+                data = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                data = b""
+            decoder.receive_data(data)
+            continue
+        if event is CLOSED:
+            raise ConnectionError("the node closed the link")
+        return event
 
 
 class NodeClient:
@@ -95,16 +124,7 @@ class NodeClient:
         task_status.started()
         try:
             while True:
-                event = decoder.next_event()
-                if event is NEED_DATA:
-                    try:
-                        data = await self._stream.receive_some(65536)
-                    except trio.BrokenResourceError:
-                        data = b""
-                    decoder.receive_data(data)
-                    continue
-                if event is CLOSED:
-                    raise ConnectionError("the node closed the link")
+                event = await next_frame(self._stream, decoder)
                 rid = event.get("id")
                 if rid is None and "err" in event:  # link-level error: the node will close
                     err = event["err"] if isinstance(event["err"], dict) else {}
@@ -185,11 +205,7 @@ class NodeClient:
 async def connect(host: str, port: int, node_id: bytes, *, timeout: float = 10.0,
                   clock_ms=wall_ms):
     """Open a pinned link to the node `node_id` at host:port (TLS handshake within `timeout`)."""
-    try:
-        with trio.fail_after(timeout):
-            stream = await open_pinned_stream(host, port, node_id)
-    except trio.TooSlowError:
-        raise ConnectionError(f"{host}:{port}: no TLS handshake within {timeout:g} s") from None
+    stream = await open_pinned_link(host, port, node_id, timeout)
     client = NodeClient(stream, clock_ms)
     try:
         async with trio.open_nursery() as nursery:

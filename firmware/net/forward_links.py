@@ -12,10 +12,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from firmware.client import wall_ms
-from firmware.links import open_pinned_stream
+from firmware.client import next_frame, open_pinned_link, wall_ms
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, error_for_code
-from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+from firmware.proto.frames import FrameDecoder, encode_frame
 from firmware.proto.limits import MAX_REQUEST_ID, PROTOCOL_VERSION
 
 __all__ = ["PipelinedClient", "pipelined_connect", "LinkPool", "Lease"]
@@ -94,16 +93,7 @@ class PipelinedClient:
         task_status.started()
         try:
             while True:
-                event = decoder.next_event()
-                if event is NEED_DATA:
-                    try:
-                        data = await self._stream.receive_some(65536)
-                    except trio.BrokenResourceError:
-                        data = b""
-                    decoder.receive_data(data)
-                    continue
-                if event is CLOSED:
-                    raise ConnectionError("the node closed the link")
+                event = await next_frame(self._stream, decoder)
                 rid = event.get("id")
                 slot = self._pending.get(rid) if type(rid) is int else None
                 if slot is not None:
@@ -126,11 +116,7 @@ class PipelinedClient:
 @asynccontextmanager
 async def pipelined_connect(host, port, node_id, *, timeout=10.0, clock_ms=None):
     """Like firmware.client.connect, yielding a :class:`PipelinedClient`."""
-    try:
-        with trio.fail_after(timeout):
-            stream = await open_pinned_stream(host, port, node_id)
-    except trio.TooSlowError:
-        raise ConnectionError(f"{host}:{port}: no TLS handshake within {timeout:g} s") from None
+    stream = await open_pinned_link(host, port, node_id, timeout)
     client = PipelinedClient(stream)
     try:
         async with trio.open_nursery() as nursery:
