@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from firmware.client import next_frame, open_pinned_link, wall_ms
+from firmware.net.idle_pool import IdleClosingPool
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, error_for_code
 from firmware.proto.frames import FrameDecoder, encode_frame
 from firmware.proto.limits import MAX_REQUEST_ID, PROTOCOL_VERSION
@@ -142,7 +143,7 @@ class _Link:
         self.inflight = 0
 
 
-class LinkPool:
+class LinkPool(IdleClosingPool):
     """Outbound pinned links to other nodes, opened on first use, shared, closed when idle.
 
     ``get(node_id, host, port)`` returns an object with ``await request(op, args) -> ok map``.
@@ -166,18 +167,6 @@ class LinkPool:
         self._links: dict[tuple, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.counters = {"opened": 0, "failed": 0, "closed_idle": 0}
-
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            try:
-                while True:
-                    await trio.sleep(max(1.0, self.idle_s / 4))
-                    self._close_idle()
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
 
     def _close_idle(self):
         now = trio.current_time()

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from firmware.client import connect as client_connect
+from firmware.net.idle_pool import IdleClosingPool
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.records import RecordError, sign_hello, sign_ping, verify_hello, verify_ping
 
@@ -167,7 +168,7 @@ class _Link:
         return getattr(self.client, "_broken", None) is not None
 
 
-class PeerLinks:
+class PeerLinks(IdleClosingPool):
     """Outbound authenticated links, one per (peer id, address), opened on first use.
 
     ``await links.request(node_id, (host, port), op, args)`` returns the ok map, raises the
@@ -184,18 +185,6 @@ class PeerLinks:
         self._locks = {}
         self._nursery = None
         self.counters = {"opened": 0, "failed": 0, "closed_idle": 0}
-
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            try:
-                while True:
-                    await trio.sleep(max(1.0, self.idle_s / 4))
-                    self._close_idle()
-            finally:
-                self._nursery = None
-                nursery.cancel_scope.cancel()
 
     def open_count(self):
         return len(self._links)
