@@ -79,7 +79,21 @@ async def next_frame(stream, decoder: FrameDecoder) -> dict:
         return event
 
 
-class NodeClient:
+class PagedRetrieve:
+    """Mixin for the clients (this one and firmware.onion_client.OnionClient) that have
+    ``retrieve(signing_key, ns=, after=) -> (messages, more)``: all pages of it in one call."""
+
+    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
+        out = []
+        while True:
+            msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
+            out.extend(msgs)
+            if not more or not msgs:
+                return out
+            after = msgs[-1].hash
+
+
+class NodeClient(PagedRetrieve):
     """One link. Create with `connect`; methods are safe to call from many tasks at once."""
 
     def __init__(self, stream, clock_ms=wall_ms):
@@ -172,15 +186,6 @@ class NodeClient:
                 "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
         r = await self.request("retrieve", args)
         return r.messages, r.more
-
-    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
-        out = []
-        while True:
-            msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
-            out.extend(msgs)
-            if not more or not msgs:
-                return out
-            after = msgs[-1].hash
 
     async def delete(self, signing_key, hashes: list[bytes], *, ns: int = PUBLIC_NS) -> tuple:
         recipient = bytes(signing_key.verify_key)

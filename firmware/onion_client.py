@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from firmware.client import connect, wall_ms
+from firmware.client import PagedRetrieve, connect, wall_ms
 from firmware.net.forward_links import LinkPool
 from firmware.proto import onion
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
@@ -60,7 +60,7 @@ class _Log:
         return False
 
 
-class OnionClient:
+class OnionClient(PagedRetrieve):
     def __init__(self, nodes, links: LinkPool, *, hops=3, attempts=4, timeout=15.0,
                  penalty_s=60.0, swarm_k=DEFAULT_K, final_choices=None, clock_ms=wall_ms,
                  rng=None, rand=os.urandom):
@@ -217,15 +217,6 @@ class OnionClient:
                 "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
         r = await self.request("retrieve", args, recipient=recipient)
         return r.messages, r.more
-
-    async def retrieve_all(self, signing_key, *, ns: int = PUBLIC_NS, after=None) -> list:
-        out = []
-        while True:
-            msgs, more = await self.retrieve(signing_key, ns=ns, after=after)
-            out.extend(msgs)
-            if not more or not msgs:
-                return out
-            after = msgs[-1].hash
 
     async def delete(self, signing_key, hashes, *, ns: int = PUBLIC_NS) -> list:
         recipient = bytes(signing_key.verify_key)
