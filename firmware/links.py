@@ -16,6 +16,7 @@ expect (pinning). TLS 1.3's CertificateVerify already proved the server holds th
 so comparing the public key is the whole check.
 """
 
+import contextvars
 import os
 import ssl
 import tempfile
@@ -67,10 +68,22 @@ def client_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
+# How outbound TCP streams are wrapped below TLS (the bandwidth shaper, so the node's own
+# connections to peers count against its link limits and monthly cap like inbound ones). A
+# ContextVar rather than a module global: a node sets it in its own task tree (Node.run), so
+# every connection its services open inherits it, while a bare client or a second in-process
+# node is unaffected.
+outbound_wrap: contextvars.ContextVar = contextvars.ContextVar("homenode_outbound_wrap",
+                                                              default=None)
+
+
 async def open_pinned_stream(host: str, port: int, node_id: bytes, *,
                              ssl_context: ssl.SSLContext | None = None) -> trio.SSLStream:
     """A handshaken TLS stream to a node whose key is `node_id`; PinMismatch otherwise."""
     tcp = await trio.open_tcp_stream(host, port)
+    wrap = outbound_wrap.get()
+    if wrap is not None:
+        tcp = wrap(tcp)
     stream = trio.SSLStream(tcp, ssl_context or client_ssl_context())
     try:
         await stream.do_handshake()

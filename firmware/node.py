@@ -24,7 +24,7 @@ from firmware import __version__
 from firmware.client import wall_ms
 from firmware.device import install_device
 from firmware.identity import ensure_data_dir, load_or_create_node_identity
-from firmware.links import ClientListener, server_ssl_context
+from firmware.links import ClientListener, outbound_wrap, server_ssl_context
 from firmware.logs import Log
 from firmware.net import install_network
 from firmware.net.onion_relay import install_onion_relay
@@ -73,6 +73,7 @@ class Node:
         self.data_dir = os.path.abspath(cfg.node.data_dir)
         self.state = "starting"
         self.exit_status = 0  # `homenode run` exits with this (EXIT_RESTART, EXIT_POWEROFF)
+        self.wrap_outbound = None  # TCP stream -> stream for connections the node opens
         ensure_data_dir(self.data_dir)
         self._lock_fd = lock_data_dir(self.data_dir)
         try:  # a refused key or database must not leave the data dir locked
@@ -113,6 +114,7 @@ class Node:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Serve until SIGTERM/SIGINT (or until the caller cancels), then stop cleanly."""
+        outbound_wrap.set(self.wrap_outbound)  # this task's context: inherited by every service
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             try:
                 async with trio.open_nursery() as nursery:

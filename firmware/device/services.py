@@ -157,8 +157,9 @@ class DeviceServices:
         node.handler.add_info(self.info)
         if getattr(node, "onion", None) is not None:
             node.onion.add_admission_check(self.relay_check)
-        if self.bandwidth.enabled:
+        if self.bandwidth.enabled:  # both ways: connections peers open and those we open
             node.listener.wrap_stream = self.bandwidth.wrap
+            node.wrap_outbound = self.bandwidth.wrap
         self._pause_when_asked(node.store, "sweep_expired", 0)
         replicator = getattr(getattr(node, "network", None), "replicator", None)
         if replicator is not None:
