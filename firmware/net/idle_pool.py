@@ -3,6 +3,8 @@ peers.PeerLinks): it holds the nursery their link tasks live in, so links close 
 service, and sweeps out links left idle, so a node does not hold sockets for peers it no longer
 talks to."""
 
+from collections.abc import Callable
+
 import trio
 
 __all__ = ["IdleClosingPool"]
@@ -14,6 +16,7 @@ class IdleClosingPool:
 
     idle_s: float
     _nursery: trio.Nursery | None
+    _close_idle: Callable[[], None]  # the subclass's sweep of its own idle links
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
@@ -26,6 +29,3 @@ class IdleClosingPool:
             finally:
                 self._nursery = None
                 nursery.cancel_scope.cancel()
-
-    def _close_idle(self) -> None:
-        raise NotImplementedError
