@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from firmware import __version__, flash
+from firmware import __version__, flash, update
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_DATA_DIR = ".homenode"
@@ -453,6 +453,7 @@ COMMANDS = [
             lambda p: None, cmd_config_defaults),
     Command("flash", "write the SD image onto a card, then verify it by reading back",
             flash.add_arguments, flash.run),
+    Command("update", "system updates on the box: status, apply a bundle, check", update.add_args, update.run),
 ]
 
 

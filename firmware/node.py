@@ -32,6 +32,7 @@ from firmware.net.reachability import install_reachability
 from firmware.rpc import RpcHandler
 from firmware.sdnotify import Notifier
 from firmware.store import DB_FILENAME, MessageStore
+from firmware.update.status import UpdateStatus
 
 ADDRESS_FILE = "node.json"  # public facts for local CLIs: node id, address, pid
 LOCK_FILE = "node.lock"
@@ -104,7 +105,7 @@ class Node:
         self._services: list[tuple[str, object]] = []
         self.onion = install_onion_relay(self)  # op "onion" + its link pool (network work)
         self.network = install_network(self)  # membership, replication (network work)
-        self.device = install_device(self)  # LED, button, thermal/bandwidth/storage governors
+        self.device = install_device(self, update_status=UpdateStatus())  # LED, button, governors
         self.reach = install_reachability(self)  # NAT mapping, peer tests, relayed mode
 
     def add_service(self, name: str, run) -> None:

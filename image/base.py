@@ -6,7 +6,7 @@ Editing the homenode overlay, units or image layout must not throw away the ~10-
 stage costs under emulation.
 """
 
-SUITE = "bookworm"
+SUITE = "trixie"  # Debian 13 (stable since August 2025): kernel 6.12, Python 3.13
 ARCH = "arm64"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
@@ -33,6 +33,11 @@ PACKAGES = (
     "python3",
     # remote access, off unless the operator supplies a key
     "openssh-server",
+    # A/B system updates: RAUC (CLI + D-Bus service), U-Boot for Pis without tryboot (Pi 3,
+    # Zero 2 W) and fw_printenv/fw_setenv for its environment (RAUC's uboot backend)
+    "rauc", "rauc-service", "u-boot-rpi", "libubootenv-tool",
+    # <hostname>.local by mDNS and DNS-SD announcements (issue 10)
+    "avahi-daemon", "libnss-mdns",
 )
 
 # Kernel modules in the initramfs (MODULES=list): QEMU virt disks/net, the Pi SD hosts (Pi 3 /

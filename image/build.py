@@ -1,13 +1,19 @@
 """Build the homenode SD image: `python3 -m image.build` (or `bash image/build.sh`), as root.
 
-Stages: [1] base rootfs (mmdebstrap, cached), [2] homenode root, [3] disk image,
-[4] compression and publish files. Output in dist/:
+Stages: [1] base rootfs (mmdebstrap, cached), [2] homenode root, [3] slot images and disk
+image, [4] signed update bundle, [5] compression and publish files. Output in dist/:
   homenode-<version>-arm64.img.xz (+ .sha256), .img (raw, sparse; for QEMU and bmaptool),
+  .raucb (the same system as an update bundle), .slots/ (its boot.vfat and root.ext4),
   .bmap, .rpi-imager.json, .manifest.txt, .build.json (stage times, sizes, source hash).
+
+Signing: with --release-cert (and --sign-key to sign the bundle) the image trusts the release
+key; without, it trusts this machine's TEST key (made once in the cache) and says so in its
+name and release record: such an image is for tests, never for release.
 
 Cache (outside the repo, survives between runs): $HOMENODE_IMAGE_CACHE or
 /var/cache/homenode-image — base-<hash>.tar.zst (the base rootfs; its key hashes image/base.py),
-apt-archives/<hash>/ (.debs, keyed by the package list), wheels/<hash>/ (pinned aarch64 wheels).
+apt-archives/<hash>/ (.debs, keyed by the package list), wheels/<hash>/ (pinned aarch64 wheels,
+lgpio cross-built), test-keys/ (the TEST signing key).
 """
 
 import argparse
@@ -21,7 +27,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from image import assemble, customize, publish, rootfs
+from image import assemble, bundle, customize, keys, publish, rootfs
 from image.progress import Progress, fmt_secs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +83,17 @@ def parse_args(argv):
                     help="xz preset (default $HOMENODE_IMAGE_XZ_LEVEL or 6; the test suite uses "
                          "1: 5x faster, ~15%% bigger)")
     ap.add_argument("--no-raw", action="store_true", help="delete the raw .img afterwards")
+    ap.add_argument("--release-cert", type=Path, metavar="PEM",
+                    help="release certificate the image trusts for updates (default: this "
+                         "machine's TEST key: a test image)")
+    ap.add_argument("--sign-key", type=Path, metavar="PEM",
+                    help="private key of --release-cert: sign the update bundle (without it no "
+                         "bundle is made for a release build)")
+    ap.add_argument("--index-url", default=os.environ.get("HOMENODE_RELEASE_INDEX_URL", ""),
+                    help="the release channel's signed index the image checks (default "
+                         "$HOMENODE_RELEASE_INDEX_URL; empty: none until set in homenode.toml)")
+    ap.add_argument("--bundle-zstd-level", type=int, default=bundle.DEFAULT_ZSTD_LEVEL,
+                    help="zstd level of the bundle's squashfs (default %(default)s; tests 3)")
     return ap.parse_args(argv)
 
 
@@ -102,30 +119,60 @@ def main(argv=None) -> int:
     os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
     name = stem()
     src_hash = source_hash()
-    progress = Progress(4)
+    if args.release_cert:
+        signing = keys.release_key(args.release_cert.resolve(),
+                                   args.sign_key.resolve() if args.sign_key else None)
+    else:
+        signing = keys.test_key(cache)
+    progress = Progress(5)
     progress.note(f"building {name} (source {src_hash}, SOURCE_DATE_EPOCH={epoch}); "
                   f"cache {cache}")
+    if signing.test:
+        progress.note(f"TEST KEYS: this image trusts the test key {signing.cert} - not for "
+                      "release (give --release-cert for a release)")
     base_cached = (cache / f"base-{rootfs.base_key()}.tar.zst").exists() and not args.refresh_base
     with progress.stage("rootfs", "base root filesystem (mmdebstrap, arm64 under emulation)"
                         + (" - cached" if base_cached else " - cold: 10-20 min")):
         tarball = rootfs.build_base(cache, work, progress, refresh=args.refresh_base)
     root = work / "rootfs"
     with progress.stage("customize", "homenode root (node, units, users)"):
-        text, score = customize.customize(tarball, root, REPO, cache, work, epoch, progress)
+        text, score = customize.customize(tarball, root, REPO, cache, work, epoch, progress,
+                                          version=version(), build=src_hash, signing=signing,
+                                          index_url=args.index_url)
         (dist / f"{name}.manifest.txt").write_text(text)
     raw = dist / f"{name}.img"
-    with progress.stage("assemble", "disk image (MBR: FAT32 boot, ext4 root, ext4 data)"):
+    slots_dir = dist / f"{name}.slots"
+    with progress.stage("assemble", "slot images and disk image (MBR: bootfs, A/B slots, data)"):
         uid = _owner(root, "homenode")
-        layout = assemble.assemble(root, work, raw, uid, epoch, progress)
+        layout = assemble.assemble(root, work, raw, slots_dir, uid, epoch, progress)
+    raucb = dist / f"{name}.raucb"
+    with progress.stage("bundle", "signed update bundle (RAUC, verity, zstd)"):
+        if signing.key is not None:
+            bundle.make_bundle(slots_dir / "boot.vfat", slots_dir / "root.ext4", raucb,
+                               version(), src_hash, signing, work,
+                               zstd_level=args.bundle_zstd_level,
+                               description=f"homenode {version()}")
+            progress.note(f"{raucb.name}: {raucb.stat().st_size / (1 << 20):.0f} MiB")
+        else:
+            raucb.unlink(missing_ok=True)
+            progress.note("no --sign-key: no bundle (sign one later with python3 -m "
+                          "image.release bundle)")
     base_url = args.base_url or f"file://{dist}"
     with progress.stage("compress", "xz, sha256, bmap, Raspberry Pi Imager JSON"):
         out = publish.publish(raw, dist, name, version(), epoch, base_url,
-                              Path(__file__).with_name("icon.png"), progress, args.xz_level)
+                              Path(__file__).with_name("icon.png"), progress, args.xz_level,
+                              test_keys=signing.test)
     info = {
         "name": name, "version": version(), "source_hash": src_hash, "base_key": rootfs.base_key(),
         "base_cached": base_cached, "unit_exposure": score, "source_date_epoch": epoch,
         "stage_seconds": progress.times, "total_seconds": round(time.monotonic() - progress.start, 1),
-        "layout_mib": {"boot": layout.boot_mib, "root": layout.root_mib, "data": layout.data_mib},
+        "layout_mib": {"bootfs": layout.bootfs_mib, "boot_slot": layout.boot_slot_mib,
+                       "root_slot": layout.root_slot_mib, "data": layout.data_mib},
+        "root_fs_bytes": (slots_dir / "root.ext4").stat().st_size,
+        "bundle_bytes": raucb.stat().st_size if raucb.exists() else None,
+        "keys": "test" if signing.test else "release",
+        "test_key": {"cert": str(signing.cert), "key": str(signing.key)} if signing.test else None,
+        "index_url": args.index_url,
         "raw_bytes": raw.stat().st_size, "raw_allocated_bytes": raw.stat().st_blocks * 512,
         "xz_bytes": out["xz"].stat().st_size, "extract_sha256": out["extract_sha256"],
     }

@@ -13,7 +13,9 @@ from pathlib import Path
 from image.progress import Progress
 
 CHUNK = 4 << 20
-IMAGER_DEVICES = ["pi4-64bit", "pi3-64bit"]  # Pi 3/3+/Zero 2 W and Pi 4 (bookworm's 6.1 kernel)
+# Pi 3/3+/Zero 2 W and Pi 4. Not the Pi 5: Debian 13's kernel has no driver for its SD card
+# host (MMC_SDHCI_BRCMSTB) nor for RP1 (Ethernet, USB, GPIO), see README.
+IMAGER_DEVICES = ["pi4-64bit", "pi3-64bit"]
 DESCRIPTION = ("A home node of a private-messenger network: stores and onion-relays end-to-end "
                "encrypted messages. Edit homenode.toml on the boot partition for Wi-Fi and SSH.")
 
@@ -53,10 +55,11 @@ def bmap(image: Path, out: Path) -> None:
 
 
 def imager_json(xz: Path, extract_size: int, extract_sha256: str, version: str, epoch: int,
-                base_url: str, icon_url: str) -> dict:
+                base_url: str, icon_url: str, test_keys: bool = False) -> dict:
     release = datetime.datetime.fromtimestamp(epoch, datetime.UTC).date().isoformat()
     return {"os_list": [{
-        "name": f"homenode {version} (64-bit)",
+        "name": f"homenode {version} (64-bit)" + (" - TEST KEYS, not a release" if test_keys
+                                                  else ""),
         "description": DESCRIPTION,
         "icon": icon_url,
         "url": base_url.rstrip("/") + "/" + xz.name,
@@ -71,7 +74,7 @@ def imager_json(xz: Path, extract_size: int, extract_sha256: str, version: str, 
 
 
 def publish(image: Path, dist: Path, stem: str, version: str, epoch: int, base_url: str,
-            icon: Path, progress: Progress, level: int = 6) -> dict:
+            icon: Path, progress: Progress, level: int = 6, test_keys: bool = False) -> dict:
     xz = dist / f"{stem}.img.xz"
     extract_sha = compress(image, xz, progress, level)
     progress.note(f"{xz.name}: {xz.stat().st_size / (1 << 20):.0f} MiB "
@@ -84,6 +87,7 @@ def publish(image: Path, dist: Path, stem: str, version: str, epoch: int, base_u
     icon_dst.write_bytes(icon.read_bytes())
     repo = dist / f"{stem}.rpi-imager.json"
     repo.write_text(json.dumps(imager_json(xz, image.stat().st_size, extract_sha, version, epoch,
-                                           base_url, base_url.rstrip("/") + "/" + icon_dst.name),
+                                           base_url, base_url.rstrip("/") + "/" + icon_dst.name,
+                                           test_keys),
                                indent=2) + "\n")
     return {"xz": xz, "sha256": sums, "bmap": bm, "imager": repo, "extract_sha256": extract_sha}

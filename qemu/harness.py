@@ -1,11 +1,13 @@
 """Boot the homenode SD image under qemu-system-aarch64 and drive it from the host.
 
-Why a harness: the only honest test of the image is to boot it. This takes the kernel and initrd
-from the image's own FAT partition (what the Pi firmware would load), boots a throwaway copy as a
-virtio disk on `-M virt -cpu cortex-a72`, forwards the node and SSH ports to 127.0.0.1 only,
-writes the serial console to a file and keeps a QMP socket for power-off. Everything is bounded:
-QEMU runs under `timeout --kill-after`, every wait has a deadline, and a failed wait raises with
-the console's last lines.
+Why a harness: the only honest test of the image is to boot it. The guest boots through a real
+bootloader from its own disk, as a Pi does: `-M virt -cpu cortex-a72` runs Debian's u-boot-qemu
+(`-bios`), `-M raspi3b` runs the image's own u-boot-rpi (from its FAT partition, as the Pi
+firmware would); both execute the image's boot.scr, which picks slot A or B. A reboot stays in
+the same QEMU process (no -no-reboot): the A/B tests watch the bootloader pick slots.
+Ports (node, SSH) are forwarded to 127.0.0.1 only, the serial console goes to a file, a QMP
+socket is kept for power-off. Everything is bounded: QEMU runs under `timeout --kill-after`,
+every wait has a deadline, and a failed wait raises with the console's last lines.
 
 Power: `powerdown()` is the ACPI button (clean shutdown); `power_cut()` SIGKILLs QEMU - nothing
 the guest had not handed to the virtual disk survives, as when the plug is pulled. The disk uses
@@ -24,6 +26,7 @@ from pathlib import Path
 
 BOOT_OFFSET = "4M"  # first partition (FAT) starts at 4 MiB
 MiB = 1 << 20
+UBOOT_QEMU = "/usr/lib/u-boot/qemu_arm64/u-boot.bin"  # Debian's u-boot-qemu
 
 
 class BootError(AssertionError):
@@ -131,7 +134,8 @@ class Machine:
 
     def __init__(self, image: Path, workdir: Path, *, disk_size_mib: int | None = None,
                  copy: bool = True, mem_mib: int = 1024, smp: int = 2, max_runtime: int = 1500,
-                 guest_ports: dict[str, int] | None = None, machine: str = "virt"):
+                 guest_ports: dict[str, int] | None = None, machine: str = "virt",
+                 usb_stick: Path | None = None):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.disk = self.workdir / "disk.img"
@@ -148,6 +152,7 @@ class Machine:
             raise ValueError("-M raspi3b needs an SD image whose size is a power of two "
                              "(pass disk_size_mib=4096)")
         self.machine = machine
+        self.usb_stick = usb_stick
         self.mem_mib, self.smp, self.max_runtime = mem_mib, smp, max_runtime
         self.guest_ports = guest_ports or {"node": 7070, "ssh": 22}
         self.ports: dict[str, int] = {}
@@ -161,41 +166,43 @@ class Machine:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    def command(self, kernel: Path, initrd: Path) -> list[str]:
+    def command(self) -> list[str]:
         fwd = ",".join(f"hostfwd=tcp:127.0.0.1:{self.ports[n]}-:{g}"
                        for n, g in self.guest_ports.items())
         if self.machine == "raspi3b":
-            return self._raspi3b_command(kernel, initrd, fwd)
+            return self._raspi3b_command(fwd)
+        if not os.path.exists(UBOOT_QEMU):
+            raise BootError(f"{UBOOT_QEMU} missing: apt-get install u-boot-qemu")
+        stick = []
+        if self.usb_stick is not None:
+            stick = ["-device", "qemu-xhci,id=xhci",
+                     "-drive", f"file={self.usb_stick},if=none,id=stick,format=raw,cache=none",
+                     "-device", "usb-storage,bus=xhci.0,drive=stick"]
         return [
             "timeout", "--kill-after=10", str(self.max_runtime),
             "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", str(self.smp),
-            "-m", str(self.mem_mib), "-nographic", "-no-reboot", "-monitor", "none",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", "root=LABEL=rootfs rootfstype=ext4 rw rootwait fsck.repair=yes "
-                       "console=ttyAMA0 net.ifnames=0 panic=5 systemd.show_status=1",
+            "-m", str(self.mem_mib), "-nographic", "-monitor", "none", "-bios", UBOOT_QEMU,
             "-drive", f"file={self.disk},if=virtio,format=raw,cache=none,discard=unmap",
             "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0,romfile=",
-            "-device", "virtio-rng-pci",
+            "-device", "virtio-rng-pci", *stick,
             "-serial", f"file:{self.console}",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
             "-pidfile", str(self.pidfile),
         ]
 
-    def _raspi3b_command(self, kernel: Path, initrd: Path, fwd: str) -> list[str]:
-        """A Raspberry Pi 3B: the real SD host (bcm2835), the Pi DTB from the image, USB
-        networking; the serial console is the mini UART, QEMU's second serial port.
-
-        `modprobe.blacklist=vchiq`: QEMU does not emulate the VideoCore's VCHIQ interface, and
-        the kernel's staging vchiq driver then oopses at random in `sync_func` (seen in CI: a
-        kernel panic ~42 s into boot). The node uses nothing of VCHIQ (camera/audio)."""
+    def _raspi3b_command(self, fwd: str) -> list[str]:
+        """A Raspberry Pi 3B: the image's own U-Boot (u-boot-rpi, from its FAT partition, where
+        the Pi firmware would load it from) with the firmware's DTB, the real SD host, USB
+        networking; the serial console is the mini UART, QEMU's second serial port. (The image
+        has no VCHIQ driver: QEMU does not emulate the VideoCore interface, and the staging
+        driver oopsed under emulation; a headless node never uses it.)"""
+        uboot = self.workdir / "u-boot-rpi.bin"
+        uboot.write_bytes(fat_read(self.disk, "u-boot.bin"))
         dtb = extract_dtb(self.disk, "bcm2837-rpi-3-b.dtb", self.workdir)
         return [
             "timeout", "--kill-after=10", str(self.max_runtime),
-            "qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", "-nographic", "-no-reboot",
-            "-monitor", "none", "-kernel", str(kernel), "-initrd", str(initrd), "-dtb", str(dtb),
-            "-append", "root=LABEL=rootfs rootfstype=ext4 rw rootwait fsck.repair=yes "
-                       "console=ttyS1,115200 net.ifnames=0 panic=5 systemd.show_status=1 "
-                       "modprobe.blacklist=vchiq",
+            "qemu-system-aarch64", "-M", "raspi3b", "-m", "1024", "-nographic",
+            "-monitor", "none", "-kernel", str(uboot), "-dtb", str(dtb),
             "-drive", f"file={self.disk},if=sd,format=raw,cache=none",
             "-netdev", f"user,id=n0,{fwd}", "-device", "usb-net,netdev=n0",
             "-serial", "null", "-serial", f"file:{self.console}",
@@ -206,7 +213,6 @@ class Machine:
     def start(self) -> None:
         if self.running:
             raise RuntimeError("already running")
-        kernel, initrd = extract_kernel(self.disk, self.workdir)
         self.ports = {name: free_port() for name in self.guest_ports}
         for p in (self.console, self.qmp_path, self.pidfile):
             p.unlink(missing_ok=True)
@@ -214,7 +220,7 @@ class Machine:
         self.seen = {}
         self.boots += 1
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(self.command(kernel, initrd), stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=open(
                                          self.workdir / "qemu.stderr", "w"),
                                      start_new_session=True)
@@ -296,6 +302,11 @@ class Machine:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started_at
+
+    def mark(self) -> int:
+        """Current end of the console text: wait_console(..., start=mark) sees only what
+        the guest prints after this point (e.g. after a reboot)."""
+        return len(self.console_text())
 
     def wait_console(self, pattern: str, timeout: float, label: str | None = None,
                      start: int = 0) -> re.Match:

@@ -106,8 +106,9 @@ class LedService:
 
 
 class DeviceServices:
-    def __init__(self, node, *, pin_factory=None, env=None, stop_node=None):
+    def __init__(self, node, *, pin_factory=None, env=None, stop_node=None, update_status=None):
         self.node = node
+        self.update_status = update_status  # firmware.update.status.UpdateStatus (or None)
         self.cfg = node.cfg
         self.log = node.log
         t, h = self.cfg.thermal, self.cfg.hal
@@ -213,6 +214,8 @@ class DeviceServices:
     def _phase(self):
         if self.phase_override:
             return self.phase_override
+        if self.update_status is not None and self.update_status.phase():
+            return self.update_status.phase()  # "updating": installing or on trial
         st = getattr(self.node, "state", "starting")
         if st == "starting":
             return "booting"
@@ -322,6 +325,7 @@ class DeviceServices:
         return {
             "health": self.state,
             "health_reason": self.reason,
+            "update": self.update_status.info() if self.update_status is not None else None,
             "device": {
                 "backend": self.hw.kind,
                 "temp_c": None if self.temp_mc is None else round(self.temp_mc / 1000, 1),

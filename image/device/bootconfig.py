@@ -5,7 +5,8 @@ become a clear message (written back to the boot partition) while the device kee
 settings. Keeping parsing and planning free of I/O lets the host test suite check every rule.
 
 Device-level sections are consumed here: [device] hostname, [wifi] country/ssid/passphrase,
-[ssh] authorized_keys. Every other section is node configuration and is passed through to the
+[ssh] authorized_keys, [update] (the updater's settings, checked with its own schema in
+firmware/update/settings.py). Every other section is node configuration and is passed through to the
 node's config file (the node validates it); [node] data_dir/listen_host are fixed by the image.
 """
 
@@ -14,7 +15,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
-DEVICE_SECTIONS = ("device", "wifi", "ssh")
+DEVICE_SECTIONS = ("device", "wifi", "ssh", "update")
 # What the image fixes in the node config (the data partition, reachable from the LAN).
 NODE_FIXED = {"data_dir": "/var/lib/homenode", "listen_host": "0.0.0.0"}
 
@@ -34,6 +35,7 @@ class Plan:
     wifi_ssid: str | None = None
     wifi_psk_hex: str | None = None  # derived key: the passphrase itself is not stored
     ssh_keys: list[str] = field(default_factory=list)
+    update: dict = field(default_factory=dict)  # [update] as given (defaults filled by the updater)
     node_config: dict = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -58,6 +60,7 @@ def plan_from_text(text: str, where: str = "homenode.toml") -> Plan:
     _device(data.get("device", {}), plan, where)
     _wifi(data.get("wifi", {}), plan, where)
     _ssh(data.get("ssh", {}), plan, where)
+    _update(data.get("update", {}), plan, where)
     node_config = {k: v for k, v in data.items() if k not in DEVICE_SECTIONS}
     for name, table in node_config.items():
         if not isinstance(table, dict):
@@ -143,6 +146,16 @@ def _ssh(value, plan: Plan, where: str) -> None:
                                  "your ~/.ssh/id_ed25519.pub)")
             return
     plan.ssh_keys = [k.strip() for k in keys]
+
+
+def _update(value, plan: Plan, where: str) -> None:
+    from firmware.update.settings import validate
+
+    table = _table(value, "update", plan, where)
+    _, problems = validate(table, where)
+    plan.problems.extend(problems)
+    if not problems:
+        plan.update = dict(table)
 
 
 def toml_dumps(config: dict) -> str:

@@ -4,6 +4,10 @@ Every step is idempotent, so a power cut during the first boot just means it run
 grow the data partition to fill the card, create the SSH host key (ed25519 only: RSA takes
 minutes on a Pi Zero), apply homenode.toml from the boot partition, create the node identity.
 Files are only rewritten when their content changes (spares the card).
+
+The root filesystem is one of two A/B slots and is replaced by every update, so what must
+outlive it is on the data partition (/data): the node's directory, and under /data/system the
+SSH host key and the machine id (this runs again on the first boot of every new slot).
 """
 
 import os
@@ -15,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bootconfig  # noqa: E402  (lives next to this script on the device)
 
 BOOT = Path("/boot/firmware")
-DATA = Path("/var/lib/homenode")
+DATA = Path("/var/lib/homenode")  # /data/homenode, bind-mounted
+SYSTEM = Path("/data/system")
 NODE_CONFIG = Path("/etc/homenode/node.toml")
+UPDATE_CONFIG = Path("/etc/homenode/update.toml")
 PROBLEMS = BOOT / "homenode-problems.txt"
 NODE_ID_FILE = BOOT / "homenode-node-id.txt"
 NODE_PYTHON = "/opt/homenode/bin/python3"
@@ -84,6 +90,9 @@ def grow_data_partition() -> None:
     free_mib = (disk_size - start - size) * 512 // (1 << 20)
     if free_mib >= 16:
         log(f"growing /dev/{part} by {free_mib} MiB to the end of /dev/{disk}")
+        if int(number) > 4:  # a logical partition: its extended container grows first
+            run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", extended_number(disk),
+                f"/dev/{disk}", input=", +\n")
         run("sfdisk", "--no-reread", "--no-tell-kernel", "-N", number, f"/dev/{disk}",
             input=", +\n")
         run("partx", "-u", "--nr", number, f"/dev/{disk}")
@@ -94,10 +103,40 @@ def grow_data_partition() -> None:
         log(f"data filesystem on /dev/{part} now fills its partition")
 
 
+def extended_number(disk: str) -> str:
+    import json
+    import re
+
+    table = json.loads(run("sfdisk", "--json", f"/dev/{disk}").stdout)["partitiontable"]
+    for p in table["partitions"]:
+        if p.get("type") in ("5", "f", "85"):
+            return re.search(r"(\d+)$", p["node"]).group(1)
+    raise RuntimeError(f"/dev/{disk} has no extended partition")
+
+
 # --- ssh --------------------------------------------------------------------------------------
 
+def ensure_system_dirs() -> None:
+    for name, mode in (("ssh", 0o700), ("rauc", 0o755), ("update", 0o755)):
+        (SYSTEM / name).mkdir(mode=mode, parents=True, exist_ok=True)
+
+
+def persist_machine_id() -> None:
+    """One machine id for the box across updates (journal files are kept per machine id):
+    the first slot's id is saved on /data; a new slot takes it over (from its next boot)."""
+    saved, etc = SYSTEM / "machine-id", Path("/etc/machine-id")
+    current = etc.read_text().strip() if etc.exists() else ""
+    valid = len(current) == 32 and all(c in "0123456789abcdef" for c in current)
+    keep = saved.read_text().strip() if saved.exists() else ""
+    if keep and keep != current:
+        write_if_changed(etc, keep + "\n", 0o444)
+        log("machine id taken over from the data partition (effective at the next boot)")
+    elif not keep and valid:
+        write_if_changed(saved, current + "\n", 0o444)
+
+
 def ensure_ssh_host_key() -> None:
-    key = Path("/etc/ssh/ssh_host_ed25519_key")
+    key = SYSTEM / "ssh" / "ssh_host_ed25519_key"
     if key.exists() and key.with_suffix(".pub").exists():
         return
     key.unlink(missing_ok=True)
@@ -180,6 +219,8 @@ def apply_config() -> bootconfig.Plan:
     apply_ssh(plan)
     if write_if_changed(NODE_CONFIG, bootconfig.toml_dumps(plan.node_config)):
         log(f"node settings written to {NODE_CONFIG}")
+    if write_if_changed(UPDATE_CONFIG, bootconfig.toml_dumps({"update": plan.update})):
+        log(f"update settings written to {UPDATE_CONFIG}")
     return plan
 
 
@@ -197,7 +238,8 @@ def ensure_identity() -> None:
 
 
 def main() -> int:
-    steps = [grow_data_partition, ensure_ssh_host_key, apply_config, ensure_identity]
+    steps = [grow_data_partition, ensure_system_dirs, persist_machine_id, ensure_ssh_host_key,
+             apply_config, ensure_identity]
     failed = 0
     for step in steps:
         try:

@@ -1,0 +1,165 @@
+"""What the update tooling tells the node (LED, status, page) and keeps across boots.
+
+Two files, both written by root-side update tooling only:
+  /run/homenode-update/status.json   this boot's summary: phase (installing / trial), booted slot
+                                     and version, the other slot, the last result. Read by the
+                                     node through `UpdateStatus` (it runs unprivileged and must
+                                     never talk to RAUC or the bootloader itself).
+  /data/system/update/history.json   on the shared data partition (survives updates and
+                                     rollbacks): the install in flight (`pending`), recent
+                                     results, the last release index seen.
+"""
+
+import json
+import os
+import time
+
+RUNTIME_STATUS = "/run/homenode-update/status.json"
+HISTORY = "/data/system/update/history.json"
+RELEASE_FILE = "/etc/homenode/release.json"  # in each root filesystem: its version and build
+UPDATING_PHASES = ("installing", "trial")
+MAX_EVENTS = 20
+
+
+class UpdateStatus:
+    """The node's read-only view of the update state (cheap: re-reads only when it changed).
+
+    `phase()` is "updating" while a bundle installs or the box runs a new system on trial, else
+    None; `info()` is the summary for `homenode status` (slot, version, last result, whether the
+    box went back to the previous system)."""
+
+    def __init__(self, path: str = RUNTIME_STATUS):
+        self.path = path
+        self._stamp = None
+        self._data: dict = {}
+
+    def _read(self) -> dict:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self._stamp, self._data = None, {}
+            return self._data
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp != self._stamp:
+            try:
+                with open(self.path) as f:
+                    data = json.load(f)
+                self._data = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._data = {"error": f"unreadable {self.path}"}
+            self._stamp = stamp
+        return self._data
+
+    def phase(self) -> str | None:
+        return "updating" if self._read().get("phase") in UPDATING_PHASES else None
+
+    def info(self) -> dict:
+        data = self._read()
+        if not data:
+            return {"available": False}
+        last = data.get("last") if isinstance(data.get("last"), dict) else {}
+        return {
+            "available": True,
+            "phase": data.get("phase"),
+            "progress": data.get("progress"),
+            "slot": data.get("slot"),
+            "version": data.get("version"),
+            "boot": data.get("boot"),
+            "other_slot": data.get("other"),
+            "last_result": last.get("result"),
+            "last_version": last.get("version"),
+            "last_reason": last.get("reason"),
+            "rolled_back": bool(data.get("rolled_back")),
+            "channel": data.get("channel"),
+        }
+
+
+# --- writing (root side) ------------------------------------------------------------------------
+
+def write_json(path: str, data: dict, durable: bool) -> None:
+    """Atomic replace; `durable` also fsyncs the file and its directory (power cuts)."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.write("\n")
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    if durable:
+        fd = os.open(os.path.dirname(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return {}
+
+
+class History:
+    """The persistent record on the data partition (one small JSON file, replaced atomically)."""
+
+    def __init__(self, path: str = HISTORY, clock=time.time):
+        self.path = path
+        self.clock = clock
+        self.data = read_json(path)
+
+    def save(self) -> None:
+        write_json(self.path, self.data, durable=True)
+
+    @property
+    def pending(self) -> dict | None:
+        p = self.data.get("pending")
+        return p if isinstance(p, dict) else None
+
+    def set_pending(self, record: dict | None) -> None:
+        if record is None:
+            self.data.pop("pending", None)
+        else:
+            self.data["pending"] = record
+        self.save()
+
+    def event(self, result: str, version: str | None, reason: str, **extra) -> dict:
+        ev = {"result": result, "version": version, "reason": reason,
+              "time": int(self.clock()), **extra}
+        events = [e for e in self.data.get("events", []) if isinstance(e, dict)]
+        self.data["events"] = (events + [ev])[-MAX_EVENTS:]
+        return ev
+
+    @property
+    def last(self) -> dict | None:
+        events = self.data.get("events") or []
+        return events[-1] if events else None
+
+    def declined(self, sha256: str) -> bool:
+        """A bundle that failed its trial or was refused is not retried by itself."""
+        return sha256 in self.data.get("declined", [])
+
+    def decline(self, sha256: str) -> None:
+        declined = [h for h in self.data.get("declined", []) if h != sha256]
+        self.data["declined"] = (declined + [sha256])[-MAX_EVENTS:]
+
+
+def read_release(root: str = "/") -> dict:
+    """This root filesystem's release record (version, build) from the image build."""
+    return read_json(os.path.join(root, RELEASE_FILE.lstrip("/")))

@@ -1,0 +1,252 @@
+"""The updater on the device (root): install a bundle, settle the last install at boot, keep the
+runtime status the node reads. RAUC writes the slots; this decides when and records what happened.
+
+Every step that matters across a power cut is on the data partition before it takes effect:
+the install record (`pending`) is written before RAUC starts, a rollback's reason before the
+reboot that carries it out, so the next boot can always tell what happened.
+"""
+
+import os
+import subprocess
+import time
+
+from firmware.update import layout
+from firmware.update import rauc as rauc_cmd
+from firmware.update.bootstate import boot_facts, read_cmdline
+from firmware.update.gate import COMMITTED, IDLE, ROLLED_BACK, TRIAL, WAITING, classify
+from firmware.update.settings import UpdateSettings
+from firmware.update.status import (
+    RUNTIME_STATUS,
+    History,
+    read_release,
+    write_json,
+)
+
+PROBLEMS_NOTE = os.path.join(layout.BOOTFS_MOUNT, "homenode-update.txt")
+
+
+class UpdateRefused(RuntimeError):
+    """The bundle was not installed; the message says why (nothing was written to any slot)."""
+
+
+class Updater:
+    def __init__(self, *, settings: UpdateSettings | None = None, history: History | None = None,
+                 run=subprocess.run, run_lines=rauc_cmd.popen_lines,
+                 runtime_status: str = RUNTIME_STATUS, cmdline: str | None = None,
+                 release_root: str = "/", note_path: str | None = PROBLEMS_NOTE, log=None,
+                 clock=time.time, tryboot=None):
+        self.settings = settings or UpdateSettings()
+        self.history = history or History()
+        self.run, self.run_lines = run, run_lines
+        self.runtime_status = runtime_status
+        self._cmdline = cmdline
+        self.release = read_release(release_root)
+        self.note_path = note_path
+        self.log = log or (lambda msg: print(f"homenode-update: {msg}", flush=True))
+        self.clock = clock
+        self.tryboot = tryboot
+        self.extra: dict = {}
+
+    # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def cmdline(self) -> str:
+        if self._cmdline is None:
+            self._cmdline = read_cmdline()
+        return self._cmdline
+
+    def facts(self):
+        return boot_facts(self.cmdline, run=self.run, tryboot=self.tryboot)
+
+    @property
+    def version(self) -> str:
+        return str(self.release.get("version") or "unknown")
+
+    # -- the runtime summary the node reads -----------------------------------------------------
+
+    def write_status(self, phase: str | None = None, progress: int | None = None,
+                     rolled_back: bool | None = None) -> dict:
+        try:
+            facts = self.facts()
+            slot, boot = facts.booted, facts.mode
+            other = {"slot": layout.other(slot).name,
+                     "state": "bad" if layout.other(slot).name in facts.bad else "good",
+                     "next_boot": facts.primary}
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
+            slot, boot, other = None, None, {"error": str(e)}
+        if rolled_back is None:
+            last = self.history.last or {}
+            rolled_back = last.get("result") == ROLLED_BACK
+        data = {"phase": phase, "progress": progress, "slot": slot, "boot": boot,
+                "version": self.version, "build": self.release.get("build"), "other": other,
+                "last": self.history.last, "rolled_back": rolled_back,
+                "channel": self.settings.channel, "updated": int(self.clock()), **self.extra}
+        write_json(self.runtime_status, data, durable=False)
+        return data
+
+    def note(self, text: str) -> None:
+        """A line for the owner on the boot partition (readable on any PC)."""
+        if not self.note_path:
+            return
+        try:
+            stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(self.clock()))
+            with open(self.note_path, "w") as f:
+                f.write(f"{stamp}: {text}\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            self.log(f"could not write {self.note_path}: {e}")
+
+    # -- installing ---------------------------------------------------------------------------
+
+    def check_bundle(self, path: str) -> rauc_cmd.BundleInfo:
+        if not os.path.isfile(path):
+            raise UpdateRefused(f"{path}: no such bundle file")
+        try:
+            info = rauc_cmd.info(path, run=self.run)
+        except rauc_cmd.RaucError as e:
+            raise UpdateRefused(f"{os.path.basename(path)} refused: {e}") from None
+        if info.compatible != layout.COMPATIBLE:
+            raise UpdateRefused(f"{os.path.basename(path)} is for {info.compatible!r}, this box "
+                                f"is {layout.COMPATIBLE!r}")
+        return info
+
+    def apply(self, path: str, source: str = "command", reboot: bool | None = None) -> str:
+        """Install `path` into the other slot; returns a one-line result. Raises UpdateRefused
+        (nothing written) or rauc_cmd.RaucError (install failed; the other slot is marked bad
+        and the running system stays)."""
+        facts = self.facts()
+        situation, _ = classify(facts, self.history.pending)
+        if situation == TRIAL:
+            raise UpdateRefused("the running system is still on trial after an update; wait "
+                                "until it is kept (homenode update status)")
+        try:
+            info = self.check_bundle(path)
+        except UpdateRefused as e:
+            self._record_refusal(str(e), None)
+            raise
+        target = layout.other(facts.booted).name
+        self.history.set_pending({"slot": target, "version": info.version, "key": info.key,
+                                  "source": source, "from_slot": facts.booted,
+                                  "from_version": self.version, "started": int(self.clock()),
+                                  "tried": False})
+        self.log(f"installing {info.version} ({source}) into slot {target}")
+        self.write_status(phase="installing", progress=0)
+        last = [-1]
+
+        def progress(pct: int, msg: str) -> None:
+            if pct != last[0]:
+                last[0] = pct
+                self.write_status(phase="installing", progress=pct)
+
+        try:
+            rauc_cmd.install(path, progress, self.run_lines)
+        except rauc_cmd.RaucError as e:
+            self.history.data.pop("pending", None)
+            result = "refused" if _is_refusal(str(e)) else "failed"
+            self.history.event(result, info.version, str(e), source=source)
+            self.history.decline(info.key)
+            self.history.save()
+            self.write_status()
+            self.note(f"update {info.version} was not installed: {e}")
+            self.log(f"install of {info.version} {result}: {e}")
+            raise
+        self.history.event("installed", info.version, f"installed into slot {target}",
+                           source=source)
+        self.history.save()
+        self.log(f"{info.version} installed into slot {target}")
+        self.note(f"update {info.version} installed; the box restarts into it and keeps it once "
+                  "it runs well")
+        do_reboot = self.settings.reboot if reboot is None else reboot
+        self.write_status(phase=None)
+        if do_reboot:
+            self.reboot_into_new(facts.mode)
+            return f"installed {info.version} into slot {target}; restarting into it"
+        return f"installed {info.version} into slot {target}; it starts at the next restart"
+
+    def _record_refusal(self, why: str, version: str | None) -> None:
+        self.history.event("refused", version, why)
+        self.history.save()
+        self.write_status()
+        self.note(why)
+        self.log(why)
+
+    def reboot_into_new(self, mode: str) -> None:
+        if mode == "tryboot":
+            pending = dict(self.history.pending or {})
+            pending["tried"] = True
+            self.history.set_pending(pending)
+            self.run(["systemctl", "reboot", "0 tryboot"], check=False)
+        else:
+            self.run(["systemctl", "reboot"], check=False)
+
+    # -- at boot ------------------------------------------------------------------------------
+
+    def settle(self) -> tuple[str, str]:
+        """Decide what the last install came to; record it. Returns (situation, reason); the
+        caller runs the health gate when the situation is TRIAL."""
+        facts = self.facts()
+        pending = self.history.pending
+        situation, reason = classify(facts, pending)
+        version = (pending or {}).get("version")
+        if situation == COMMITTED:
+            self.history.event(COMMITTED, version, reason)
+            self.history.set_pending(None)
+        elif situation == ROLLED_BACK:
+            self._rolled_back(facts, pending, reason)
+        self.log(f"boot: slot {facts.booted} ({facts.mode}), {situation}"
+                 + (f": {reason}" if reason else ""))
+        self.write_status(phase="trial" if situation == TRIAL else None,
+                          rolled_back=situation == ROLLED_BACK or None)
+        return situation, reason
+
+    def _rolled_back(self, facts, pending: dict, reason: str) -> None:
+        version = pending.get("version")
+        self.history.event(ROLLED_BACK, version, reason, slot=pending.get("slot"),
+                           running=self.version)
+        if pending.get("key"):
+            self.history.decline(pending["key"])
+        self.history.data.pop("pending", None)
+        self.history.save()
+        failed = pending.get("slot")
+        if failed and failed not in facts.bad:
+            try:
+                rauc_cmd.mark("bad", failed, run=self.run)
+            except rauc_cmd.RaucError as e:
+                self.log(f"could not mark slot {failed} bad: {e}")
+        self.note(f"update {version} was rolled back: {reason}. The box runs {self.version} "
+                  "again.")
+        self.log(f"ROLLED BACK {version}: {reason}; running {self.version} in slot "
+                 f"{facts.booted}")
+
+    def commit(self, reason: str) -> None:
+        rauc_cmd.mark("good", "booted", run=self.run)
+        pending = self.history.pending
+        version = (pending or {}).get("version") or self.version
+        self.history.event(COMMITTED, version, reason)
+        self.history.set_pending(None)
+        self.note(f"update {version} is running well and was kept")
+        self.log(f"kept {version}: {reason}")
+        self.write_status(phase=None, rolled_back=False)
+
+    def roll_back(self, reason: str) -> None:
+        """The trial failed: record why, mark this slot bad, restart into the previous one."""
+        pending = dict(self.history.pending or {"slot": self.facts().booted,
+                                                "version": self.version})
+        pending["rollback_reason"] = reason
+        self.history.set_pending(pending)
+        self.log(f"rolling back {pending.get('version')}: {reason}")
+        try:
+            rauc_cmd.mark("bad", "booted", run=self.run)
+        except rauc_cmd.RaucError as e:
+            self.log(f"rauc mark-bad failed ({e}); restarting anyway")
+        self.run(["systemctl", "reboot"], check=False)
+
+
+def _is_refusal(message: str) -> bool:
+    m = message.lower()
+    return any(w in m for w in ("signature", "verif", "compatible", "keyring", "certificate",
+                                "hash", "corrupt", "pre-check", "payload"))
+
+
+__all__ = ["COMMITTED", "IDLE", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateRefused", "Updater"]
