@@ -126,6 +126,8 @@ def make_vfat(src: Path, out: Path, mib: int, label: str, epoch: int) -> None:
     volid = hashlib.sha256(f"homenode {epoch} {label}".encode()).hexdigest()[:8]
     subprocess.run(["mkfs.vfat", "-F", "32", "-n", label, "-i", volid, "--invariant",
                     "-C", str(out), str(mib * 1024)], check=True, capture_output=True)
+    for p in src.rglob("*"):  # FAT keeps modification times: the epoch for reproducible images
+        os.utime(p, (epoch, epoch), follow_symlinks=False)
     entries = sorted(str(p) for p in src.iterdir())
     if entries:
         subprocess.run(["mcopy", "-s", "-p", "-m", "-Q", "-i", str(out), *entries, "::/"],
@@ -144,6 +146,16 @@ def make_ext4(src: Path, out: Path, mib: int, label: str, owner: str, epoch: int
                    env=dict(os.environ, E2FSPROGS_FAKE_TIME=str(epoch)))
 
 
+def clamp_ctimes(fs: Path, paths: list[str], epoch: int) -> None:
+    """mke2fs -d copies each inode's change time from the build tree (nobody can set that on
+    the host): set it to the epoch for the few inodes of a small tree (reproducible images)."""
+    script = fs.with_name(fs.name + ".debugfs")
+    script.write_text("".join(f"sif {p} ctime @{epoch}\n" for p in paths))
+    subprocess.run(["debugfs", "-w", "-f", str(script), str(fs)], check=True,
+                   capture_output=True)
+    script.unlink()
+
+
 def grown_copy(src: Path, out: Path, mib: int) -> None:
     """`src` ext4 grown to `mib` (what RAUC's resize=true does on the device)."""
     subprocess.run(["cp", "--sparse=always", str(src), str(out)], check=True)
@@ -157,7 +169,7 @@ def dd_into(disk: Path, part: Path, offset_mib: int) -> None:
                     "conv=notrunc,sparse", "status=none"], check=True)
 
 
-def data_tree(dest: Path, data_owner: str, journal_gid: int) -> None:
+def data_tree(dest: Path, data_owner: str, journal_gid: int, epoch: int) -> None:
     """/data as the image ships it: the node's directory and the system's records."""
     if dest.exists():
         shutil.rmtree(dest)
@@ -171,6 +183,8 @@ def data_tree(dest: Path, data_owner: str, journal_gid: int) -> None:
         os.chmod(dest / name, mode)
     os.chown(dest / "system/journal", 0, journal_gid)
     os.chmod(dest / "system/journal", 0o2755)
+    for p in sorted(dest.rglob("*"), reverse=True) + [dest]:
+        os.utime(p, (epoch, epoch))
 
 
 def journal_gid(root: Path) -> int:
@@ -230,16 +244,19 @@ def assemble(root: Path, work: Path, image: Path, slots_dir: Path, data_owner: s
     shutil.copy2(boot_img, files[a.boot_part])
     cmdline = parts_dir / "cmdline.txt"
     cmdline.write_text(bootfiles.slot_cmdline(partuuid(epoch, a.root_part), a.name))
-    subprocess.run(["mcopy", "-o", "-i", str(files[a.boot_part]), str(cmdline), "::/cmdline.txt"],
+    os.utime(cmdline, (epoch, epoch))
+    subprocess.run(["mcopy", "-o", "-m", "-i", str(files[a.boot_part]), str(cmdline), "::/cmdline.txt"],
                    check=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
     files[a.root_part] = parts_dir / "root-a.ext4"
     grown_copy(root_img, files[a.root_part], layout.root_slot_mib)
     progress.note("slot A written; slot B left empty (an update fills it)")
     dtree = work / "data-tree"
-    data_tree(dtree, data_owner, journal_gid(root))
+    data_tree(dtree, data_owner, journal_gid(root), epoch)
     files[slots.DATA_PART] = parts_dir / "data.ext4"
     make_ext4(dtree, files[slots.DATA_PART], layout.data_mib, slots.DATA_LABEL, "0:0", epoch,
               extra=f"resize={DATA_RESIZE_BLOCKS}")
+    clamp_ctimes(files[slots.DATA_PART], ["/"] + sorted(
+        "/" + str(p.relative_to(dtree)) for p in dtree.rglob("*")), epoch)
     shutil.rmtree(dtree)
     image.unlink(missing_ok=True)
     with open(image, "wb") as f:

@@ -50,6 +50,7 @@ for h in /etc/kernel/postinst.d/z50-raspi-firmware /etc/kernel/postrm.d/z50-rasp
 done
 systemctl enable --quiet homenode.service homenode-setup.service homenode-boot-report.service \
     homenode-update-config.service homenode-update-gate.service homenode-update-check.timer \
+    homenode-trial-deadline.timer \
     systemd-networkd.service systemd-resolved.service systemd-timesyncd.service \
     avahi-daemon.service
 systemctl disable --quiet ssh.service ssh.socket wpa_supplicant.service

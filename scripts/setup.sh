@@ -17,6 +17,10 @@ APT_PACKAGES=(
   strace
   # image config test logs in over SSH with a test key
   openssh-client
+  # A/B updates (issue 11): RAUC bundles, U-Boot for QEMU -M virt, boot script and U-Boot
+  # environment tools, signing keys; lgpio cross-built for the image's Python 3.13 (aarch64)
+  rauc squashfs-tools u-boot-qemu u-boot-tools libubootenv-tool openssl
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross swig
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
