@@ -54,7 +54,7 @@ kernel=u-boot.bin
 """
 
 CMDLINE_TEMPLATE = ("console=tty1 console=serial0,115200 root=PARTUUID=@PARTUUID@ "
-                    "rootfstype=ext4 rw rootwait fsck.repair=yes net.ifnames=0 panic=10 "
+                    "rootfstype=ext4 rw rootwait fsck.repair=yes net.ifnames=0 panic=10 audit=0 "
                     "rauc.slot=@SLOT@ homenode.boot=tryboot\n")
 
 

@@ -83,6 +83,9 @@ def parse_args(argv):
                     help="xz preset (default $HOMENODE_IMAGE_XZ_LEVEL or 6; the test suite uses "
                          "1: 5x faster, ~15%% bigger)")
     ap.add_argument("--no-raw", action="store_true", help="delete the raw .img afterwards")
+    ap.add_argument("--no-xz", action="store_true",
+                    help="only the raw .img and the bundle: no .img.xz, .bmap, Imager JSON (the "
+                         "test suite boots the raw image; saves minutes of xz)")
     ap.add_argument("--release-cert", type=Path, metavar="PEM",
                     help="release certificate the image trusts for updates (default: this "
                          "machine's TEST key: a test image)")
@@ -159,9 +162,15 @@ def main(argv=None) -> int:
                           "image.release bundle)")
     base_url = args.base_url or f"file://{dist}"
     with progress.stage("compress", "xz, sha256, bmap, Raspberry Pi Imager JSON"):
-        out = publish.publish(raw, dist, name, version(), epoch, base_url,
-                              Path(__file__).with_name("icon.png"), progress, args.xz_level,
-                              test_keys=signing.test)
+        if args.no_xz:
+            for old in (dist / f"{name}.img.xz", dist / f"{name}.img.xz.sha256"):
+                old.unlink(missing_ok=True)
+            out = {"xz": None, "extract_sha256": None}
+            progress.note("--no-xz: raw image only")
+        else:
+            out = publish.publish(raw, dist, name, version(), epoch, base_url,
+                                  Path(__file__).with_name("icon.png"), progress, args.xz_level,
+                                  test_keys=signing.test)
     info = {
         "name": name, "version": version(), "source_hash": src_hash, "base_key": rootfs.base_key(),
         "base_cached": base_cached, "unit_exposure": score, "source_date_epoch": epoch,
@@ -174,13 +183,15 @@ def main(argv=None) -> int:
         "test_key": {"cert": str(signing.cert), "key": str(signing.key)} if signing.test else None,
         "index_url": args.index_url,
         "raw_bytes": raw.stat().st_size, "raw_allocated_bytes": raw.stat().st_blocks * 512,
-        "xz_bytes": out["xz"].stat().st_size, "extract_sha256": out["extract_sha256"],
+        "xz_bytes": out["xz"].stat().st_size if out["xz"] else None,
+        "extract_sha256": out["extract_sha256"],
     }
     (dist / f"{name}.build.json").write_text(json.dumps(info, indent=2) + "\n")
     if args.no_raw:
         raw.unlink()
     subprocess.run(["rm", "-rf", str(root)], check=False)
-    progress._print(f"image: {out['xz']} ({info['xz_bytes'] / (1 << 20):.0f} MiB) in "
+    done = out["xz"] or raw
+    progress._print(f"image: {done} ({done.stat().st_size / (1 << 20):.0f} MiB) in "
                     f"{fmt_secs(info['total_seconds'])}; stages: "
                     + ", ".join(f"{k} {fmt_secs(v)}" for k, v in progress.times.items()))
     return 0

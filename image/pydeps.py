@@ -222,16 +222,21 @@ def install_venv(root: Path, wheels: Path, homenode_wheel: Path, progress: Progr
 
 def host_python() -> str | None:
     """A CPython of the image's minor version on the build host, if any (compiles bytecode)."""
-    if sys.version_info[:2] == tuple(int(x) for x in PY.split(".")):
+    want = tuple(int(x) for x in PY.split("."))
+    if sys.version_info[:2] == want:
         return sys.executable
-    found = shutil.which(f"python{PY}")
-    if found:
-        return found
     pyenv = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
-    for cand in sorted(pyenv.glob(f"{PY}.*"), reverse=True):
-        exe = cand / "bin" / f"python{PY}"
-        if exe.exists():
-            return str(exe)
+    candidates = [str(p / "bin" / f"python{PY}") for p in sorted(pyenv.glob(f"{PY}.*"),
+                                                                  reverse=True)]
+    candidates += [c for c in (shutil.which(f"python{PY}"),) if c]
+    for exe in candidates:
+        try:
+            out = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"],
+                                 capture_output=True, text=True, timeout=30)
+        except OSError:
+            continue
+        if out.returncode == 0 and out.stdout.strip() == str(want):
+            return exe
     return None
 
 

@@ -173,14 +173,13 @@ class Machine:
             return self._raspi3b_command(fwd)
         if not os.path.exists(UBOOT_QEMU):
             raise BootError(f"{UBOOT_QEMU} missing: apt-get install u-boot-qemu")
-        stick = []
+        stick = ["-device", "qemu-xhci,id=xhci"]  # a USB port, for sticks (plug_usb)
         if self.usb_stick is not None:
-            stick = ["-device", "qemu-xhci,id=xhci",
-                     "-drive", f"file={self.usb_stick},if=none,id=stick,format=raw,cache=none",
-                     "-device", "usb-storage,bus=xhci.0,drive=stick"]
+            stick += ["-drive", f"file={self.usb_stick},if=none,id=stick,format=raw,cache=none",
+                      "-device", "usb-storage,bus=xhci.0,drive=stick"]
         return [
             "timeout", "--kill-after=10", str(self.max_runtime),
-            "qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", str(self.smp),
+            "qemu-system-aarch64", "-M", "virt,acpi=off", "-cpu", "cortex-a72", "-smp", str(self.smp),
             "-m", str(self.mem_mib), "-nographic", "-monitor", "none", "-bios", UBOOT_QEMU,
             "-drive", f"file={self.disk},if=virtio,format=raw,cache=none,discard=unmap",
             "-netdev", f"user,id=n0,{fwd}", "-device", "virtio-net-pci,netdev=n0,romfile=",
@@ -255,6 +254,20 @@ class Machine:
             self.kill()
             raise BootError(f"guest did not power off within {timeout} s\n" + self.tail())
         return time.monotonic() - t
+
+    def plug_usb(self, image: Path, name: str = "stick1") -> None:
+        """Plug a USB stick (a raw disk image file) into the running guest's USB port."""
+        qmp = QMP(self.qmp_path)
+        try:
+            for cmd, args in (("blockdev-add", {"driver": "raw", "node-name": name, "file": {
+                                  "driver": "file", "filename": str(image)}}),
+                              ("device_add", {"driver": "usb-storage", "bus": "xhci.0",
+                                              "drive": name, "id": f"{name}-dev"})):
+                reply = qmp.execute(cmd, **args)
+                if "error" in reply:
+                    raise BootError(f"QMP {cmd}: {reply['error']}")
+        finally:
+            qmp.close()
 
     def power_cut(self) -> None:
         """Pull the plug: SIGKILL QEMU itself, no flush, no shutdown."""

@@ -20,7 +20,7 @@ APT_PACKAGES=(
   # A/B updates (issue 11): RAUC bundles, U-Boot for QEMU -M virt, boot script and U-Boot
   # environment tools, signing keys; lgpio cross-built for the image's Python 3.13 (aarch64)
   rauc squashfs-tools u-boot-qemu u-boot-tools libubootenv-tool openssl
-  gcc-aarch64-linux-gnu libc6-dev-arm64-cross swig
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross swig kmod
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

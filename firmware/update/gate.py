@@ -29,11 +29,12 @@ class BootFacts:
 
 
 IDLE, TRIAL, COMMITTED, ROLLED_BACK, WAITING = "idle", "trial", "committed", "rolled_back", "waiting"
+INTERRUPTED = "interrupted"  # the install itself did not finish (power cut): retried later
 
 
 def classify(facts: BootFacts, pending: dict | None) -> tuple[str, str]:
     """(situation, reason). `pending` is the install record kept on the data partition:
-    {"slot", "version", "tried", "rollback_reason", ...} or None."""
+    {"slot", "version", "installed", "tried", "rollback_reason", ...} or None."""
     if pending is None:
         if facts.trial:
             return TRIAL, f"slot {facts.booted} is on trial (its boot state was reset)"
@@ -47,9 +48,13 @@ def classify(facts: BootFacts, pending: dict | None) -> tuple[str, str]:
     why = pending.get("rollback_reason")
     if why:
         return ROLLED_BACK, why
+    if not pending.get("installed") and facts.primary != target:
+        return INTERRUPTED, (f"the install of {version} into slot {target} did not finish (power "
+                             "cut?); the running system was not touched")
     if target in facts.bad:
-        return ROLLED_BACK, (f"{version} in slot {target} never finished starting (the "
-                             "bootloader ran out of attempts and started the previous system)")
+        return ROLLED_BACK, (f"{version} in slot {target} did not prove itself in its trial "
+                             "boots (the bootloader ran out of attempts and started the "
+                             "previous system)")
     if facts.mode == "tryboot" and pending.get("tried"):
         return ROLLED_BACK, (f"{version} in slot {target} did not come up in its trial boot; "
                              "the firmware started the previous system")

@@ -13,7 +13,15 @@ import time
 from firmware.update import layout
 from firmware.update import rauc as rauc_cmd
 from firmware.update.bootstate import boot_facts, read_cmdline
-from firmware.update.gate import COMMITTED, IDLE, ROLLED_BACK, TRIAL, WAITING, classify
+from firmware.update.gate import (
+    COMMITTED,
+    IDLE,
+    INTERRUPTED,
+    ROLLED_BACK,
+    TRIAL,
+    WAITING,
+    classify,
+)
 from firmware.update.settings import UpdateSettings
 from firmware.update.status import (
     RUNTIME_STATUS,
@@ -145,12 +153,14 @@ class Updater:
             self.history.data.pop("pending", None)
             result = "refused" if _is_refusal(str(e)) else "failed"
             self.history.event(result, info.version, str(e), source=source)
-            self.history.decline(info.key)
+            if result == "refused":
+                self.history.decline(info.key)
             self.history.save()
             self.write_status()
             self.note(f"update {info.version} was not installed: {e}")
             self.log(f"install of {info.version} {result}: {e}")
             raise
+        self.history.data["pending"] = dict(self.history.pending or {}, installed=True)
         self.history.event("installed", info.version, f"installed into slot {target}",
                            source=source)
         self.history.save()
@@ -194,6 +204,11 @@ class Updater:
             self.history.set_pending(None)
         elif situation == ROLLED_BACK:
             self._rolled_back(facts, pending, reason)
+        elif situation == INTERRUPTED:
+            self.history.event(INTERRUPTED, version, reason)
+            self.history.set_pending(None)
+            self.note(f"update {version} was interrupted before it was installed; "
+                      f"{self.version} runs as before")
         self.log(f"boot: slot {facts.booted} ({facts.mode}), {situation}"
                  + (f": {reason}" if reason else ""))
         self.write_status(phase="trial" if situation == TRIAL else None,
@@ -249,4 +264,5 @@ def _is_refusal(message: str) -> bool:
                                 "hash", "corrupt", "pre-check", "payload"))
 
 
-__all__ = ["COMMITTED", "IDLE", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateRefused", "Updater"]
+__all__ = ["COMMITTED", "IDLE", "INTERRUPTED", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateRefused",
+           "Updater"]

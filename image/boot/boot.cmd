@@ -80,7 +80,7 @@ else
     setenv hn_rootpart 6
 fi
 part uuid ${devtype} ${devnum}:${hn_rootpart} hn_rootuuid
-setenv bootargs "${hn_console} root=PARTUUID=${hn_rootuuid} rootfstype=ext4 rw rootwait fsck.repair=yes net.ifnames=0 panic=10 rauc.slot=${hn_slot} homenode.boot=uboot"
+setenv bootargs "${hn_console} root=PARTUUID=${hn_rootuuid} rootfstype=ext4 rw rootwait fsck.repair=yes net.ifnames=0 panic=10 audit=0 rauc.slot=${hn_slot} homenode.boot=uboot"
 echo "homenode-uboot: starting slot ${hn_slot} (boot partition ${hn_bootpart}, root ${hn_rootuuid})"
 if load ${devtype} ${devnum}:${hn_bootpart} ${kernel_addr_r} vmlinuz; then
     if load ${devtype} ${devnum}:${hn_bootpart} ${ramdisk_addr_r} initrd.img; then

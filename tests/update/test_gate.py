@@ -5,6 +5,7 @@ import pytest
 from firmware.update.gate import (
     COMMITTED,
     IDLE,
+    INTERRUPTED,
     ROLLED_BACK,
     TRIAL,
     WAITING,
@@ -14,7 +15,7 @@ from firmware.update.gate import (
     classify,
 )
 
-PENDING_B = {"slot": "B", "version": "0.2.0", "tried": False}
+PENDING_B = {"slot": "B", "version": "0.2.0", "tried": False, "installed": True}
 
 
 def facts(booted="A", trial=False, primary="A", bad=(), mode="uboot"):
@@ -32,6 +33,11 @@ def facts(booted="A", trial=False, primary="A", bad=(), mode="uboot"):
     (facts(mode="tryboot", primary="B"), PENDING_B, WAITING),
     (facts(primary="A"), PENDING_B, ROLLED_BACK),
     (facts(), dict(PENDING_B, rollback_reason="node failed"), ROLLED_BACK),
+    # power cut while RAUC wrote slot B (it had marked B bad first)
+    (facts(bad=["B"]), dict(PENDING_B, installed=False), INTERRUPTED),
+    # ... or right after RAUC made B primary, before the updater noted it
+    (facts(primary="B"), dict(PENDING_B, installed=False), WAITING),
+    (facts(booted="B", trial=True, primary="B"), dict(PENDING_B, installed=False), TRIAL),
 ])
 def test_classify(f, pending, expect):
     situation, reason = classify(f, pending)
@@ -47,7 +53,7 @@ def test_rollback_reason_from_the_gate_is_reported_verbatim():
 
 def test_never_reached_userspace_says_so():
     _, reason = classify(facts(bad=["B"]), PENDING_B)
-    assert "0.2.0" in reason and "never finished starting" in reason
+    assert "0.2.0" in reason and "did not prove itself" in reason
 
 
 def ok(at, restarts=0, health="updating"):
