@@ -5,7 +5,7 @@ Who reads what:
                          (3 only in tryboot mode until committed) -> its config.txt, start4.elf
                          (Pi 4), kernel, initrd, DTB, cmdline.txt
   Pi 3 / Zero 2 W        bootcode.bin + start.elf + config.txt on bootfs -> u-boot.bin ->
-                         boot.scr (slot from uboot.env) -> kernel, initrd, DTB from the slot
+                         boot.scr (slot from homenode-ab.env) -> kernel, initrd, DTB from the slot
   QEMU -M virt           u-boot-qemu (-bios) -> boot.scr as above, QEMU's device tree
 
 A slot's boot files come from its own root filesystem (kernel, initrd, Debian's DTBs and the
@@ -44,7 +44,7 @@ cmdline=cmdline.txt
 
 BOOTFS_CONFIG_TXT = """\
 # homenode: a Raspberry Pi 3 / Zero 2 W (and a Pi 4 whose bootloader ignores autoboot.txt)
-# starts U-Boot, whose boot.scr picks slot A or B (see uboot.env). Pi 4/5 with a current
+# starts U-Boot, whose boot.scr picks slot A or B (see homenode-ab.env). Pi 4/5 with a current
 # bootloader read autoboot.txt instead and never use this file.
 [all]
 arm_64bit=1

@@ -23,12 +23,14 @@ DEVICE = HERE / "device"
 BOOT_TEMPLATE = HERE / "boot" / "homenode.toml"
 
 # The root is slot A or B (root=PARTUUID=... from the boot path); /data is shared by both slots:
-# the node's directory and the system's records are bind-mounted where they are used.
+# the node's directory and the system's records are bind-mounted where they are used. The long
+# device timeout: a slow card (or an emulated Pi under load: udev needed > 90 s) must not send
+# the box into emergency mode, which a box without a screen cannot leave.
 FSTAB = """\
 # <file system>       <mount point>      <type> <options>                                  <dump> <pass>
 /dev/root             /                  ext4   defaults,noatime,commit=30                  0 1
-LABEL=bootfs          /boot/firmware     vfat   defaults,noatime,fmask=0022,dmask=0022,nofail 0 2
-LABEL=hndata          /data              ext4   defaults,noatime,nosuid,nodev,noexec        0 2
+LABEL=bootfs          /boot/firmware     vfat   defaults,noatime,fmask=0022,dmask=0022,nofail,x-systemd.device-timeout=10min 0 2
+LABEL=hndata          /data              ext4   defaults,noatime,nosuid,nodev,noexec,x-systemd.device-timeout=10min 0 2
 /data/homenode        /var/lib/homenode  none   bind,x-systemd.requires-mounts-for=/data    0 0
 /data/system/journal  /var/log/journal   none   bind,nofail,x-systemd.requires-mounts-for=/data 0 0
 """

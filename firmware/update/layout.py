@@ -6,7 +6,8 @@ line. If these numbers lived in three places, a mismatch would only show on a re
 
 MBR (the Raspberry Pi boot ROM reads MBR; the Pi 4/5 bootloader boots only primary partitions):
   1  FAT32 `bootfs`  shared: autoboot.txt (Pi 4/5 tryboot), Pi 3 firmware + U-Boot + boot.scr,
-                     uboot.env (U-Boot's slot state), homenode.toml; never written by an update
+                     homenode-ab.env (U-Boot's slot state), homenode.toml; never written by an
+                     update
   2  FAT32           slot A boot files: kernel, initrd, DTBs, Pi 4 firmware, config/cmdline.txt
   3  FAT32           slot B boot files
   4  extended        holds 5-7
@@ -37,9 +38,11 @@ class Slot:
 SLOTS = (Slot("A", 2, 5), Slot("B", 3, 6))
 
 # U-Boot's slot state, shared with RAUC's uboot backend (fw_printenv/fw_setenv): a file on the
-# shared FAT partition. U-Boot writes it only while a slot is on trial (fewer than
-# COMMITTED_ATTEMPTS left), so a normal power-on never writes the partition it boots from.
-UBOOT_ENV_FILE = "uboot.env"
+# shared FAT partition in U-Boot's environment format, read and written by boot.scr. U-Boot
+# writes it only while a slot is on trial (fewer than COMMITTED_ATTEMPTS left), so a normal
+# power-on never writes the partition it boots from. Not `uboot.env`: the Pi's U-Boot would load
+# that as its whole environment (and lose its boot command).
+UBOOT_ENV_FILE = "homenode-ab.env"
 UBOOT_ENV_SIZE = 0x4000  # CONFIG_ENV_SIZE of Debian's rpi_arm64 U-Boot
 COMMITTED_ATTEMPTS = 3  # RAUC boot-attempts: what `mark-good` writes
 TRIAL_ATTEMPTS = 2  # RAUC boot-attempts-primary: tries a freshly installed slot gets

@@ -4,7 +4,7 @@
 #
 # Slot A: boot files on partition 2, root filesystem on 5. Slot B: 3 and 6.
 # State, shared with RAUC's uboot backend (fw_printenv/fw_setenv): BOOT_ORDER, BOOT_A_LEFT,
-# BOOT_B_LEFT in uboot.env on partition 1. A slot with 3 attempts left is committed: it boots
+# BOOT_B_LEFT in homenode-ab.env on partition 1. A slot with 3 attempts left is committed: it boots
 # and nothing is written. Fewer means on trial: every try costs one attempt (written before the
 # kernel starts), and a slot at 0 is skipped, so a new system that never reaches userspace
 # falls back to the previous one by itself. RAUC's mark-good sets 3 again.
@@ -24,11 +24,11 @@ setenv hn_save
 setenv BOOT_ORDER
 setenv BOOT_A_LEFT
 setenv BOOT_B_LEFT
-if load ${devtype} ${devnum}:1 ${hn_env} uboot.env && env import -c ${hn_env} 0x4000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
+if load ${devtype} ${devnum}:1 ${hn_env} homenode-ab.env && env import -c ${hn_env} 0x4000 BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT; then
     echo "homenode-uboot: BOOT_ORDER=${BOOT_ORDER} BOOT_A_LEFT=${BOOT_A_LEFT} BOOT_B_LEFT=${BOOT_B_LEFT}"
 fi
 if test -z "${BOOT_ORDER}" || test -z "${BOOT_A_LEFT}" || test -z "${BOOT_B_LEFT}"; then
-    echo "homenode-uboot: no readable uboot.env: every slot gets a trial"
+    echo "homenode-uboot: no readable homenode-ab.env: every slot gets a trial"
     setenv BOOT_ORDER "A B"
     setenv BOOT_A_LEFT 2
     setenv BOOT_B_LEFT 2
@@ -54,7 +54,7 @@ if test -z "${hn_slot}"; then
     setenv BOOT_A_LEFT 2
     setenv BOOT_B_LEFT 2
     env export -c -s 0x4000 ${hn_env} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-    fatwrite ${devtype} ${devnum}:1 ${hn_env} uboot.env 0x4000
+    fatwrite ${devtype} ${devnum}:1 ${hn_env} homenode-ab.env 0x4000
     reset
 fi
 if test ${hn_left} -lt 3; then
@@ -69,7 +69,7 @@ if test ${hn_left} -lt 3; then
 fi
 if test -n "${hn_save}"; then
     env export -c -s 0x4000 ${hn_env} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-    fatwrite ${devtype} ${devnum}:1 ${hn_env} uboot.env 0x4000
+    fatwrite ${devtype} ${devnum}:1 ${hn_env} homenode-ab.env 0x4000
 fi
 
 if test "${hn_slot}" = "A"; then
@@ -103,5 +103,5 @@ else
     setenv BOOT_B_LEFT 0
 fi
 env export -c -s 0x4000 ${hn_env} BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT
-fatwrite ${devtype} ${devnum}:1 ${hn_env} uboot.env 0x4000
+fatwrite ${devtype} ${devnum}:1 ${hn_env} homenode-ab.env 0x4000
 reset

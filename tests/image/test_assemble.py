@@ -67,7 +67,7 @@ def test_ab_image_partitions_and_contents(tree, tmp_path):
     assert parts[6]["size"] == SMALL.data_mib * 2048
     # bootfs: the Pi 3 / U-Boot chain, the Pi 4/5 A/B switch, the owner's settings
     names = set(fat_files(img))
-    assert {"bootcode.bin", "start.elf", "u-boot.bin", "boot.scr", "uboot.env", "autoboot.txt",
+    assert {"bootcode.bin", "start.elf", "u-boot.bin", "boot.scr", "homenode-ab.env", "autoboot.txt",
             "config.txt", "homenode.toml", "bcm2837-rpi-3-b.dtb", "bcm2837-rpi-zero-2-w.dtb",
             "bcm2711-rpi-4-b.dtb"} <= names
     assert "vmlinuz" not in names  # kernels live in the slots
@@ -140,7 +140,7 @@ def fat_read_of(vfat, name):
 def test_initial_uboot_env_has_slot_a_committed_and_b_empty(tree, tmp_path):
     img, _ = build(tree, tmp_path)
     env = tmp_path / "uboot.env"
-    env.write_bytes(fat_read(img, "uboot.env"))
+    env.write_bytes(fat_read(img, "homenode-ab.env"))
     conf = tmp_path / "fw_env.config"
     conf.write_text(f"{env} 0x0000 {slots.UBOOT_ENV_SIZE:#x}\n")
     out = subprocess.run(["fw_printenv", "-c", str(conf)], capture_output=True, text=True)
