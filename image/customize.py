@@ -157,6 +157,11 @@ def chroot(root: Path, script: str) -> None:
 
 def finish_system(root: Path) -> None:
     (root / "etc/fstab").write_text(FSTAB)
+    # `homenode ...` for an operator logged in over SSH (the node's own units use the full path)
+    link = root / "usr/local/bin/homenode"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.unlink(missing_ok=True)
+    link.symlink_to("/opt/homenode/bin/homenode")
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     # a fresh machine id at first boot on every card (ConditionFirstBoot semantics)

@@ -36,10 +36,12 @@ class Guest:
 
     @staticmethod
     def machine(image: Path, workdir: Path, card_mib: int, copy: bool = True,
-                machine: str = "virt", usb_stick: Path | None = None) -> Machine:
-        """A guest whose disk is a copy of `image` (or `image` itself) grown to `card_mib`."""
+                machine: str = "virt", usb_stick: Path | None = None,
+                max_runtime: int = 1500) -> Machine:
+        """A guest whose disk is a copy of `image` (or `image` itself) grown to `card_mib`;
+        QEMU is killed after `max_runtime` seconds whatever happens."""
         return Machine(image, workdir, disk_size_mib=card_mib, copy=copy, machine=machine,
-                       usb_stick=usb_stick)
+                       usb_stick=usb_stick, max_runtime=max_runtime)
 
     @property
     def node_addr(self) -> str:
@@ -55,13 +57,15 @@ class Guest:
             raise RuntimeError(r.stderr.strip())
         return json.loads(r.stdout)
 
-    def boot(self, timeout: float = 900) -> dict:
+    def boot(self, timeout: float = 900, network: bool = True) -> dict:
         """Start the guest and wait for: bootloader, kernel, setup, multi-user, node serving.
-        Returns the node's status. Timings land in self.m.seen (seconds after QEMU start)."""
+        Returns the node's status. Timings land in self.m.seen (seconds after QEMU start).
+        `network=False`: stop at multi-user with the node active (READY=1), for a guest whose
+        network the host cannot reach; returns {}."""
         self.m.start()
-        return self.wait_up(0, timeout)
+        return self.wait_up(0, timeout, network)
 
-    def wait_up(self, since: int, timeout: float = 900) -> dict:
+    def wait_up(self, since: int, timeout: float = 900, network: bool = True) -> dict:
         """Wait for a boot whose console output starts at offset `since`."""
         m = self.m
         t0 = time.monotonic()
@@ -74,6 +78,8 @@ class Guest:
                             timeout, "multi-user", start=since)
         m.seen.setdefault("guest_uptime_multi_user", float(up.group(1)))
         assert up.group(2) == "active", f"homenode.service is {up.group(2)}\n" + m.tail()
+        if not network:
+            return {}
 
         def ready():
             st = self.status()

@@ -115,7 +115,6 @@ def _apply(args) -> int:
 def _check(args) -> int:
     from firmware.update import sources
     from firmware.update.gate import TRIAL, classify
-    from firmware.update.index import IndexProblem
     from firmware.update.rauc import RaucError
     from firmware.update.updater import UpdateRefused
 
@@ -126,6 +125,11 @@ def _check(args) -> int:
     for line in sources.scan_boot_partition(u):
         print(line)
     url = u.settings.index_url or u.release.get("index_url") or ""
+    if u.settings.channel == "off" and not args.now:
+        print("release channel off ([update] channel = \"off\")")
+        return EXIT_OK
+    from firmware.update.index import IndexProblem
+
     try:
         print(sources.check_channel(u, url, force=args.now))
     except (OSError, IndexProblem, UpdateRefused, RaucError) as e:
@@ -144,10 +148,7 @@ def _scan(args) -> int:
 
 
 def _gate(args) -> int:
-    import trio
-
     from firmware.update.gate import TRIAL, HealthGate
-    from firmware.update.gate_service import GateService, take_sample
 
     u = _updater()
     try:
@@ -158,6 +159,10 @@ def _gate(args) -> int:
         return EXIT_FAIL
     if situation != TRIAL:
         return EXIT_OK
+    import trio  # only now: a second or more of imports on a Pi Zero, for every boot otherwise
+
+    from firmware.update.gate_service import GateService, take_sample
+
     s = u.settings
     service = GateService(HealthGate(s.health_window_s, s.trial_timeout_s),
                           lambda at: take_sample(at), u.commit, u.roll_back, u.log)

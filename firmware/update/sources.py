@@ -11,9 +11,7 @@ import hashlib
 import os
 import subprocess
 import time
-import urllib.request
 
-from firmware.update import index as release_index
 from firmware.update import layout
 from firmware.update.rauc import RaucError
 from firmware.update.updater import Updater, UpdateRefused
@@ -122,7 +120,13 @@ def _copy(src: str, dst: str) -> None:
 
 # --- the release channel -----------------------------------------------------------------------
 
-def fetch(url: str, limit: int, deadline: float, opener=urllib.request.urlopen) -> bytes:
+def _urlopen(url, timeout):
+    import urllib.request  # imported when the channel is used (ssl, http: slow on a Pi Zero)
+
+    return urllib.request.urlopen(url, timeout=timeout)
+
+
+def fetch(url: str, limit: int, deadline: float, opener=_urlopen) -> bytes:
     """GET `url` into memory, at most `limit` bytes, by `deadline` (monotonic)."""
     with opener(url, timeout=FETCH_TIMEOUT_S) as r:
         data = b""
@@ -135,7 +139,7 @@ def fetch(url: str, limit: int, deadline: float, opener=urllib.request.urlopen) 
     return data
 
 
-def download(url: str, dest: str, size: int, sha256: str, opener=urllib.request.urlopen) -> str:
+def download(url: str, dest: str, size: int, sha256: str, opener=_urlopen) -> str:
     """Stream `url` to `dest`, checking size and sha256 (from the signed index)."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     st = os.statvfs(os.path.dirname(dest))
@@ -163,7 +167,9 @@ def download(url: str, dest: str, size: int, sha256: str, opener=urllib.request.
 
 
 def check_channel(updater: Updater, index_url: str, keyring: str = KEYRING, force: bool = False,
-                  opener=urllib.request.urlopen) -> str:
+                  opener=_urlopen) -> str:
+    from firmware.update import index as release_index  # cryptography: only when checking
+
     s = updater.settings
     hist = updater.history.data
     if s.channel == "off" and not force:

@@ -54,6 +54,7 @@ class Updater:
         self.clock = clock
         self.tryboot = tryboot
         self.extra: dict = {}
+        self._last_status: dict = {}
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -73,7 +74,8 @@ class Updater:
     # -- the runtime summary the node reads -----------------------------------------------------
 
     def write_status(self, phase: str | None = None, progress: int | None = None,
-                     rolled_back: bool | None = None) -> dict:
+                     rolled_back: bool | None = None, slots: bool = False) -> dict:
+        """`slots`: also ask RAUC what each slot holds (at boot; not for every progress line)."""
         try:
             facts = self.facts()
             slot, boot = facts.booted, facts.mode
@@ -82,6 +84,14 @@ class Updater:
                      "next_boot": facts.primary}
         except (OSError, ValueError, subprocess.SubprocessError) as e:
             slot, boot, other = None, None, {"error": str(e)}
+        if slots and slot:
+            try:
+                held = rauc_cmd.slot_versions(rauc_cmd.status(self.run))
+                other["version"] = (held.get(other["slot"]) or {}).get("version")
+            except (rauc_cmd.RaucError, OSError, ValueError, subprocess.SubprocessError) as e:
+                self.log(f"rauc status: {e}")
+        elif self._last_status:
+            other.setdefault("version", self._last_status.get("other", {}).get("version"))
         if rolled_back is None:
             last = self.history.last or {}
             rolled_back = last.get("result") == ROLLED_BACK
@@ -90,6 +100,7 @@ class Updater:
                 "last": self.history.last, "rolled_back": rolled_back,
                 "channel": self.settings.channel, "updated": int(self.clock()), **self.extra}
         write_json(self.runtime_status, data, durable=False)
+        self._last_status = data
         return data
 
     def note(self, text: str) -> None:
@@ -212,7 +223,7 @@ class Updater:
         self.log(f"boot: slot {facts.booted} ({facts.mode}), {situation}"
                  + (f": {reason}" if reason else ""))
         self.write_status(phase="trial" if situation == TRIAL else None,
-                          rolled_back=situation == ROLLED_BACK or None)
+                          rolled_back=situation == ROLLED_BACK or None, slots=True)
         return situation, reason
 
     def _rolled_back(self, facts, pending: dict, reason: str) -> None:
@@ -259,9 +270,13 @@ class Updater:
 
 
 def _is_refusal(message: str) -> bool:
+    """RAUC failed before it touched a slot: the bundle itself was the problem. Mounting the
+    bundle (with perform-pre-check: reading all of it through dm-verity) comes before RAUC
+    selects and marks the target slots."""
     m = message.lower()
     return any(w in m for w in ("signature", "verif", "compatible", "keyring", "certificate",
-                                "hash", "corrupt", "pre-check", "payload"))
+                                "hash", "corrupt", "pre-check", "payload", "mounting bundle",
+                                "device failed between"))
 
 
 __all__ = ["COMMITTED", "IDLE", "INTERRUPTED", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateRefused",

@@ -129,6 +129,9 @@ def persist_machine_id() -> None:
     valid = len(current) == 32 and all(c in "0123456789abcdef" for c in current)
     keep = saved.read_text().strip() if saved.exists() else ""
     if keep and keep != current:
+        if os.path.ismount(etc):  # a slot's first boot: systemd's transient id is mounted there
+            log("machine id: taken over from the data partition at the next boot")
+            return
         write_if_changed(etc, keep + "\n", 0o444)
         log("machine id taken over from the data partition (effective at the next boot)")
     elif not keep and valid:

@@ -6,6 +6,7 @@ own u-boot-rpi, as a Pi 3 / Zero 2 W does. The node is reached through a port fo
 """
 
 import json
+import re
 import subprocess
 import threading
 import time
@@ -153,15 +154,17 @@ def test_raspberry_pi_3_boots_through_u_boot(sd_image, tmp_path, boot_times):
     """-M raspi3b: the Pi firmware's step is QEMU's (it loads the image's u-boot-rpi with the
     Pi 3 DTB from the FAT partition); then the image's own U-Boot runs boot.scr from the SD card,
     loads kernel, initrd and DTB from slot A, the kernel finds its root through the Pi's SD host
-    driver in the initramfs (virt cannot check that), the data partition is mmcblk0p7, USB
-    networking comes up."""
+    driver in the initramfs (virt cannot check that), the data partition is mmcblk0p7, the node
+    starts (READY=1) and the updater reads U-Boot's slot state. Checked on the console: QEMU's
+    emulated usb-net does not enumerate under Linux 6.12 after U-Boot ("dwc2: Not connected"),
+    so the host cannot reach this guest's node."""
     with Guest.machine(sd_image.raw, tmp_path / "vm", CARD_MIB, machine="raspi3b") as m:
         g = Guest(m)
-        st = g.boot(timeout=1500)
-        assert st["state"] == "serving"
+        g.boot(timeout=1800, network=False)
         console = m.console_text()
         assert "U-Boot" in console and "homenode-uboot: starting slot A" in console
+        assert "Machine model: Raspberry Pi 3 Model B" in console
         assert "homenode-setup: growing /dev/mmcblk0p7" in console
-        assert st["update"]["slot"] == "A" and st["update"]["boot"] == "uboot"
-        record(boot_times, "raspi3b", g, {"backend": st.get("device", {}).get("backend")})
+        assert re.search(r"homenode-update: boot: slot A \(uboot\), idle", console)
+        record(boot_times, "raspi3b", g)
         m.power_cut()  # no power button on this machine; the copy is thrown away

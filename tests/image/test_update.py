@@ -35,6 +35,7 @@ from tests.image import boxes
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 CARD_MIB = 4096
 MiB = 1 << 20
+LIFETIME_S = 5400  # a lab guest lives through several tests (QEMU is killed after this)
 
 
 class Lab:
@@ -76,7 +77,7 @@ class Lab:
     # -- machines -----------------------------------------------------------------------------
 
     def machine(self, name: str, toml: str) -> boxes.Box:
-        m = Guest.machine(self.image.raw, self.tmp / name, CARD_MIB)
+        m = Guest.machine(self.image.raw, self.tmp / name, CARD_MIB, max_runtime=LIFETIME_S)
         self.machines.append(m)
         fat_write(m.disk, "homenode.toml", toml.encode(), self.tmp)
         return boxes.Box(Guest(m), self.key)
@@ -235,8 +236,10 @@ def test_v1_to_v2_from_the_release_channel_keeps_identity_and_messages(lab):
     info = wait_update(box, lambda u: u.get("last_result") == "committed", 400,
                        "the gate keeping v2 after its health window")
     reboot_to_commit = round(time.monotonic() - t0 - install_s, 1)
-    st = box.g.status()
-    assert st["node_id"] == node_id and st["health"] != "updating"
+    # the LED leaves "updating" at the node's next health round (hal poll_interval)
+    st = box.m.wait_until(lambda: (lambda s: s if s["health"] != "updating" else None)(
+        box.g.status()), 60, "the LED leaving 'updating' after the commit", interval=2)
+    assert st["node_id"] == node_id
     assert info["slot"] == "B" and info["version"] == "0.1.1" and not info["rolled_back"]
     assert lab.box_writer.missing(box.m.ports["node"], bytes.fromhex(node_id)) == []
     assert box.env()["BOOT_B_LEFT"] == "3"  # committed: U-Boot will not write again
@@ -320,8 +323,9 @@ def power_cut_scenario(lab: Lab) -> None:
     rec = lab.cutter
     small = lab.tmp / "fat-drop-unknown.raucb"
     _small_unknown_bundle(lab, small)
-    box = lab.machine("cutter", boxes.box_toml(lab.pub, hostname="cutter", window_s=60,
-                                               trial_timeout_s=300))
+    # a long health window: the cut "before the commit" must not race the gate
+    box = lab.machine("cutter", boxes.box_toml(lab.pub, hostname="cutter", window_s=900,
+                                               trial_timeout_s=1800))
     fat_write(box.m.disk, "homenode-test.raucb", small.read_bytes(), lab.tmp)
     writer = boxes.Writer(Identity.generate())
     box.g.boot()
@@ -382,7 +386,7 @@ def power_cut_scenario(lab: Lab) -> None:
     rec["trial_phase"] = box.update_info().get("phase")
     t, stop = writing()
     time.sleep(2)
-    box.m.power_cut()  # node running on trial, window (60 s) not over: not committed
+    box.m.power_cut()  # node running on trial, window (900 s) not over: not committed
     stop.set()
     after_cut(CUT_POINTS[4], "A")  # B has no attempts left: the committed v1 comes back
     box.m.powerdown()
