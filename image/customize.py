@@ -206,6 +206,16 @@ def exposure(root: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def mark_updated(root: Path, epoch: int) -> None:
+    """/etc/.updated and /var/.updated as systemd-update-done writes them: ldconfig, the journal
+    catalog and sysusers were done at build time, so the first boot of every slot skips them
+    (ConditionNeedsUpdate compares /usr's mtime, clamped to the epoch, with this stamp)."""
+    for d in ("etc", "var"):
+        (root / d / ".updated").write_text(
+            "# This file was created by the homenode image build.\n"
+            f"TIMESTAMP_NSEC={epoch * 1_000_000_000}\n")
+
+
 def clamp_mtimes(root: Path, epoch: int) -> None:
     """Files newer than SOURCE_DATE_EPOCH get it as mtime (reproducible filesystem images)."""
     subprocess.run(["find", str(root), "-newermt", f"@{epoch}", "-exec", "touch", "--no-dereference",
@@ -245,5 +255,6 @@ def customize(tarball: Path, root: Path, repo: Path, cache: Path, work: Path, ep
         shutil.copy2(readme, doc / "README.md")
     score = exposure(root)
     progress.note(f"systemd-analyze security homenode.service: exposure {score}")
+    mark_updated(root, epoch)
     clamp_mtimes(root, epoch)
     return text, score
