@@ -14,13 +14,13 @@ End-to-end encryption helpers (`seal_for`, `open_sealed`) wrap nacl's SealedBox 
 twins of Ed25519 keys, so a node only ever stores ciphertext.
 """
 
-import time
 from contextlib import asynccontextmanager
 
 import nacl.public
 import nacl.signing
 import trio
 
+from firmware.clock import wall_ms
 from firmware.identity import x25519_public_of
 from firmware.links import PinMismatch, open_pinned_stream
 from firmware.proto.errors import ProtocolError, error_for_code
@@ -33,10 +33,6 @@ _TYPED_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
 
 __all__ = ["connect", "NodeClient", "PinMismatch", "seal_for", "open_sealed", "wall_ms",
            "open_pinned_link", "next_frame"]
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def seal_for(recipient: bytes, plaintext: bytes) -> bytes:

@@ -9,7 +9,7 @@ validator. A section is data::
         Key("warm_c", 70.0, "pause background work above this", FloatRange(40, 90)),
     ])
 
-and the schema is `Schema(CORE_SECTIONS + (THERMAL,))` (see `default_schema`). Values come out as
+and the schema lists it (firmware/settings.py, `default_schema`). Values come out as
 `cfg.thermal.warm_c`. Unknown sections and keys are errors with a did-you-mean, because a typo
 silently falling back to a default is the worst kind of config bug on a headless box.
 """
@@ -105,48 +105,6 @@ class Section:
         return None
 
 
-# ---------------------------------------------------------------------------------------------
-# The node's own sections. Other parts declare theirs in their own modules the same way.
-
-NODE = Section("node", "identity, data and listening address", [
-    Key("data_dir", ".homenode", "directory for the identity key and the message store "
-        "(relative paths are relative to the working directory)", NonEmpty("a directory path")),
-    Key("listen_host", "127.0.0.1", "address the client listener binds "
-        "(0.0.0.0 for all IPv4 interfaces)", NonEmpty("a host name or IP address")),
-    Key("listen_port", 7070, "TCP port of the client listener (0 picks a free port)",
-        IntRange(0, 65535)),
-    Key("log_level", "info", "least important log level printed",
-        OneOf("debug", "info", "warning", "error")),
-    Key("shutdown_grace", 5.0, "seconds to let in-flight requests finish on SIGTERM",
-        FloatRange(0, 120, "seconds")),
-])
-
-LIMITS = Section("limits", "protection against overload and abuse", [
-    Key("max_connections", 256, "client connections at once; more are closed at once",
-        IntRange(1, 100_000)),
-    Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
-        "reading from it", IntRange(1, 10_000)),
-    Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",
-        FloatRange(0.1, 600, "seconds")),
-    Key("idle_timeout", 300.0, "seconds a connection may stay silent with nothing in flight",
-        FloatRange(1, 86_400, "seconds")),
-    Key("rate_burst", 600, "requests a client (remote IP) may send in a burst",
-        IntRange(1, 10_000_000)),
-    Key("rate_per_sec", 300.0, "sustained requests per second per client (remote IP)",
-        FloatRange(0.1, 10_000_000, "requests/s")),
-])
-
-STORE = Section("store", "the message store (SQLite on the data partition)", [
-    Key("quota_bytes", 1 << 30, "bytes of message data kept at most; stores beyond get 'full'",
-        IntRange(1 << 20, 1 << 44)),
-    Key("batch_rows", 64, "a grouped commit closes after this many messages",
-        IntRange(1, 10_000)),
-    Key("batch_ms", 50, "... or after this many milliseconds", IntRange(1, 10_000)),
-    Key("sweep_interval", 30.0, "seconds between sweeps of expired messages",
-        FloatRange(0.1, 86_400, "seconds")),
-])
-
-CORE_SECTIONS = (NODE, LIMITS, STORE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,24 +217,6 @@ class Schema:
                 out.append(f"{k.name} = {_toml_value(k.default)}")
             out.append("")
         return "\n".join(out)
-
-
-def default_schema(extra_sections=()) -> Schema:
-    """The node's schema: core sections plus those other parts declare.
-
-    To add a section: declare it (a `Section`) in your own module and list it in
-    `_plugged_sections` below (one line), or pass it in `extra_sections`.
-    """
-    return Schema(CORE_SECTIONS + _plugged_sections() + tuple(extra_sections))
-
-
-def _plugged_sections() -> tuple[Section, ...]:
-    """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
-    from firmware.device import SECTIONS as DEVICE
-    from firmware.net import NETWORK
-    from firmware.net.reachability import NAT
-
-    return (NETWORK, NAT) + DEVICE
 
 
 def _did_you_mean(word: str, choices, fmt: str) -> str:

@@ -21,7 +21,7 @@ import sys
 import trio
 
 from firmware import __version__
-from firmware.client import wall_ms
+from firmware.clock import wall_ms
 from firmware.device import install_device
 from firmware.identity import ensure_data_dir, load_or_create_node_identity
 from firmware.links import ClientListener, outbound_wrap, server_ssl_context

@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from firmware.client import next_frame, open_pinned_link, wall_ms
+from firmware.client import next_frame, open_pinned_link
+from firmware.clock import wall_ms
 from firmware.net.idle_pool import IdleClosingPool
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, error_for_code
 from firmware.proto.frames import FrameDecoder, encode_frame

@@ -36,26 +36,9 @@ from firmware.proto.records import (
 )
 
 from .peers import PeerUnavailable, args_of, ping, require_peer
+from .settings import parse_bootstrap
 
 __all__ = ["MembershipService", "parse_bootstrap", "live_set_digest"]
-
-
-def parse_bootstrap(entry):
-    """``"host:port@<64 hex node id>"`` -> (host, port, node_id); ValueError saying what is wrong."""
-    where, sep, hexid = entry.rpartition("@")
-    if not sep:
-        raise ValueError(f"{entry!r}: expected HOST:PORT@NODEID (the node id is 64 hex digits)")
-    host, sep, port = where.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{entry!r}: expected HOST:PORT@NODEID with a port from 1 to 65535")
-    try:
-        node_id = bytes.fromhex(hexid)
-    except ValueError:
-        node_id = b""
-    if len(node_id) != 32:
-        raise ValueError(f"{entry!r}: the node id after @ must be 64 hex digits")
-    return host, int(port), node_id
 
 
 def short(node_id):

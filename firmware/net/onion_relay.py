@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import trio
 
-from firmware.client import wall_ms
+from firmware.clock import wall_ms
 from firmware.proto import onion
 from firmware.proto.codec import decode_map, encode_map
 from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError

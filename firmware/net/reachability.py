@@ -29,27 +29,15 @@ import random
 
 import trio
 
-from firmware.config import FloatRange, IntRange, Key, OneOf, Section
 from firmware.proto.errors import BadRequest, Busy, ProtocolError
 from firmware.proto.records import FLAG_MAPPED, FLAG_REACHABLE, FLAG_RELAYED
 from firmware.rpc import ConnInfo
 
 from . import nat
 from .relay_hub import FORWARDABLE, POLL_WAIT, ForwardLink, RelayHub
+from .settings import NAT
 
 __all__ = ["NAT", "ReachabilityService", "RelayHub", "decide", "advice", "install_reachability"]
-
-NAT = Section("nat", "reachability from the internet: port mapping and relayed mode", [
-    Key("mode", "auto", "auto: try UPnP-IGD then NAT-PMP on the home router; off: never ask "
-        "the router (a node listening on 127.0.0.1 never asks anyway)",
-        OneOf("auto", "upnp", "natpmp", "off")),
-    Key("lease", 3600, "seconds a port mapping lasts (renewed at half)", IntRange(120, 604_800)),
-    Key("check_interval", 600.0, "seconds between reachability checks",
-        FloatRange(1, 86_400, "seconds")),
-    Key("test_peers", 3, "peers asked to connect back to us", IntRange(1, 10)),
-    Key("relays", 2, "reachable peers a relayed node keeps links to", IntRange(1, 4)),
-    Key("polls_per_relay", 4, "requests a relay may pass down at once", IntRange(1, 64)),
-])  # fmt: skip
 
 MAX_REACH_TESTS = 8  # reach_test pings this node runs at once for others
 MAX_NODES_ANSWER = 2000  # records in one `nodes` answer (~300 bytes each, fits a frame)

@@ -152,7 +152,7 @@ def apply_wifi(plan: bootconfig.Plan) -> None:
 def node_config_problems(config: dict) -> list[str]:
     """Validate with the installed node's own schema (same messages as `homenode run`)."""
     try:
-        from firmware.config import default_schema
+        from firmware.settings import default_schema
     except ImportError as e:  # running outside /opt/homenode's Python
         return [f"could not check the node settings: {e}"]
     return default_schema().validate(config, "homenode.toml")[1]

@@ -17,11 +17,11 @@ import trio
 import trio.testing
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware.config import default_schema
 from firmware.exit_status import EXIT_POWEROFF, EXIT_RESTART
 from firmware.identity import NODE_KEY_FILE
 from firmware.logs import Log
 from firmware.node import Node
+from firmware.settings import default_schema
 from hal.core import led
 from tests.conftest import write_toml
 from tests.hal.fakesys import FakeSys

@@ -6,10 +6,10 @@ import io
 import trio
 
 from firmware.client import connect
-from firmware.config import default_schema
 from firmware.links import outbound_wrap
 from firmware.logs import Log
 from firmware.node import Node
+from firmware.settings import default_schema
 from tests.conftest import write_toml
 
 

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "image" / "device"))
 import bootconfig  # noqa: E402
 
-from firmware.config import default_schema  # noqa: E402
+from firmware.settings import default_schema  # noqa: E402
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5Cq2p7Xh2yCkQ2vG9pG3nYkYv4bq2h0d3W1Uu8yZ0 me@pc"
 

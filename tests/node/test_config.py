@@ -4,7 +4,8 @@ import tomllib
 
 import pytest
 
-from firmware.config import ConfigError, IntRange, Key, Schema, Section, default_schema
+from firmware.config import ConfigError, IntRange, Key, Schema, Section
+from firmware.settings import default_schema
 from tests.conftest import run_cli
 
 # (file content, the exact message after "<file>: ")

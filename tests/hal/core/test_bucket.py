@@ -1,4 +1,5 @@
 from hal.core.bucket import TokenBucket
+
 from tests.hal.core.check import raises
 
 

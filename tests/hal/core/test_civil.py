@@ -1,4 +1,5 @@
 from hal.core import civil
+
 from tests.hal.core.check import raises
 
 # Reference points computed independently (Unix epoch day numbers).

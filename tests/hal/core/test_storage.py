@@ -1,5 +1,6 @@
 from hal.core import civil
 from hal.core.storage import EVICT, OK, REFUSE, StoragePolicy, WriteBudget, eviction_plan
+
 from tests.hal.core.check import raises
 
 T0 = civil.days_from_civil(2026, 6, 1) * civil.DAY_MS + 10 * 3600000  # 10:00 UTC

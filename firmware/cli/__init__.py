@@ -1,0 +1,67 @@
+"""`homenode` command line: run the node, manage keys, send/fetch messages, check config.
+
+One module per verb family (daemon, keys, messages, status, config_cmds, ...); this module only
+lists them in `COMMANDS` and builds the parser. A part adds a verb with one line, e.g.
+    Command("flash", "write the SD image to a card", flash.add_arguments, flash.run),
+where `add_args(parser)` declares its options and `run(args) -> int` does the work. A name with
+a space ("config check") becomes a nested subcommand.
+
+Exit codes: 0 ok, 1 operational error (node unreachable, refused request, bad key file),
+2 usage or configuration error. Expected errors print one line, never a traceback.
+"""
+
+import argparse
+import sys
+
+from firmware import __version__, flash
+from firmware.cli import config_cmds, daemon, keys, messages, status
+from firmware.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, Command
+
+__all__ = ["COMMANDS", "Command", "CliError", "build_parser", "main",
+           "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE"]
+
+COMMANDS = [
+    Command("run", "run the node daemon (until SIGTERM/Ctrl-C)", daemon.run_args, daemon.cmd_run),
+    Command("keygen", "create the node key, or a user key pair with --out", keys.keygen_args,
+            keys.cmd_keygen),
+    Command("id", "print the node's public id (or a key file's with --key)", keys.id_args,
+            keys.cmd_id),
+    Command("send", "encrypt a message to a recipient and store it on the node",
+            messages.send_args, messages.cmd_send),
+    Command("fetch", "fetch and decrypt your messages", messages.fetch_args, messages.cmd_fetch),
+    Command("status", "show the node's state", status.status_args, status.cmd_status),
+    Command("config check", "validate a homenode.toml (exit 0 ok, 2 invalid)",
+            config_cmds.check_args, config_cmds.cmd_config_check),
+    Command("config defaults", "print every setting with its default and help",
+            lambda p: None, config_cmds.cmd_config_defaults),
+    Command("flash", "write the SD image onto a card, then verify it by reading back",
+            flash.add_arguments, flash.run),
+]
+
+
+def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="homenode", description="homenode node and client")
+    parser.add_argument("--version", action="version", version=f"homenode {__version__}")
+    groups = {(): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)}
+    for cmd in commands:
+        words = tuple(cmd.name.split())
+        for i in range(1, len(words)):
+            if words[:i] not in groups:
+                parent = groups[words[:i - 1]].add_parser(words[i - 1], help=f"{words[i - 1]} …")
+                groups[words[:i]] = parent.add_subparsers(dest=f"sub{i}", metavar="COMMAND",
+                                                         required=True)
+        sub = groups[words[:-1]].add_parser(words[-1], help=cmd.help, description=cmd.help)
+        cmd.add_args(sub)
+        sub.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args._run(args)
+    except CliError as e:
+        print(f"homenode: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130

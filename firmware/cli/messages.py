@@ -1,0 +1,125 @@
+"""`homenode send` and `homenode fetch`: end-to-end encrypted messages through the network."""
+
+import base64
+import json
+import sys
+
+from firmware.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    add_direct_opt,
+    add_node_opts,
+    load_user_key,
+    locate_node,
+    parse_duration_ms,
+    run_client,
+)
+
+
+def send_args(p):
+    add_node_opts(p)
+    p.add_argument("--to", required=True, metavar="HEX", help="recipient public id (64 hex)")
+    p.add_argument("--ns", type=int, default=0, help="namespace (default 0, the public inbox)")
+    p.add_argument("--ttl", type=parse_duration_ms, default=parse_duration_ms("1d"),
+                   help="time to live: 90s, 15m, 2h, 14d (default 1d)")
+    p.add_argument("--key", metavar="FILE",
+                   help="the recipient's key file (needed for namespaces other than 0)")
+    p.add_argument("message", nargs="?", help="text to send (default: read stdin)")
+    add_direct_opt(p)
+
+
+def cmd_send(args) -> int:
+    import nacl.exceptions
+
+    from firmware.client import seal_for
+    from firmware.identity import parse_node_id, x25519_public_of
+
+    try:
+        recipient = parse_node_id(args.to)
+        x25519_public_of(recipient)  # not every 32 bytes are a usable Ed25519 public key
+    except ValueError as e:
+        raise CliError(f"--to: {e}", EXIT_USAGE) from None
+    except nacl.exceptions.CryptoError:
+        raise CliError(f"--to: {args.to} is not a valid Ed25519 public key", EXIT_USAGE) from None
+    signing_key = None
+    if args.ns != 0:
+        if not args.key:
+            raise CliError(f"--ns {args.ns} needs --key (the recipient's key file): only the "
+                           "public inbox (ns 0) takes deposits from anyone", EXIT_USAGE)
+        ident = load_user_key(args.key)
+        if ident.node_id != recipient:
+            raise CliError("--key does not belong to --to", EXIT_USAGE)
+        signing_key = ident.signing_key
+    node = locate_node(args)  # fail fast, before reading stdin
+    plaintext = (args.message.encode() if args.message is not None
+                 else sys.stdin.buffer.read())
+    sealed = seal_for(recipient, plaintext)
+
+    async def send(client):
+        return await client.store(recipient, sealed, ns=args.ns, ttl_ms=args.ttl,
+                                  signing_key=signing_key)
+
+    r = run_client(args, send, node)
+    print(r.hash.hex())
+    return EXIT_OK
+
+
+def fetch_args(p):
+    add_node_opts(p)
+    p.add_argument("--key", required=True, metavar="FILE", help="your key file (keygen --out)")
+    p.add_argument("--ns", type=int, default=0, help="namespace (default 0)")
+    p.add_argument("--after", metavar="HASH", help="only messages stored after this one")
+    p.add_argument("--delete", action="store_true", help="delete the messages once fetched")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_direct_opt(p)
+
+
+def cmd_fetch(args) -> int:
+    import nacl.exceptions
+
+    from firmware.client import open_sealed
+
+    ident = load_user_key(args.key)
+    after = None
+    if args.after:
+        try:
+            after = bytes.fromhex(args.after)
+            assert len(after) == 32
+        except (ValueError, AssertionError):
+            raise CliError("--after: expected a 64-hex-digit message hash", EXIT_USAGE) from None
+
+    async def fetch(client):
+        msgs = await client.retrieve_all(ident.signing_key, ns=args.ns, after=after)
+        if args.delete and msgs:
+            await client.delete(ident.signing_key, [m.hash for m in msgs], ns=args.ns)
+        return msgs
+
+    msgs = run_client(args, fetch)
+    out = sys.stdout
+    undecryptable = 0
+    for m in msgs:
+        try:
+            plain = open_sealed(ident.signing_key, m.data)
+        except nacl.exceptions.CryptoError:
+            undecryptable += 1
+            plain = None
+        if args.json:
+            rec = {"hash": m.hash.hex(), "ts": m.ts, "expiry": m.expiry}
+            if plain is None:
+                rec["error"] = "not encrypted to this key"
+            else:
+                try:
+                    rec["text"] = plain.decode()
+                except UnicodeDecodeError:
+                    rec["base64"] = base64.b64encode(plain).decode()
+            out.write(json.dumps(rec) + "\n")
+        elif plain is not None:
+            out.write(plain.decode(errors="replace") + "\n")
+    if undecryptable:
+        print(f"fetch: {undecryptable} message(s) were not encrypted to this key (skipped)",
+              file=sys.stderr)
+    if not args.json:
+        print(f"fetch: {len(msgs)} message(s)" + (", deleted" if args.delete and msgs else ""),
+              file=sys.stderr)
+    return EXIT_OK

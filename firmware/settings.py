@@ -1,0 +1,61 @@
+"""The node's whole config schema, assembled from the sections each part declares.
+
+Why a module of its own: `firmware.config` is only the mechanism (keys, checks, validation) and
+imports no part of the firmware; each part declares its sections in its own `settings` module
+(importing only `firmware.config`); this module lists them. So there is no import cycle, and a
+new part adds its sections with one line in `PART_SECTIONS`.
+"""
+
+from firmware.config import FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
+from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
+from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
+
+__all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "default_schema"]
+
+NODE = Section("node", "identity, data and listening address", [
+    Key("data_dir", ".homenode", "directory for the identity key and the message store "
+        "(relative paths are relative to the working directory)", NonEmpty("a directory path")),
+    Key("listen_host", "127.0.0.1", "address the client listener binds "
+        "(0.0.0.0 for all IPv4 interfaces)", NonEmpty("a host name or IP address")),
+    Key("listen_port", 7070, "TCP port of the client listener (0 picks a free port)",
+        IntRange(0, 65535)),
+    Key("log_level", "info", "least important log level printed",
+        OneOf("debug", "info", "warning", "error")),
+    Key("shutdown_grace", 5.0, "seconds to let in-flight requests finish on SIGTERM",
+        FloatRange(0, 120, "seconds")),
+])
+
+LIMITS = Section("limits", "protection against overload and abuse", [
+    Key("max_connections", 256, "client connections at once; more are closed at once",
+        IntRange(1, 100_000)),
+    Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
+        "reading from it", IntRange(1, 10_000)),
+    Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",
+        FloatRange(0.1, 600, "seconds")),
+    Key("idle_timeout", 300.0, "seconds a connection may stay silent with nothing in flight",
+        FloatRange(1, 86_400, "seconds")),
+    Key("rate_burst", 600, "requests a client (remote IP) may send in a burst",
+        IntRange(1, 10_000_000)),
+    Key("rate_per_sec", 300.0, "sustained requests per second per client (remote IP)",
+        FloatRange(0.1, 10_000_000, "requests/s")),
+])
+
+STORE = Section("store", "the message store (SQLite on the data partition)", [
+    Key("quota_bytes", 1 << 30, "bytes of message data kept at most; stores beyond get 'full'",
+        IntRange(1 << 20, 1 << 44)),
+    Key("batch_rows", 64, "a grouped commit closes after this many messages",
+        IntRange(1, 10_000)),
+    Key("batch_ms", 50, "... or after this many milliseconds", IntRange(1, 10_000)),
+    Key("sweep_interval", 30.0, "seconds between sweeps of expired messages",
+        FloatRange(0.1, 86_400, "seconds")),
+])
+
+CORE_SECTIONS = (NODE, LIMITS, STORE)
+
+# Sections declared by the other parts, one line each.
+PART_SECTIONS = NETWORK_SECTIONS + DEVICE_SECTIONS
+
+
+def default_schema(extra_sections=()) -> Schema:
+    """The node's schema: the core sections, the parts' sections, then `extra_sections`."""
+    return Schema(CORE_SECTIONS + PART_SECTIONS + tuple(extra_sections))
