@@ -1,13 +1,12 @@
-"""The daemon: one trio nursery holding every service, and an orderly stop on SIGTERM/SIGINT.
+"""The daemon: the node's parts, built once and explicitly, running in one trio nursery.
 
-Start order (each with `nursery.start`, so READY=1 is only sent once all of them are up):
-store (committer + expiry sweeper) -> client listener -> extra services -> systemd watchdog.
-Stop order: stop accepting and reading, let in-flight requests finish (bounded by
-`node.shutdown_grace`), flush the store, cancel everything, close the database, exit 0.
-
-Other parts plug in without editing this file's logic:
-    node.add_service("thermal", governor.run)      # async def run(*, task_status)
-    node.handler.add_info(lambda: {"temp_c": ...}) # shows up in `info` / `homenode status`
+`Node.__init__` is the whole wiring, read top to bottom: it binds the listening socket (so every
+part knows the address), opens the store and the hardware, then builds each part with its
+collaborators as constructor arguments - no part reaches into another, none is half-built
+until some service starts. `Node.run` starts the services in order (store -> device -> network
+-> listener -> watchdog; READY=1 once all are up) and stops them on SIGTERM/SIGINT: stop
+accepting and reading, let in-flight requests finish (at most `node.shutdown_grace`), flush the
+store, cancel everything, close the database, exit 0.
 """
 
 import fcntl
@@ -22,16 +21,28 @@ import trio
 
 from firmware import __version__
 from firmware.clock import wall_ms
-from firmware.device import install_device
+from firmware.device.hardware import open_device_hardware
+from firmware.device.services import DeviceServices
+from firmware.device.shaping import BandwidthService
 from firmware.identity import ensure_data_dir, load_or_create_node_identity
-from firmware.links import ClientListener, outbound_wrap, server_ssl_context
+from firmware.link import Dialer, LinkPool, direct_dial, server_ssl_context
 from firmware.logs import Log
-from firmware.net import install_network
-from firmware.net.onion_relay import install_onion_relay
-from firmware.net.reachability import install_reachability
-from firmware.rpc import RpcHandler
+from firmware.net.membership import MembershipService
+from firmware.net.onion_relay import OnionRelay, SwarmExecutor
+from firmware.net.peers import PeerAuth, authenticated_dial
+from firmware.net.reachability import ReachabilityService, ReachOps
+from firmware.net.relay_hub import RelayHub
+from firmware.net.relayed import RelayedMode, RelayRoutes
+from firmware.net.replication import Replicator
+from firmware.net.roster import AdvertisedAddress, Roster
 from firmware.sdnotify import Notifier
+from firmware.serve.conn_policy import ConnLimits
+from firmware.serve.conn_table import TableLimits
+from firmware.serve.listener import Listener, bind_tcp
+from firmware.serve.pipeline import Pipeline, RateLimiter
+from firmware.serve.storage_ops import StorageOps
 from firmware.store import DB_FILENAME, MessageStore
+from hal.core.health import Actions
 
 ADDRESS_FILE = "node.json"  # public facts for local CLIs: node id, address, pid
 LOCK_FILE = "node.lock"
@@ -62,9 +73,75 @@ def lock_data_dir(data_dir: str) -> int:
     return fd
 
 
+def _trusted(addresses) -> frozenset:
+    """The trusted addresses, with the IPv4-mapped IPv6 form a dual-stack socket reports."""
+    return frozenset(addresses) | frozenset(f"::ffff:{a}" for a in addresses if ":" not in a)
+
+
+class _Network:
+    """The network parts of one node (absent when `[network] enabled = false`)."""
+
+    def __init__(self, node, cfg, identity, dialer, pipeline_respond):
+        net, log, clock = cfg.network, node.log, node.clock_ms
+        self.hub = RelayHub()
+        self.advertised = AdvertisedAddress(net.advertise_host, net.advertise_port, node.address)
+        self.roster = Roster(identity, net, self.advertised, version=__version__,
+                             clock_ms=clock, log=log)
+        self.peer_pool = LinkPool(
+            authenticated_dial(dialer, identity, self.roster.own, on_record=self.roster.merge_from),
+            connect_timeout=net.link_timeout,
+            # kept open between re-tests of a small network; in a big one (re-tests rate-capped,
+            # minutes apart) links close between tests, so inbound links stay well under
+            # [limits] max_connections (each node is tested ~max_test_rate times a second)
+            idle_s=max(15.0, 2 * net.test_interval))
+        self.routes = RelayRoutes(self.hub, self.peer_pool, self.roster)
+        self.forward_pool = LinkPool(direct_dial(dialer), routes=self.routes.link_to,
+                                     idle_s=120.0, max_links=256)
+        self.membership = MembershipService(identity, net, self.roster, self.peer_pool,
+                                            relayed_ping=self.routes.ping, clock_ms=clock,
+                                            log=log)
+        self.replicator = Replicator(
+            identity, node.store, self.roster, self.peer_pool, net, clock_ms=clock, log=log,
+            paused=lambda: node.actions.pause_background,
+            heavy_paused=lambda: node.actions.pause_heavy_writes)
+        self.auth = PeerAuth(identity, own_record=self.roster.own,
+                             on_record=self.roster.merge_from, denied=self.roster.denied)
+        self.reach_ops = ReachOps(identity, dialer, self.roster)
+        self.relayed = RelayedMode(self.peer_pool, pipeline_respond, clock_ms=clock, log=log,
+                                   polls_per_relay=cfg.nat.polls_per_relay)
+        self.reach = ReachabilityService(cfg.nat, identity, self.roster, self.peer_pool,
+                                         self.advertised, self.relayed,
+                                         bootstrap=lambda: self.membership.candidates, log=log)
+
+    def node_ops(self, relay) -> dict:
+        """Every op the network parts serve, by name (the pipeline's node ops)."""
+        return {
+            "challenge": self.auth.challenge, "hello": self.auth.hello, "ping": self.auth.ping,
+            "gossip": self.membership.op_gossip,
+            "replicate": self.replicator.op_replicate, "handoff": self.replicator.op_replicate,
+            "summary": self.replicator.op_summary,
+            "fetch_missing": self.replicator.op_fetch_missing,
+            "onion": relay.op_onion,
+            "nodes": self.reach_ops.op_nodes, "reach_test": self.reach_ops.op_reach_test,
+            "relay_poll": self.hub.op_poll, "relay_reply": self.hub.op_reply,
+            "relay_forward": self.hub.op_forward,
+        }
+
+    def services(self):
+        return [("peer_links", self.peer_pool.run), ("forward_links", self.forward_pool.run),
+                ("membership", self.membership.run), ("replication", self.replicator.run),
+                ("relayed_mode", self.relayed.run), ("reachability", self.reach.run)]
+
+    def info(self) -> dict:
+        return {**self.membership.info(), **self.replicator.info(), **self.reach.info(),
+                "peer_links": self.peer_pool.open_count(),
+                "relayed_for": len(self.hub.attached()),
+                "relayed_passed_down": self.hub.counters["passed_down"]}
+
+
 class Node:
     def __init__(self, cfg, *, log: Log, notifier: Notifier | None = None, out=None,
-                 clock_ms=wall_ms):
+                 clock_ms=wall_ms, pin_factory=None, hal_env=None, update_phase=None):
         self.cfg = cfg
         self.log = log
         self.notifier = notifier or Notifier(log=log)
@@ -73,74 +150,153 @@ class Node:
         self.data_dir = os.path.abspath(cfg.node.data_dir)
         self.state = "starting"
         self.exit_status = 0  # `homenode run` exits with this (EXIT_RESTART, EXIT_POWEROFF)
-        self.wrap_outbound = None  # TCP stream -> stream for connections the node opens
+        self._stop_requested = trio.Event()
         ensure_data_dir(self.data_dir)
         self._lock_fd = lock_data_dir(self.data_dir)
-        try:  # a refused key or database must not leave the data dir locked
+        self._sock = None
+        self.store = None
+        try:  # a refused key, store or address must not leave the data dir locked
             self.identity, created = load_or_create_node_identity(self.data_dir)
-            self.store = MessageStore.open(
-                os.path.join(self.data_dir, DB_FILENAME),
-                quota_bytes=cfg.store.quota_bytes,
-                clock_ms=clock_ms,
-                batch_rows=cfg.store.batch_rows,
-                batch_ms=cfg.store.batch_ms,
-                sweep_every_s=cfg.store.sweep_interval,
-            )
+            self._sock = bind_tcp(cfg.node.listen_host, cfg.node.listen_port)
+            self.address = self._sock.getsockname()[:2]
+            self._build(cfg, pin_factory, hal_env, update_phase)
         except BaseException:
+            if self.store is not None:
+                self.store.close()
+            if self._sock is not None:
+                self._sock.close()
             os.close(self._lock_fd)
             raise
         if created:
             log.info("identity_created", node_id=self.identity.id_hex, data_dir=self.data_dir)
-        lim = cfg.limits
-        self.handler = RpcHandler(self.store, self.identity.node_id, rate_per_sec=lim.rate_per_sec,
-                                  rate_burst=lim.rate_burst, log=log, state=lambda: self.state)
-        self.listener = ClientListener(
-            self.handler, server_ssl_context(self.identity), clock_ms=clock_ms, log=log,
-            max_connections=lim.max_connections, max_inflight_per_conn=lim.max_inflight_per_conn,
-            handshake_timeout=lim.handshake_timeout, idle_timeout=lim.idle_timeout,
-        )
-        self.handler.add_info(self.listener.info)
-        self.address: tuple[str, int] | None = None
-        self._services: list[tuple[str, object]] = []
-        self.onion = install_onion_relay(self)  # op "onion" + its link pool (network work)
-        self.network = install_network(self)  # membership, replication (network work)
-        self.device = install_device(self)  # LED, button, thermal/bandwidth/storage governors
-        self.reach = install_reachability(self)  # NAT mapping, peer tests, relayed mode
 
-    def add_service(self, name: str, run) -> None:
-        """`run(*, task_status)` is started in the node's nursery after the listener, before
-        READY=1, and cancelled at shutdown (after the store is flushed)."""
-        self._services.append((name, run))
+    def _build(self, cfg, pin_factory, hal_env, update_phase):
+        log, clock = self.log, self.clock_ms
+        # What the health monitor decides (pause background work, refuse new work...), read
+        # live by the services it concerns.
+        self.actions = actions = Actions()
+        self.store = MessageStore.open(
+            os.path.join(self.data_dir, DB_FILENAME), quota_bytes=cfg.store.quota_bytes,
+            clock_ms=clock, batch_rows=cfg.store.batch_rows, batch_ms=cfg.store.batch_ms,
+            sweep_every_s=cfg.store.sweep_interval,
+            sweep_paused=lambda: actions.pause_background)
+        hw = open_device_hardware(cfg, self.data_dir, log, pin_factory=pin_factory, env=hal_env)
+        # Every connection, accepted or opened, goes through the shaper (below TLS): both
+        # directions count against the link limits and the monthly cap.
+        bandwidth = BandwidthService(cfg.bandwidth, self.data_dir, clock, log, hw.net)
+        shaping = bandwidth.wrap if bandwidth.enabled else None
+        self.dialer = Dialer(wrap=shaping, timeout=cfg.network.link_timeout)
+        self.network = None
+        if cfg.network.enabled:
+            self.network = _Network(self, cfg, self.identity, self.dialer, self._respond)
+        net = self.network
+        self.device = DeviceServices(
+            cfg, hw, actions, bandwidth, data_dir=self.data_dir, store=self.store,
+            clock_ms=clock, log=log, node_phase=lambda: self.state, quiesce=self._quiesce,
+            stop=self.request_stop, peers_live=net.roster.live_count if net else None,
+            has_bootstrap=lambda: bool(net and net.membership.candidates),
+            update_phase=update_phase)
+        admit_new = [self.device.refuse_when_hot]
+        storage = StorageOps(self.store, self.identity.node_id, state=lambda: self.state,
+                             info_sources=[self._status])
+        node_ops = {}
+        if net is not None:
+            self.relay = OnionRelay(
+                self.identity, net.forward_pool, log=log, clock_ms=clock,
+                execute=SwarmExecutor(self.identity.node_id, net.roster, net.forward_pool,
+                                      self._storage_request))
+            node_ops = net.node_ops(self.relay)
+        lim = cfg.limits
+        self.pipeline = Pipeline(
+            storage=storage, limiter=RateLimiter(lim.rate_per_sec, lim.rate_burst),
+            node_ops=node_ops,
+            admit={"store": admit_new, "onion": admit_new,
+                   "expire": [self.device.refuse_in_minimum_service]},
+            make_room=self.device.make_room,
+            replication=self.network.replicator if self.network else None, log=log)
+        self.listener = Listener(
+            self.pipeline, server_ssl_context(self.identity), clock_ms=clock, log=log,
+            limits=ConnLimits(handshake_timeout=lim.handshake_timeout,
+                              idle_timeout=lim.idle_timeout, frame_timeout=lim.frame_timeout,
+                              min_rate=lim.min_frame_rate, stall_timeout=lim.stall_timeout,
+                              max_inflight=lim.max_inflight_per_conn),
+            table=TableLimits(max_total=lim.max_connections, per_ip=lim.max_connections_per_ip,
+                              per_subnet=lim.max_connections_per_subnet,
+                              accept_rate=lim.new_connections_per_sec,
+                              accept_burst=max(1, int(2 * lim.new_connections_per_sec)),
+                              trusted=_trusted(lim.trusted_addresses)),
+            wrap_stream=shaping)
+        self._services = self.device.services()
+        if self.network is not None:
+            self._services += self.network.services() + [("onion_relay", self.relay.run)]
+
+    # -- the node's own seams -----------------------------------------------------------------
+
+    async def _respond(self, frame, conn, now_ms):
+        """Relayed mode serves work passed down by a relay through the whole pipeline."""
+        return await self.pipeline.respond(frame, conn, now_ms)
+
+    async def _storage_request(self, frame, conn, now_ms):
+        """An onion's final layer runs the storage RPC here (admitted where it came in)."""
+        return await self.pipeline.storage_request(frame, conn, now_ms)
+
+    def _status(self) -> dict:
+        """The status map's parts beyond the store's totals (`info`, `homenode status`)."""
+        out = {"connections": self.listener.active, "listener": self.listener.info(),
+               "requests": self.pipeline.counters["requests"], **self.device.info()}
+        if self.network is not None:
+            out.update(self.network.info())
+            out.update(self.relay.info())
+        return out
+
+    def request_stop(self, exit_status: int = 0) -> None:
+        """End `run` as SIGTERM would (a safe shutdown, a factory reset), with this exit status."""
+        self.exit_status = exit_status
+        self._stop_requested.set()
+
+    async def _quiesce(self):
+        """Stop taking requests and get every acknowledged write onto the card."""
+        self.listener.drain()
+        with trio.move_on_after(self.cfg.node.shutdown_grace):
+            await self.listener.drained.wait()
+        await self.store.flush()
+
+    # -- running ------------------------------------------------------------------------------
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until SIGTERM/SIGINT (or until the caller cancels), then stop cleanly."""
-        outbound_wrap.set(self.wrap_outbound)  # this task's context: inherited by every service
+        """Serve until SIGTERM/SIGINT, `request_stop`, or the caller cancels; then stop cleanly."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.store.run)
-                    self.address = await nursery.start(
-                        self.listener.run, self.cfg.node.listen_host, self.cfg.node.listen_port
-                    )
                     for name, service in self._services:
                         await nursery.start(service)
                         self.log.debug("service_started", service=name)
+                    await nursery.start(self.listener.run, self._sock)
                     await nursery.start(self.notifier.run_watchdog)
                     self._write_address_file()
                     gc.freeze()  # startup objects (modules, config) never die: keep GC off them
                     self.state = "serving"
                     self._announce()
                     task_status.started(self.address)
-                    async for signum in signals:
-                        self.log.info("stopping", signal=signal.Signals(signum).name)
-                        break
+                    async with trio.open_nursery() as waiting:
+                        waiting.start_soon(self._first_signal, signals)
+                        await self._stop_requested.wait()
+                        waiting.cancel_scope.cancel()
                     await self._stop(nursery)
             finally:
                 self.store.close()
+                self._sock.close()
                 self._remove_address_file()
                 self.notifier.close()
                 os.close(self._lock_fd)  # another Node may now open this data dir
         self.log.info("stopped")
+
+    async def _first_signal(self, signals):
+        async for signum in signals:
+            self.log.info("stopping", signal=signal.Signals(signum).name)
+            self._stop_requested.set()
+            return
 
     async def _stop(self, nursery: trio.Nursery) -> None:
         self.state = "stopping"
@@ -179,9 +335,9 @@ class Node:
     def _announce(self) -> None:
         host, port = self.address
         nid = self.identity.id_hex
-        stats = self.store.stats()
+        count = self.store.totals()["count"]
         self.log.info("serving", node_id=nid, address=f"{host}:{port}", data_dir=self.data_dir,
-                      messages=stats["count"], version=__version__)
+                      messages=count, version=__version__)
         self.notifier.ready(f"serving on {host}:{port}, node id {nid[:16]}")
         prog = "homenode" if shutil.which("homenode") else os.path.join(
             os.path.dirname(sys.executable), "homenode")
@@ -189,7 +345,7 @@ class Node:
         text = (
             f"homenode {__version__} is serving on {host}:{port}\n"
             f"  node id:  {nid}\n"
-            f"  data dir: {self.data_dir} ({stats['count']} messages)\n"
+            f"  data dir: {self.data_dir} ({count} messages)\n"
             f"Talk to it from another terminal on this machine:\n"
             f"  {prog} keygen --out me.key                       # your own key pair\n"
             f"  {prog} send{dd} --to $({prog} id --key me.key) 'hello'\n"

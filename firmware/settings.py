@@ -6,11 +6,22 @@ imports no part of the firmware; each part declares its sections in its own `set
 new part adds its sections with one line in `PART_SECTIONS`.
 """
 
-from firmware.config import FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
+import ipaddress
+
+from firmware.config import Check, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
 from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
 from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
 
 __all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "default_schema"]
+
+def _ips_ok(entries):
+    try:
+        for e in entries:
+            ipaddress.ip_address(e)
+    except (ValueError, TypeError):
+        return False
+    return True
+
 
 NODE = Section("node", "identity, data and listening address", [
     Key("data_dir", ".homenode", "directory for the identity key and the message store "
@@ -26,14 +37,30 @@ NODE = Section("node", "identity, data and listening address", [
 ])
 
 LIMITS = Section("limits", "protection against overload and abuse", [
-    Key("max_connections", 256, "client connections at once; more are closed at once",
+    Key("max_connections", 256, "connections at once; when full, the least valuable one (still "
+        "in its handshake, stalled or idle, from the address holding most) makes room",
         IntRange(1, 100_000)),
+    Key("max_connections_per_ip", 32, "connections one remote address may hold (a node that "
+        "proved its id counts against its id's share instead)", IntRange(1, 100_000)),
+    Key("max_connections_per_subnet", 64, "connections one /24 (IPv4) or /48 (IPv6) may hold",
+        IntRange(1, 100_000)),
+    Key("new_connections_per_sec", 20.0, "new connections one remote address may open per "
+        "second (bursts of twice that)", FloatRange(0.1, 100_000, "connections/s")),
+    Key("trusted_addresses", ["127.0.0.1", "::1"], "addresses with no per-address share or rate "
+        "(the box itself: the owner's tools are never locked out)",
+        Check("a list of IP addresses", _ips_ok)),
     Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
         "reading from it", IntRange(1, 10_000)),
     Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",
         FloatRange(0.1, 600, "seconds")),
     Key("idle_timeout", 300.0, "seconds a connection may stay silent with nothing in flight",
         FloatRange(1, 86_400, "seconds")),
+    Key("frame_timeout", 10.0, "seconds any request frame may take to arrive once its length "
+        "header is in, plus its size at min_frame_rate", FloatRange(0.5, 3600, "seconds")),
+    Key("min_frame_rate", 4096, "bytes per second a request frame must at least arrive at",
+        IntRange(64, 10_000_000)),
+    Key("stall_timeout", 60.0, "seconds an answer may wait for the peer to read it before the "
+        "connection is dropped", FloatRange(1, 3600, "seconds")),
     Key("rate_burst", 600, "requests a client (remote IP) may send in a burst",
         IntRange(1, 10_000_000)),
     Key("rate_per_sec", 300.0, "sustained requests per second per client (remote IP)",

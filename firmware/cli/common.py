@@ -123,16 +123,13 @@ def run_client(args, fn, node=None):
     """Run `await fn(client)` against the located node, mapping failures to exit codes."""
     import trio
 
-    from firmware.client import connect
-    from firmware.links import PinMismatch
+    from firmware.client import PinMismatch, connect, run_via_onion
     from firmware.proto.errors import ProtocolError
 
     host, port, node_id = node or locate_node(args)
 
     async def main():
         if not getattr(args, "direct", True):  # send/fetch: through onions when possible
-            from firmware.onion_client import run_via_onion
-
             with trio.fail_after(args.timeout * 3):
                 used, result = await run_via_onion(host, port, node_id, fn, timeout=args.timeout)
             if used:

@@ -7,7 +7,7 @@ Regenerate with:  .venv/bin/python -m firmware.device.docs --write README.md
 
 import sys
 
-from firmware.device import SECTIONS
+from firmware.device.settings import SECTIONS
 from hal.core import led
 from hal.core.thermal import TIER_ACTIONS
 

@@ -12,9 +12,13 @@ import itertools
 
 import trio
 
-from firmware.proto.errors import BadRequest, Busy, error_for_code
+from firmware.link import Link, LinkDown, LinkTimeout, result_of
+from firmware.link.link import request_frame
+from firmware.proto.errors import BadRequest, Busy
 
-__all__ = ["RelayHub", "ForwardLink", "FORWARDABLE", "POLL_WAIT"]
+from .peers import require_peer
+
+__all__ = ["RelayHub", "FORWARDABLE", "POLL_WAIT"]
 
 FORWARDABLE = frozenset(("onion", "store", "retrieve", "delete", "expire", "info", "ping"))
 POLL_WAIT = 20.0
@@ -40,11 +44,6 @@ class RelayHub:
         self._tokens = itertools.count(1)
         self.counters = {"passed_down": 0, "answered": 0, "expired": 0}
 
-    def install(self, handler):
-        handler.add_op("relay_poll", self.op_poll)
-        handler.add_op("relay_reply", self.op_reply)
-        handler.add_op("relay_forward", self.op_forward)
-
     def attached(self):
         now = trio.current_time()
         return [n for n, b in self._boxes.items() if b.polls or now - b.last_poll < 2 * self.poll_wait]
@@ -64,7 +63,7 @@ class RelayHub:
         return _HubLink(self, box)
 
     async def op_poll(self, frame, conn, now_ms):
-        peer = _peer(conn, "relay_poll")
+        peer = require_peer(conn, "relay_poll")
         box = self._boxes.get(peer)
         if box is None:
             if len(self._boxes) >= self.max_attached:
@@ -84,7 +83,7 @@ class RelayHub:
             box.last_poll = trio.current_time()
 
     async def op_reply(self, frame, conn, now_ms):
-        peer = _peer(conn, "relay_reply")
+        peer = require_peer(conn, "relay_reply")
         args = frame.get("args") or {}
         token, response = args.get("token"), args.get("response")
         if type(token) is not int or type(response) is not dict:
@@ -108,49 +107,31 @@ class RelayHub:
         return await link.request(op, inner)
 
 
-class _HubLink:
+class _HubLink(Link):
+    """A link to a relayed node attached to this hub: requests go down as answers to its polls."""
+
     def __init__(self, hub, box):
         self.hub, self.box = hub, box
 
-    async def request(self, op, args):
+    async def request(self, op, args, *, timeout=None):
         token = next(self.hub._tokens)
         slot = [trio.Event(), None]
         self.box.waiting[token] = slot
+        wait = self.hub.timeout if timeout is None else min(timeout, self.hub.timeout)
         try:
             try:
-                self.box.send.send_nowait((token, {"v": 1, "id": token, "op": op, "args": args}))
+                self.box.send.send_nowait((token, request_frame(token, op, args)))
             except trio.WouldBlock:
                 raise Busy("the relayed node has too much queued; try later") from None
             self.hub.counters["passed_down"] += 1
-            with trio.move_on_after(self.hub.timeout):
+            with trio.move_on_after(wait):
                 await slot[0].wait()
         finally:
             self.box.waiting.pop(token, None)
         if slot[1] is None:
             self.hub.counters["expired"] += 1
-            raise ConnectionError("the relayed node did not answer in time")
-        response = slot[1]
-        if "err" in response:
-            err = response["err"] if isinstance(response["err"], dict) else {}
-            raise error_for_code(str(err.get("code")), str(err.get("msg")))
-        ok = response.get("ok")
-        if not isinstance(ok, dict):
-            raise ConnectionError("the relayed node sent a malformed answer")
-        return ok
-
-
-class ForwardLink:
-    """Reach a relayed node through one of its relays (relay_forward)."""
-
-    def __init__(self, links, relay_id, relay_addr, target):
-        self.links, self.relay_id, self.relay_addr, self.target = links, relay_id, relay_addr, target
-
-    async def request(self, op, args):
-        return await self.links.request(self.relay_id, self.relay_addr, "relay_forward",
-                                        {"to": self.target, "op": op, "args": args})
-
-
-def _peer(conn, op):
-    if conn.peer_id is None:
-        raise BadRequest(f"op {op!r} is for nodes only: send 'challenge' then 'hello' first")
-    return conn.peer_id
+            raise LinkTimeout("the relayed node did not answer in time")
+        try:
+            return result_of(slot[1], token)
+        except (TypeError, AttributeError):
+            raise LinkDown("the relayed node sent a malformed answer") from None

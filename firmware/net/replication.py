@@ -30,14 +30,15 @@ import random
 
 import trio
 
+from firmware.link import LinkDown
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.hashing import message_hash
 from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, TTL_MAX_OTHER, max_ttl
-from firmware.proto.schema import check_store_times
 from firmware.store import Message, StoreError
 
-from .membership import cfg_jitter, short
-from .peers import PeerUnavailable, args_of, require_peer
+from .membership import cfg_jitter
+from .peers import args_of, require_peer
+from .roster import short
 
 __all__ = ["Replicator", "bucket_of", "bucket_digests"]
 
@@ -48,16 +49,21 @@ TOMBSTONE_MS = TTL_MAX_OTHER  # no copy of a deleted message can outlive this
 MAX_TOMBSTONES = 200_000  # ~10 MB; the oldest are forgotten first
 
 
-class _Forward:
-    """Copies of one client store on their way to the swarm."""
+class _Copies:
+    """Copies of one client store on their way to the swarm (the pipeline's replicate stage)."""
 
-    __slots__ = ("started", "swarm", "results", "done")
+    __slots__ = ("replicator", "swarm", "results", "done", "recipient", "ns")
 
-    def __init__(self, started):
-        self.started = started
+    def __init__(self, replicator, recipient, ns):
+        self.replicator = replicator
+        self.recipient, self.ns = recipient, ns
         self.swarm = ()
         self.results = {}
         self.done = trio.Event()
+
+    async def finish(self, result) -> dict:
+        """After the local write: wait for the members' answers; `{"replicas": n}`."""
+        return await self.replicator._finish_store(self, result)
 
 
 def bucket_of(recipient):
@@ -107,19 +113,22 @@ def batches(msgs):
 
 
 class Replicator:
-    def __init__(self, identity, store, membership, links, cfg, *, clock_ms, log, rng=None):
+    def __init__(self, identity, store, roster, pool, cfg, *, clock_ms, log, rng=None,
+                 paused=lambda: False, heavy_paused=lambda: False):
+        """`pool`: authenticated peer links; `paused()`: skip anti-entropy rounds now (a warm
+        box); `heavy_paused()`: skip hand-off bursts now (under-voltage)."""
         self.node_id = identity.node_id
         self.store = store
-        self.membership = membership
-        self.links = links
+        self.roster = roster
+        self.pool = pool
         self.cfg = cfg
         self.clock_ms = clock_ms
         self.log = log
         self.rng = rng or random.Random()
-        self._kick = trio.Event()  # set on membership change: run a round soon
+        self.paused = paused
+        self.heavy_paused = heavy_paused
         self._index_cache = None
         self._nursery = None
-        self._early = {}  # (id(conn), request id) -> _Forward started by before_store
         self.tombstones = {}  # hash -> until (ms): deleted by its recipient, never re-acquired
         self._locate = {}  # hash -> (recipient, ns), from the same scan
         self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
@@ -127,29 +136,16 @@ class Replicator:
                          "repairs_out": 0, "handoff_sent": 0, "handoff_dropped": 0,
                          "anti_entropy_rounds": 0, "swarm_recipients": 0,
                          "foreign_recipients": 0, "signed_ops_forwarded": 0,
-                         "index_scans": 0}  # fmt: skip
-        membership.on_change.append(lambda placement: self._kick.set())
+                         "index_scans": 0, "rounds_paused": 0, "handoffs_paused": 0}  # fmt: skip
 
     @property
     def placement(self):
-        return self.membership.placement
+        return self.roster.placement
 
     def _address(self, node_id):
-        st = self.membership.state
-        rec = st.get(node_id) if st is not None else None
-        return rec.address if rec is not None else None
+        return self.roster.address_of(node_id)
 
-    def install(self, handler):
-        handler.add_op("replicate", self.op_replicate)
-        handler.add_op("handoff", self.op_replicate)
-        handler.add_op("summary", self.op_summary)
-        handler.add_op("fetch_missing", self.op_fetch_missing)
-        handler.add_op_guard("store", self.before_store)
-        handler.add_op_hook("store", self.after_store)
-        handler.add_op_hook("delete", self.after_signed_op)
-        handler.add_op_hook("expire", self.after_signed_op)
-
-    # -- forwarding client requests ------------------------------------------------------------
+    # -- the pipeline's replicate stage ---------------------------------------------------------
 
     async def _send(self, node_id, op, args, results, key):
         address = self._address(node_id)
@@ -157,64 +153,55 @@ class Replicator:
             return
         try:
             with trio.move_on_after(self.cfg.replicate_timeout):
-                results[key] = await self.links.request(node_id, address, op, args,
-                                                        timeout=self.cfg.replicate_timeout)
-        except (PeerUnavailable, ProtocolError) as e:
+                results[key] = await self.pool.request(node_id, address, op, args,
+                                                       timeout=self.cfg.replicate_timeout)
+        except (LinkDown, ProtocolError) as e:
             self.log.debug("forward_failed", op=op, peer=short(node_id), error=str(e)[:200])
 
-    async def before_store(self, req, conn, now_ms):
-        """Guard before a client store runs here: start copying it to the swarm at once, so the
-        members' durable writes overlap ours (latency ~1 group commit instead of 2)."""
-        if conn.peer_id is not None or self._nursery is None:
-            return
-        check_store_times(req, now_ms)  # the op checks again; refuse before anything travels
-        now = trio.current_time()
-        while self._early and next(iter(self._early.values())).started < now - 60:
-            self._early.pop(next(iter(self._early)))  # the store failed here: nobody collects
-        pending = _Forward(now)
-        self._early[(id(conn), req.id)] = pending
+    def start_store(self, req, conn, now_ms):
+        """A client store passed admission: start copying it to the other swarm members now, so
+        their durable writes overlap ours. None for a node's copy (never forwarded again)."""
+        if conn.peer_id is not None:
+            return None
+        copies = _Copies(self, req.recipient, req.ns)
         msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts, "expiry": req.ts + req.ttl,
                "data": req.data, "fresh": True}  # fmt: skip
-        self._nursery.start_soon(self._forward, pending, req.recipient, msg)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._forward, copies, req.recipient, msg)
+        else:  # the service is not running (yet): no copies, answered as such
+            copies.done.set()
+        return copies
 
-    async def after_store(self, req, result, conn, now_ms):
-        """Hook after a client store is durable here: wait for the swarm's copies (started by
-        before_store) and say how many acknowledged."""
-        self._note(Message(result["hash"], req.recipient, req.ns, req.ts, result["expiry"], b""))
-        if conn.peer_id is not None:
-            return {}
+    async def _finish_store(self, copies, result):
+        """After our own durable write: wait for the swarm's copies; say how many acknowledged."""
+        h = result["hash"]
+        self._note(Message(h, copies.recipient, copies.ns, 0, result["expiry"], b""))
         try:
-            self.tombstones.pop(result["hash"], None)  # stored again by a client: alive again
-            pending = self._early.pop((id(conn), req.id), None)
-            if pending is None:  # service not running yet: forward now
-                pending = _Forward(trio.current_time())
-                msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
-                       "expiry": result["expiry"], "data": req.data, "fresh": True}  # fmt: skip
-                await self._forward(pending, req.recipient, msg)
-            await pending.done.wait()
-            acks = sum(1 for r in pending.results.values() if result["hash"] in r.get("stored", ()))
-            replicas = acks + (self.node_id in pending.swarm)
+            self.tombstones.pop(h, None)  # stored again by a client: alive again
+            await copies.done.wait()
+            acks = sum(1 for r in copies.results.values() if h in r.get("stored", ()))
+            member = self.node_id in copies.swarm
             self.counters["stores_forwarded"] += 1
             self.counters["replica_acks"] += acks
-            self.counters["replica_naks"] += len(pending.swarm) - (self.node_id in pending.swarm) - acks
-            self.counters["replicas_last"] = replicas
-            return {"replicas": replicas}
+            self.counters["replica_naks"] += len(copies.swarm) - member - acks
+            self.counters["replicas_last"] = acks + member
+            return {"replicas": acks + member}
         except Exception as e:  # stored here already: a forwarding bug must not fail the store
             self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
-            return {"replicas": int(self.node_id in self.placement.swarm(req.recipient))}
+            return {"replicas": int(self.node_id in self.placement.swarm(copies.recipient))}
 
-    async def _forward(self, pending, recipient, msg):
+    async def _forward(self, copies, recipient, msg):
         try:
-            pending.swarm = self.placement.swarm(recipient)
+            copies.swarm = self.placement.swarm(recipient)
             async with trio.open_nursery() as nursery:
-                for n in pending.swarm:
+                for n in copies.swarm:
                     if n != self.node_id:
                         nursery.start_soon(self._send, n, "replicate", {"messages": [msg]},
-                                           pending.results, n)  # fmt: skip
+                                           copies.results, n)  # fmt: skip
         except Exception as e:
             self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
         finally:
-            pending.done.set()
+            copies.done.set()
 
     def _tombstone(self, hashes, now_ms):
         for h in hashes:
@@ -230,9 +217,10 @@ class Replicator:
             return False
         return until is not None
 
-    async def after_signed_op(self, req, result, conn, now_ms):
-        """Forward a client's signed delete/expire to the other members (they re-check it).
-        Deleted hashes are remembered so anti-entropy and hand-off do not bring them back."""
+    async def after_write(self, req, result, conn, now_ms):
+        """A delete / expire done here: forward a client's signed request to the other members
+        (they re-check the signature). Deleted hashes are remembered so anti-entropy and
+        hand-off do not bring them back."""
         if req.op == "delete":
             self._tombstone(req.hashes, now_ms)
             self._forget(req.recipient, req.hashes)
@@ -391,7 +379,7 @@ class Replicator:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery  # where before_store's forwards run
+            self._nursery = nursery  # where start_store's copies run
             try:
                 task_status.started()
                 await self._rounds()
@@ -399,15 +387,19 @@ class Replicator:
                 self._nursery = None
 
     async def _rounds(self):
-        await self.membership.ready.wait()
         while True:
             with trio.move_on_after(cfg_jitter(self.cfg.anti_entropy_interval, self.rng)):
-                await self._kick.wait()
+                await self.roster.changed()
                 await trio.sleep(self.cfg.settle_delay)  # let a burst of changes settle
-            self._kick = trio.Event()
             try:
-                await self.handoff_round()
-                await self.anti_entropy_round()
+                if self.heavy_paused():
+                    self.counters["handoffs_paused"] += 1
+                else:
+                    await self.handoff_round()
+                if self.paused():
+                    self.counters["rounds_paused"] += 1
+                else:
+                    await self.anti_entropy_round()
             except StoreError as e:
                 self.log.warning("replication_round_failed", error=str(e)[:200])
             except Exception as e:  # a bug costs one round, never the node
@@ -430,7 +422,7 @@ class Replicator:
         try:
             index = await self._index(peer)
             digests = bucket_digests(index)
-            ok = await self.links.request(peer, address, "summary",
+            ok = await self.pool.request(peer, address, "summary",
                                           {"buckets": [[b, d] for b, d in digests.items()]})
             want, give = [], []
             for item in ok.get("diff", []):
@@ -441,7 +433,7 @@ class Replicator:
                          if type(h) is bytes and len(h) == 32 and not self._is_dead(h, now)]
                 give += list(ours - theirs)
             for i in range(0, len(want), MAX_FETCH):
-                got = await self.links.request(peer, address, "fetch_missing",
+                got = await self.pool.request(peer, address, "fetch_missing",
                                                {"hashes": want[i:i + MAX_FETCH]})
                 now = self.clock_ms()
                 for item in got.get("messages", []):
@@ -453,13 +445,13 @@ class Replicator:
             if give:
                 msgs = await self._load(give)
                 for batch in batches(msgs):
-                    res = await self.links.request(peer, address, "replicate",
+                    res = await self.pool.request(peer, address, "replicate",
                                                    {"messages": [message_wire(m) for m in batch]})
                     self.counters["repairs_out"] += len(res.get("stored", []))
             if want or give:
                 self.log.info("anti_entropy_repaired", peer=short(peer), fetched=len(want),
                               sent=len(give))
-        except (PeerUnavailable, ProtocolError) as e:
+        except (LinkDown, ProtocolError) as e:
             self.log.debug("anti_entropy_failed", peer=short(peer), error=str(e)[:200])
 
     async def handoff_round(self):
@@ -484,13 +476,13 @@ class Replicator:
                     continue
                 try:
                     for batch in batches(msgs):
-                        res = await self.links.request(
+                        res = await self.pool.request(
                             owner, address, "handoff",
                             {"messages": [message_wire(m) for m in batch]})  # fmt: skip
                         for h in res.get("stored", []):
                             if h in confirmed:
                                 confirmed[h] += 1
-                except (PeerUnavailable, ProtocolError) as e:
+                except (LinkDown, ProtocolError) as e:
                     self.log.debug("handoff_failed", peer=short(owner), error=str(e)[:200])
             self.counters["handoff_sent"] += len(msgs)
             done = {}

@@ -67,6 +67,19 @@ class FrameDecoder:
         """Bytes received but not yet returned as frames."""
         return len(self._buf)
 
+    @property
+    def pending_size(self):
+        """The announced body size of a frame received only in part (0 while even its 4-byte
+        header is incomplete), or None when no partial frame is buffered. Lets a listener put a
+        deadline on a frame that trickles in."""
+        have = len(self._buf)
+        if have == 0:
+            return None
+        if have < FRAME_HEADER_SIZE:
+            return 0
+        n = int.from_bytes(self._buf[:FRAME_HEADER_SIZE], "big")
+        return n if have < FRAME_HEADER_SIZE + n else None
+
     def receive_data(self, data):
         """Add bytes from the peer; ``b""`` means the peer closed its side (EOF).
 

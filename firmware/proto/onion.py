@@ -34,7 +34,7 @@ the client opens one layer per hop (outermost first)::
     tag 0x02: body is the CBOR response map of the final hop ({"ok": ...} or {"err": ...})
 
 A hop that cannot open or accept its layer answers only :class:`OnionRejected`: one code
-(``bad_request``), one fixed message, whatever the reason, so a prober learns nothing about which check failed.
+(``onion_rejected``), one fixed message, whatever the reason, so a prober learns nothing about which check failed.
 
 Depth: the ``onion`` op carries how many hops the onion has already crossed; each forwarder adds
 one, and :func:`peel` refuses a layer at position >= MAX_HOPS (more than 15 hops in all).
@@ -48,7 +48,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 
 from firmware.proto.codec import decode_map
-from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
+from firmware.proto.errors import Busy, MalformedFrame, OnionRejected, ProtocolError
 
 __all__ = [
     "MAX_HOPS",
@@ -56,7 +56,6 @@ __all__ = [
     "LAYER_OVERHEAD",
     "RESPONSE_OVERHEAD",
     "OnionRejected",
-    "is_rejection",
     "OnionResponseError",
     "HopFailed",
     "Hop",
@@ -92,30 +91,6 @@ MAX_HOST = 253
 TAG_CARRIED = 0
 TAG_HOP_FAILED = 1
 TAG_FINAL = 2
-
-_UNIFORM = (
-    "onion layer rejected (it could not be opened, or it is malformed, stale, replayed or nested "
-    "more than 15 hops deep); build a fresh onion with current node keys and the right clock"
-)
-
-
-class OnionRejected(BadRequest):
-    """The one error a hop gives for any bad layer. Deliberately says nothing specific.
-
-    On the wire it is a plain ``bad_request`` with this fixed message (no new error code, so
-    docs/protocol.md stays backward compatible); :func:`is_rejection` recognises it.
-    """
-
-    code = "bad_request"
-
-    def __init__(self, *, request_id=None):
-        super().__init__(_UNIFORM, request_id=request_id)
-
-
-def is_rejection(code, msg):
-    """True when an error (code, msg) is a hop's uniform onion rejection."""
-    return code == OnionRejected.code and msg == _UNIFORM
-
 
 class OnionResponseError(ProtocolError):
     """Client side: a response layer did not open or decode (a hop misbehaved or data was cut)."""

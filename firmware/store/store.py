@@ -69,6 +69,7 @@ class MessageStore:
         clock_ms: Callable[[], int],
         sweep_every_s: float,
         sweep_batch: int,
+        sweep_paused: Callable[[], bool] = lambda: False,
     ):
         self.path = path
         self._writer = writer
@@ -79,6 +80,8 @@ class MessageStore:
         self._clock_ms = clock_ms
         self._sweep_every_s = sweep_every_s
         self._sweep_batch = sweep_batch
+        self._sweep_paused = sweep_paused  # e.g. a warm box: skip the round
+        self.sweeps_skipped = 0
         self._count, self._bytes = ops.read_totals(writer)
         self._reserved = 0
         self._send: trio.MemorySendChannel | None = None
@@ -102,6 +105,7 @@ class MessageStore:
         sweep_every_s: float = 30,
         sweep_batch: int = 256,
         wal_bytes: int = 64 << 20,
+        sweep_paused: Callable[[], bool] = lambda: False,
     ) -> MessageStore:
         """Open (creating or migrating) the database file. Blocks briefly; call at startup."""
         path = Path(path)
@@ -128,7 +132,7 @@ class MessageStore:
             return cls(
                 path, writer, reader, quota_bytes=quota_bytes, batch_rows=batch_rows,
                 batch_ms=batch_ms, clock_ms=clock_ms, sweep_every_s=sweep_every_s,
-                sweep_batch=sweep_batch,
+                sweep_batch=sweep_batch, sweep_paused=sweep_paused,
             )
         except BaseException:
             writer.close()
@@ -265,6 +269,9 @@ class MessageStore:
     async def _sweeper(self) -> None:
         while True:
             await trio.sleep(self._sweep_every_s)
+            if self._sweep_paused():
+                self.sweeps_skipped += 1
+                continue
             await self.sweep_expired()
 
     # ---------------------------------------------------------------- writes
@@ -370,6 +377,11 @@ class MessageStore:
     async def recipients(self) -> list[bytes]:
         """Every recipient with stored messages, for hand-off on membership change."""
         return await self._read(ops.recipients)
+
+    def totals(self) -> dict:
+        """Messages and bytes held, and bytes reserved by stores still queued: running totals
+        kept by the committer, so reading them costs nothing."""
+        return {"count": self._count, "bytes": self._bytes, "pending_bytes": self._reserved}
 
     def stats(self) -> dict:
         """Counters for the status API and the storage guard (no I/O beyond two stat calls)."""

@@ -64,7 +64,7 @@ async def test_heat_ramp_tiers_busy_and_recovery(tmp_path):
                 if temp_c == 75:  # hot: a real client's store is refused with busy
                     assert info["health"] == "throttled"
                     assert "75.0 degC" in info["health_reason"]
-                    with pytest.raises(Busy, match="not taking stores right now"):
+                    with pytest.raises(Busy, match="not taking new work right now"):
                         await c.store(RECIPIENT, b"while hot")
                     assert info["device"]["actions"]["refuse_new_work"]
                     assert info["device"]["bandwidth"]["scale"] == 0.25

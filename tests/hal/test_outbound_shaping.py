@@ -6,7 +6,6 @@ import io
 import trio
 
 from firmware.client import connect
-from firmware.links import outbound_wrap
 from firmware.logs import Log
 from firmware.node import Node
 from firmware.settings import default_schema
@@ -32,35 +31,24 @@ def counted(node):
 async def test_connections_the_node_opens_are_shaped_and_counted(tmp_path):
     target = make_node(tmp_path, "target", {})
     shaped = make_node(tmp_path, "shaped", {"up_mbit": 1000.0, "monthly_cap_gb": 100.0})
-    seen = {}
-
-    async def talk_to_target(*, task_status=trio.TASK_STATUS_IGNORED):
-        task_status.started()
-        seen["wrap"] = outbound_wrap.get()
-        host, port = target.address
-        async with connect(host, port, target.identity.node_id) as c:
-            seen["info"] = await c.info()
-        seen["done"] = True
-
-    shaped.add_service("talk_to_target", talk_to_target)
     async with trio.open_nursery() as n:
         await n.start(target.run)
-        before = counted(shaped)
         await n.start(shaped.run)
-        with trio.fail_after(20):
-            while "done" not in seen:
-                await trio.sleep(0.01)
+        before = counted(shaped)
+        host, port = target.address
+        # the dialer every outbound link of the shaped node goes through
+        async with connect(host, port, target.identity.node_id, dialer=shaped.dialer) as c:
+            info = await c.info()
         after_own = counted(shaped)
 
-        # a client outside the shaped node's task tree is not the node's traffic
-        host, port = target.address
+        # a client that is not the node's own traffic
         async with connect(host, port, target.identity.node_id) as c:
             await c.info()
         n.cancel_scope.cancel()
 
-    assert seen["wrap"] == shaped.device.bandwidth.wrap
-    assert seen["info"]["node_id"] == target.identity.node_id
+    assert shaped.dialer.wrap == shaped.device.bandwidth.wrap
+    assert info["node_id"] == target.identity.node_id
     # TLS 1.3 handshake + one info request and answer: well over a kilobyte both ways
     assert after_own - before > 1000
     assert counted(shaped) == after_own
-    assert target.wrap_outbound is None  # no limits configured: nothing wraps its links
+    assert target.dialer.wrap is None  # no limits configured: nothing wraps its links

@@ -13,7 +13,7 @@ import trio
 
 from firmware.client import connect
 from firmware.identity import Identity, ensure_data_dir, node_key_path, write_key_file
-from firmware.net.membership import live_set_digest
+from firmware.net.roster import live_set_digest
 from firmware.proto.placement import rank
 from tests.conftest import NodeProcess, run_cli, write_toml
 

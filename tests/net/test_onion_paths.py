@@ -7,7 +7,7 @@ import nacl.signing
 import pytest
 import trio
 
-from firmware.onion_client import NoPath, OnionClient
+from firmware.client.onion_client import NoPath, OnionClient
 from firmware.proto import onion
 from firmware.proto.placement import rank
 
@@ -21,7 +21,7 @@ def _nodes(n, relayed=()):
 
 
 def _client(nodes, seed=1, **kw):
-    return OnionClient(nodes, links=None, rng=random.Random(seed), **kw)
+    return OnionClient(nodes, pool=None, rng=random.Random(seed), **kw)
 
 
 async def test_paths_are_distinct_and_end_in_the_swarm():

@@ -10,13 +10,14 @@ import pytest
 import trio
 
 from firmware.identity import Identity
+from firmware.link import Dialer, LinkPool, direct_dial
 from firmware.logs import Log
-from firmware.net.forward_links import LinkPool
 from firmware.net.onion_relay import OnionRelay
 from firmware.net.relay_hub import RelayHub
 from firmware.proto import onion
 from firmware.proto.errors import BadRequest, Busy, StorageFull
-from firmware.rpc import ConnInfo, RpcHandler
+from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
+from firmware.serve.storage_ops import StorageOps
 from firmware.store import MessageStore
 
 NOW = 1_790_000_000_000
@@ -27,10 +28,12 @@ def relay(tmp_path):
     ident = Identity.generate()
     store = MessageStore.open(str(tmp_path / "db.sqlite"), quota_bytes=1 << 20,
                               clock_ms=lambda: NOW)
-    handler = RpcHandler(store, ident.node_id)
+    pipeline = Pipeline(storage=StorageOps(store, ident.node_id),
+                        limiter=RateLimiter(1e6, 10**6))
     log = Log("warning", stream=open(os.devnull, "w"))
-    r = OnionRelay(ident, handler, links=LinkPool(log=log, connect_timeout=2.0), log=log,
-                   clock_ms=lambda: NOW, max_inflight=4, max_per_link=2, forward_timeout=3.0)
+    r = OnionRelay(ident, LinkPool(direct_dial(Dialer()), connect_timeout=2.0), log=log,
+                   execute=pipeline.storage_request, clock_ms=lambda: NOW, max_inflight=4,
+                   max_per_link=2, forward_timeout=3.0)
     r.ident = ident
     yield r
     store.close()
@@ -64,16 +67,23 @@ async def test_final_layer_may_only_ask_for_storage_ops(relay, op):
     assert resp["err"]["code"] == "unknown_op" and "cannot be sent through an onion" in resp["err"]["msg"]
 
 
-async def test_admission_check_says_busy_before_any_crypto(relay):
+async def test_admission_says_busy_before_any_crypto(relay):
+    """The pipeline's admit stage runs before the op: a hot node spends nothing on a layer."""
     hot = [None]
-    relay.add_admission_check(lambda: hot[0])
+
+    def too_hot(frame, conn, now):
+        if hot[0]:
+            raise Busy(f"not taking new work right now ({hot[0]})")
+
+    pipeline = Pipeline(storage=None, limiter=RateLimiter(1e6, 10**6),
+                        node_ops={"onion": relay.op_onion}, admit={"onion": [too_hot]})
     blob, _ = _onion(relay, INFO)
     hot[0] = "too hot (82 C)"
-    with pytest.raises(Busy, match="too hot"):
-        await relay.op_onion(_frame(b"garbage"), ConnInfo("h"), NOW)
+    r = await pipeline.respond(_frame(b"garbage"), ConnInfo("h"), NOW)
+    assert r["err"]["code"] == "busy" and "too hot" in r["err"]["msg"]
     assert relay.counters["peeled"] == 0 and relay.counters["rejected"] == 0
     hot[0] = None
-    await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
+    assert "ok" in await pipeline.respond(_frame(blob), ConnInfo("h"), NOW)
     assert relay.counters["peeled"] == 1
 
 
@@ -111,7 +121,7 @@ async def test_unreachable_next_hop_is_reported_inside_the_layer(relay):
     hops = [onion.Hop(relay.ident.node_id, "127.0.0.1", 1), onion.Hop(nxt.node_id, "127.0.0.1", dead)]
     blob, keys = onion.build_onion(hops, cbor2.dumps(INFO), NOW, os.urandom)
     async with trio.open_nursery() as n:
-        await n.start(relay.links.run)
+        await n.start(relay.pool.run)
         ok = await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
         n.cancel_scope.cancel()
     with pytest.raises(onion.HopFailed) as e:

@@ -10,12 +10,12 @@ import pytest
 import trio
 
 from firmware.identity import Identity
+from firmware.link import LinkDown
 from firmware.logs import Log
-from firmware.net.peers import PeerUnavailable
 from firmware.net.replication import Replicator, message_wire
 from firmware.proto.hashing import message_hash
 from firmware.proto.placement import Placement, rank
-from firmware.rpc import ConnInfo
+from firmware.serve.pipeline import ConnInfo
 from firmware.store import Message, MessageStore
 
 NOW = 1_800_000_000_000
@@ -28,20 +28,20 @@ class Cfg:
     settle_delay = 0.0
 
 
-class _Rec:
-    address = ("127.0.0.1", 1)
+class StaticRoster:
+    """The roster's face replication uses (placement, addresses, changes) over a fixed set."""
 
-
-class FakeMembership:
     def __init__(self, ids, k):
         self.placement = Placement(ids, k=k)
-        self.on_change = []
-        self.ready = trio.Event()
-        self.ready.set()
-        self.state = self
 
-    def get(self, node_id):
-        return _Rec()
+    def address_of(self, node_id):
+        return ("127.0.0.1", 1)
+
+    def swarm(self, recipient):
+        return self.placement.swarm(recipient)
+
+    async def changed(self):
+        await trio.sleep_forever()
 
 
 class DirectLinks:
@@ -54,7 +54,7 @@ class DirectLinks:
     async def request(self, node_id, address, op, args, *, timeout=None):
         self.calls.append((node_id, op))
         if node_id in self.down:
-            raise PeerUnavailable("down")
+            raise LinkDown("down")
         r = self.nodes[node_id]
         fn = {"replicate": r.op_replicate, "handoff": r.op_replicate, "summary": r.op_summary,
               "fetch_missing": r.op_fetch_missing}[op]  # fmt: skip
@@ -78,7 +78,7 @@ async def trio_nodes(tmp_path, nursery):
                                       clock_ms=lambda: NOW)  # fmt: skip
             await nursery.start(store.run)
             links = DirectLinks(ident.node_id, nodes, down)
-            nodes[ident.node_id] = Replicator(ident, store, FakeMembership(ids, k), links, Cfg(),
+            nodes[ident.node_id] = Replicator(ident, store, StaticRoster(ids, k), links, Cfg(),
                                               clock_ms=lambda: NOW, log=Log("error"))  # fmt: skip
         return [nodes[i] for i in ids]
 
@@ -115,9 +115,9 @@ async def test_anti_entropy_repairs_both_ways_then_rests(trio_nodes):
     await b.anti_entropy_round()
     assert await hashes(b, r) == everything
     # converged: a round is one summary per peer and moves nothing
-    calls, before = len(a.links.calls), dict(a.counters)
+    calls, before = len(a.pool.calls), dict(a.counters)
     await a.anti_entropy_round()
-    assert sorted(a.links.calls[calls:]) == sorted([(b.node_id, "summary"), (c.node_id, "summary")])
+    assert sorted(a.pool.calls[calls:]) == sorted([(b.node_id, "summary"), (c.node_id, "summary")])
     assert (a.counters["repairs_in"], a.counters["repairs_out"]) == (2, 4)
     assert a.counters["anti_entropy_rounds"] == before["anti_entropy_rounds"] + 1
 
@@ -140,11 +140,11 @@ async def test_handoff_drops_only_after_every_owner_confirmed(trio_nodes):
     r = recipient_where(lambda s: a.node_id not in s)
     m = msg(r, b"moving")
     await a.store.put(m)
-    a.links.down = {c.node_id}
+    a.pool.down = {c.node_id}
     await a.handoff_round()
     assert await hashes(a, r) == {m.hash}  # c did not confirm: a keeps its copy
     assert await hashes(b, r) == {m.hash} and a.counters["handoff_dropped"] == 0
-    a.links.down = set()
+    a.pool.down = set()
     await a.handoff_round()
     assert await hashes(a, r) == set() and a.counters["handoff_dropped"] == 1
     assert await hashes(c, r) == {m.hash}
@@ -183,7 +183,7 @@ async def test_a_deleted_message_is_not_brought_back(trio_nodes):
 
     assert await a.store.delete(r, 0, [m.hash]) == [m.hash]
     from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)  # as if forwarded: no re-forwarding
-    assert await a.after_signed_op(Delete, {"deleted": [m.hash]}, from_node, NOW) == {}
+    assert await a.after_write(Delete, {"deleted": [m.hash]}, from_node, NOW) == {}
     await a._sync_with(b.node_id)
     assert await hashes(a, r) == set() and a.counters["repairs_in"] == 0
     res = await a.op_replicate({"op": "handoff", "args": {"messages": [message_wire(m)]}},
@@ -209,7 +209,6 @@ async def test_a_fresh_client_store_clears_the_tombstone(trio_nodes):
 
 
 async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
-    from firmware.proto.errors import BadRequest
     from firmware.proto.schema import StoreRequest
 
     a, b, c = await trio_nodes(k=3)
@@ -218,23 +217,17 @@ async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
     req = StoreRequest(id=7, recipient=r, ns=0, ts=NOW - 1000, ttl=60_000, data=b"hi")
     h = message_hash(r, 0, NOW - 1000, b"hi")
     client = ConnInfo("127.0.0.1")
-    await a.before_store(req, client, NOW)  # copies leave now...
+    copies = a.start_store(req, client, NOW)  # copies leave now...
     await a.store.put(Message(h, r, 0, NOW - 1000, NOW + 59_000, b"hi"))  # ...while a writes
     result = {"hash": h, "new": True, "expiry": NOW + 59_000}
-    assert await a.after_store(req, result, client, NOW) == {"replicas": 3}
+    assert await copies.finish(result) == {"replicas": 3}
     assert await hashes(b, r) == await hashes(c, r) == {h}
-    assert a._early == {} and a.counters["replicas_last"] == 3
+    assert a.counters["replicas_last"] == 3
 
-    bad = StoreRequest(id=8, recipient=r, ns=0, ts=NOW + 120_000, ttl=60_000, data=b"x")
-    with pytest.raises(BadRequest, match="ahead"):
-        await a.before_store(bad, client, NOW)  # refused before anything travels
-    assert a._early == {}
-
-    calls = len(a.links.calls)
+    calls = len(a.pool.calls)
     from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)
-    await a.before_store(req, from_node, NOW)
-    assert await a.after_store(req, result, from_node, NOW) == {}  # never forwarded twice
-    assert len(a.links.calls) == calls
+    assert a.start_store(req, from_node, NOW) is None  # a node's copy: never forwarded twice
+    assert len(a.pool.calls) == calls
 
 
 async def test_one_index_scan_serves_every_peer_and_tracks_our_writes(trio_nodes):
@@ -250,6 +243,6 @@ async def test_one_index_scan_serves_every_peer_and_tracks_our_writes(trio_nodes
                          ConnInfo("127.0.0.1", peer_id=b.node_id), NOW)  # fmt: skip
     await a._sync_with(c.node_id)
     assert await hashes(c, r) == {m1.hash, m2.hash} and a.counters["index_scans"] == 1
-    a.membership.placement.update([i.node_id for i in IDS[:2]])  # c left: a new live set
+    a.roster.placement.update([i.node_id for i in IDS[:2]])  # c left: a new live set
     await a._sync_with(b.node_id)
     assert a.counters["index_scans"] == 2

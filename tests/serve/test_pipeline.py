@@ -1,4 +1,4 @@
-"""RpcHandler in-process: real SQLite store, trio's MockClock, no sockets."""
+"""The request pipeline in-process: real SQLite store, trio's MockClock, no sockets."""
 
 import pytest
 import trio
@@ -10,7 +10,8 @@ from firmware.identity import Identity
 from firmware.logs import Log
 from firmware.proto.errors import ERROR_CODES
 from firmware.proto.hashing import message_hash, sign_request
-from firmware.rpc import ConnInfo, RpcHandler
+from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
+from firmware.serve.storage_ops import StorageOps
 from firmware.store import MessageStore
 
 T0 = 1_800_000_000_000  # ms since the epoch at MockClock time 0
@@ -36,19 +37,30 @@ class LogSink:
         pass
 
 
+def make_pipeline(store, *, rate=10, burst=20, log=None, info_sources=(), **kw):
+    return Pipeline(storage=StorageOps(store, NODE.node_id, info_sources=info_sources),
+                    limiter=RateLimiter(rate, burst), log=log, **kw)
+
+
 @pytest.fixture
-async def rpc(tmp_path):
+async def store(tmp_path):
     store = MessageStore.open(tmp_path / "m.sqlite3", quota_bytes=200_000, clock_ms=now_ms,
                               batch_rows=8, batch_ms=5, sweep_every_s=1)
-    sink = LogSink()
-    handler = RpcHandler(store, NODE.node_id, rate_per_sec=10, rate_burst=20,
-                         log=Log("debug", stream=sink, journald=True))
-    handler.log_sink = sink
     async with trio.open_nursery() as n:
         await n.start(store.run)
-        yield handler
+        yield store
         n.cancel_scope.cancel()
     store.close()
+
+
+@pytest.fixture
+def sink():
+    return LogSink()
+
+
+@pytest.fixture
+def rpc(store, sink):
+    return make_pipeline(store, log=Log("debug", stream=sink, journald=True))
 
 
 def request(rid, op, **args):
@@ -176,12 +188,12 @@ async def test_quota_full_is_reported_as_full(rpc):
     assert code == "full" and "quota" in msg and "elsewhere" in msg
 
 
-async def test_store_failure_is_internal_and_logged(rpc):
-    rpc.store._writer.close()  # the database connection dies under the node
+async def test_store_failure_is_internal_and_logged(rpc, store, sink):
+    store._writer.close()  # the database connection dies under the node
     code, msg = await err(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY,
                           data=b"x")
     assert code == "internal" and "log" in msg
-    assert any("store_error" in line for line in rpc.log_sink.lines)
+    assert any("store_error" in line for line in sink.lines)
 
 
 async def test_expired_messages_are_swept_on_time(tmp_path, mock_clock):
@@ -189,7 +201,7 @@ async def test_expired_messages_are_swept_on_time(tmp_path, mock_clock):
     batch_rows=1 so a commit never waits on a batch deadline that manual time would not reach."""
     store = MessageStore.open(tmp_path / "m.sqlite3", quota_bytes=200_000, clock_ms=now_ms,
                               batch_rows=1, batch_ms=5, sweep_every_s=1)
-    rpc = RpcHandler(store, NODE.node_id)
+    rpc = make_pipeline(store)
     async with trio.open_nursery() as n:
         await n.start(store.run)
         ts = now_ms()
@@ -217,38 +229,35 @@ async def test_expired_messages_are_invisible_before_the_sweep(rpc):
     assert r["messages"] == []
 
 
-async def test_info_and_extra_fields(rpc):
+async def test_info_and_extra_fields(store):
+    rpc = make_pipeline(store, info_sources=[lambda: {"temp_c": 51.5}])
     await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"12345")
-    rpc.add_info(lambda: {"temp_c": 51.5})
     info = await ok(rpc, "info")
     assert info["node_id"] == NODE.node_id and info["time"] == now_ms()
     assert info["state"] == "serving" and info["messages"] == 1 and info["bytes"] == 5
     assert info["temp_c"] == 51.5 and isinstance(info["version"], str)
 
 
-async def test_info_fields_of_other_parts_are_reused_within_info_cache_ms(rpc):
-    """Under load many `info`s arrive per millisecond: the add_info sources run once per
-    info_cache_ms of request time; core fields (time, requests, store totals) stay exact."""
+async def test_info_fields_of_other_parts_are_reused_within_info_cache_ms(store):
+    """Under load many `info`s arrive per millisecond: the info sources run once per
+    info_cache_ms of request time; core fields (time, store totals) stay exact."""
     calls = []
-    rpc.limiter.set_rate(1e9, 10**9, 0)
-    rpc.add_info(lambda: calls.append(1) or {"source_calls": len(calls)})
+    rpc = make_pipeline(store, rate=1e9, burst=10**9,
+                        info_sources=[lambda: calls.append(1) or {"source_calls": len(calls)}])
     t = now_ms()
     first = await ok(rpc, "info", at=t)
     again = await ok(rpc, "info", at=t)
     assert first["source_calls"] == again["source_calls"] == 1 and len(calls) == 1
-    assert again["requests"] == first["requests"] + 1  # core fields are per request
+    assert again["time"] == first["time"] == t  # core fields are per request
     assert (await ok(rpc, "info", at=t + 1))["source_calls"] == 2  # 1 ms later: rebuilt
     assert (await ok(rpc, "info", at=t - 5))["source_calls"] == 3  # clock stepped back
-    rpc.add_info(lambda: {"fan": "on"})  # a new source is seen at once
-    info = await ok(rpc, "info", at=t - 5)
-    assert info["fan"] == "on" and info["source_calls"] == 4
-    rpc.info_cache_ms = 0  # off: every call asks every source
+    rpc.storage.info_cache_ms = 0  # off: every call asks every source
     await ok(rpc, "info", at=t - 5)
     await ok(rpc, "info", at=t - 5)
-    assert len(calls) == 6
+    assert len(calls) == 5
 
 
-async def test_extra_op_seam_and_bugs_cost_one_request(rpc):
+async def test_node_ops_and_bugs_cost_one_request(store, sink):
     async def hello(frame, conn, now):
         conn.peer_id = frame["args"]["me"]
         return {"hi": True}
@@ -256,16 +265,16 @@ async def test_extra_op_seam_and_bugs_cost_one_request(rpc):
     async def broken(frame, conn, now):
         raise ValueError("bug")
 
-    rpc.add_op("hello", hello)
-    rpc.add_op("broken", broken)
+    rpc = make_pipeline(store, log=Log("debug", stream=sink, journald=True),
+                        node_ops={"hello": hello, "broken": broken})
     conn = ConnInfo("192.0.2.99")
     assert (await call(rpc, "hello", conn=conn, me=b"n" * 32))["ok"] == {"hi": True}
     assert conn.peer_id == b"n" * 32
     resp = await call(rpc, "broken")
     assert resp["err"]["code"] == "internal"
-    assert any("rpc_internal_error" in line and "bug" in line for line in rpc.log_sink.lines)
-    with pytest.raises(ValueError):
-        rpc.add_op("store", hello)
+    assert any("rpc_internal_error" in line and "bug" in line for line in sink.lines)
+    with pytest.raises(ValueError, match="may not replace the storage RPC"):
+        make_pipeline(store, node_ops={"store": hello})
 
 
 async def test_unparseable_requests_keep_their_id_when_readable(rpc):
@@ -275,10 +284,10 @@ async def test_unparseable_requests_keep_their_id_when_readable(rpc):
     assert resp["id"] is None and resp["err"]["code"] == "bad_request"
 
 
-async def test_logs_never_carry_keys_or_data(rpc):
+async def test_logs_never_carry_keys_or_data(rpc, sink):
     await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"SECRET")
     await err(rpc, "retrieve", **signed("retrieve", key=MALLORY))
-    text = "".join(rpc.log_sink.lines)
+    text = "".join(sink.lines)
     assert ALICE.node_id.hex() not in text and "SECRET" not in text
 
 
@@ -312,7 +321,7 @@ def test_any_decoded_frame_gets_a_well_formed_answer(tmp_path_factory, frame):
 
     async def main():
         store = MessageStore.open(path, quota_bytes=10**6, clock_ms=lambda: T0)
-        rpc = RpcHandler(store, NODE.node_id, rate_per_sec=1e9, rate_burst=10**9)
+        rpc = make_pipeline(store, rate=1e9, burst=10**9)
         async with trio.open_nursery() as n:
             await n.start(store.run)
             resp = await rpc.respond(frame, HOME, T0)
@@ -325,3 +334,76 @@ def test_any_decoded_frame_gets_a_well_formed_answer(tmp_path_factory, frame):
     if "err" in resp:
         assert resp["err"]["code"] in ERROR_CODES - {"internal"}, resp
         assert resp["err"]["msg"]
+
+
+# -- stage order: nothing travels before every admission check has passed --------------------
+
+
+class Recorder:
+    """A replication collaborator that records when the pipeline reached each stage."""
+
+    def __init__(self, store):
+        self.events = []
+        self.store = store
+
+    def start_store(self, req, conn, now_ms):
+        self.events.append(("replicate", self.store.totals()["count"]))
+        recorder = self
+
+        class Copies:
+            async def finish(self, result):
+                recorder.events.append(("finish", result["new"]))
+                return {"replicas": 3}
+
+        return Copies()
+
+    async def after_write(self, req, result, conn, now_ms):
+        self.events.append((req.op + "_forwarded", tuple(result.get("deleted", ()))))
+
+
+def refusals(store, recorder, why):
+    from firmware.proto.errors import Busy, StorageFull, WriteBudgetSpent
+
+    def too_hot(req, conn, now):
+        if why == "heat":
+            raise Busy("this node is not taking new work right now (too hot)")
+
+    async def make_room(size):
+        recorder.events.append(("make_room", size))
+        if why == "quota":
+            raise StorageFull("over quota")
+        if why == "floor":
+            raise StorageFull("below the free-space floor")
+        if why == "budget":
+            raise WriteBudgetSpent("daily write budget spent")
+
+    return make_pipeline(store, admit={"store": [too_hot]}, make_room=make_room,
+                         replication=recorder)
+
+
+@pytest.mark.parametrize("why,code", [("heat", "busy"), ("quota", "full"), ("floor", "full"),
+                                      ("budget", "write_budget")])
+async def test_a_refused_store_is_never_replicated(store, why, code):
+    recorder = Recorder(store)
+    rpc = refusals(store, recorder, why)
+    got, _ = await err(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY,
+                       data=b"x" * 10)
+    assert got == code
+    assert [e[0] for e in recorder.events] == ([] if why == "heat" else ["make_room"])
+    assert store.totals()["count"] == 0
+
+
+async def test_stages_run_in_order_for_an_admitted_store_and_a_delete(store):
+    recorder = Recorder(store)
+    rpc = refusals(store, recorder, None)
+    r = await ok(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms(), ttl=DAY, data=b"xy")
+    assert r["replicas"] == 3 and r["new"] is True
+    # room made, copies started before the local write committed, finished after it
+    assert recorder.events == [("make_room", 2), ("replicate", 0), ("finish", True)]
+    recorder.events.clear()
+    d = await ok(rpc, "delete", **signed("delete", hashes=[r["hash"]]))
+    assert recorder.events == [("delete_forwarded", (r["hash"],))] and d["deleted"] == [r["hash"]]
+    # a store with a bad time is refused at parse, before anything travels
+    code, _ = await err(rpc, "store", recipient=ALICE.node_id, ns=0, ts=now_ms() + 10 * DAY,
+                        ttl=DAY, data=b"z")
+    assert code == "bad_request" and recorder.events == [("delete_forwarded", (r["hash"],))]

@@ -1,0 +1,375 @@
+"""The node's listener: accept, give out a slot (or not), TLS, then frames through the pipeline.
+
+A thin driver of two pure objects: `ConnTable` decides who may hold a slot (per-address shares,
+whom to shed), `ConnPolicy` each connection's timers (handshake, trickled frames, stalled
+readers, silence). What this module adds is only I/O: one task per connection reading frames,
+one task per request (inline ops such as `info` are answered in the read loop), one watchdog
+sleeping until the policy's next deadline, the shared frame writer (`Outbox`), and a memory
+budget for frames that arrive in parts.
+
+Behaviour a peer sees: over its share or with the table full of more valuable connections, the
+socket is closed before TLS; at `max_inflight` requests in flight the node stops reading the
+connection (TCP backpressure) until an answer went out; a broken byte stream (bad length, bad
+CBOR) gets one error frame with id null, then a close; a policy verdict closes the connection.
+"""
+
+import socket
+
+import trio
+
+from firmware.link.writer import Outbox
+from firmware.proto.errors import ProtocolError
+from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
+
+from .conn_policy import ConnLimits, ConnPolicy
+from .conn_table import ACTIVE, FRESH, IDLE_CLIENT, ConnTable, TableLimits
+from .pipeline import ConnInfo, error_map
+
+__all__ = ["Listener", "FrameBudget", "bind_tcp"]
+
+RECEIVE_CHUNK = 65536
+HELD_ANSWERS_MAX = 256 * 1024  # inline answers held back for one write, at most
+BUDGETED_FRAME = 16 * 1024  # frames bigger than this reserve their size before being read
+
+
+def bind_tcp(host: str, port: int, *, backlog: int = 128) -> socket.socket:
+    """A listening TCP socket (bound before the node's services are built, so every part knows
+    the address). OSError as the OS reports it (address in use, cannot assign, permission)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class FrameBudget:
+    """Bytes of partly received frames held at once: `total` in all, `per_ip` per address.
+    Why: each connection may buffer a frame of up to 1 MiB; 256 slow ones would be 256 MiB."""
+
+    def __init__(self, total: int, per_ip: int):
+        self.total, self.per_ip = total, per_ip
+        self.used = 0
+        self._by_ip: dict[str, int] = {}
+        self._lot = trio.lowlevel.ParkingLot()
+        self.waits = 0
+
+    def _fits(self, ip, n):
+        return self.used + n <= self.total and self._by_ip.get(ip, 0) + n <= self.per_ip
+
+    async def take(self, ip: str, n: int) -> int:
+        n = min(n, self.per_ip)
+        while not self._fits(ip, n):
+            self.waits += 1
+            await self._lot.park()
+        self.used += n
+        self._by_ip[ip] = self._by_ip.get(ip, 0) + n
+        return n
+
+    def give(self, ip: str, n: int) -> None:
+        if not n:
+            return
+        self.used -= n
+        left = self._by_ip.get(ip, 0) - n
+        if left > 0:
+            self._by_ip[ip] = left
+        else:
+            self._by_ip.pop(ip, None)
+        self._lot.unpark_all()
+
+
+class _Conn:
+    __slots__ = ("key", "info", "scope", "watch_scope", "policy", "verdict")
+
+    def __init__(self, key, info):
+        self.key = key
+        self.info = info
+        self.scope = trio.CancelScope()
+        self.watch_scope = trio.CancelScope()
+        self.policy: ConnPolicy | None = None
+        self.verdict: str | None = None
+
+
+class Listener:
+    """Service: ``await nursery.start(listener.run, bound_socket)`` -> the bound address. On
+    shutdown call `drain()` (stop accepting and reading; answers in flight still go out) and
+    wait on `drained`. `serve_stream` serves a stream secured elsewhere (a bridge's tunnel)."""
+
+    def __init__(self, pipeline, ssl_context, *, clock_ms, log, limits: ConnLimits | None = None,
+                 table: TableLimits | None = None, wrap_stream=None,
+                 frame_budget: FrameBudget | None = None):
+        self.pipeline = pipeline
+        self.ssl_context = ssl_context
+        self.clock_ms = clock_ms
+        self.log = log
+        self.limits = limits or ConnLimits()
+        self.table = ConnTable(table or TableLimits())
+        self.wrap_stream = wrap_stream  # below TLS, e.g. the bandwidth shaper
+        self.budget = frame_budget or FrameBudget(16 << 20, 4 << 20)
+        self.drained = trio.Event()
+        self._draining = False
+        self._accept_scope = trio.CancelScope()
+        self._conns: dict[object, _Conn] = {}
+        self.counters = {"accepted": 0, "refused": 0, "handshake_failed": 0, "bad_frames": 0,
+                         "closed_slow_frame": 0, "closed_stalled": 0, "closed_idle": 0,
+                         "closed_handshake": 0, "shed": 0}
+
+    @property
+    def active(self) -> int:
+        return len(self._conns)
+
+    def info(self) -> dict:
+        return {**self.table.info(), **self.counters, "connections": len(self._conns),
+                "frame_buffer_bytes": self.budget.used}
+
+    async def run(self, sock: socket.socket, *, task_status=trio.TASK_STATUS_IGNORED):
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        addr = sock.getsockname()[:2]
+        try:
+            async with trio.open_nursery() as conns:
+                with self._accept_scope:
+                    task_status.started(addr)
+                    await trio.serve_listeners(self._accepted, [listener], handler_nursery=conns)
+                await listener.aclose()
+        finally:
+            self.drained.set()
+
+    def drain(self) -> None:
+        """Stop accepting; stop reading requests; connections close once their answers are out."""
+        self._draining = True
+        self._accept_scope.cancel()
+        for conn in list(self._conns.values()):
+            conn.verdict = "draining"
+            conn.watch_scope.cancel()
+        if not self._conns:
+            self.drained.set()
+
+    # -- one connection --------------------------------------------------------------------
+
+    async def _accepted(self, tcp: trio.SocketStream) -> None:
+        try:
+            host, port = tcp.socket.getpeername()[:2]
+        except OSError:
+            await trio.aclose_forcefully(tcp)
+            return
+        key = object()
+        verdict = self.table.admit(key, host, trio.current_time()) if not self._draining else None
+        if verdict is None or not verdict.ok:
+            self.counters["refused"] += 1
+            await trio.aclose_forcefully(tcp)
+            return
+        if verdict.victim is not None:
+            self._shed(verdict.victim)
+        self.counters["accepted"] += 1
+        conn = self._conns[key] = _Conn(key, ConnInfo(host, port))
+        try:
+            with conn.scope:
+                raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
+                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
+                with trio.move_on_at(policy.deadline(0, None)):
+                    await stream.do_handshake()
+                if _handshaken(stream):
+                    policy.handshake_done(trio.current_time())
+                    self.table.set_stage(key, FRESH)
+                    await self._serve(stream, conn)
+                else:
+                    self.counters["closed_handshake"] += 1
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if conn.policy is not None and not conn.policy.shaken:
+                self.counters["handshake_failed"] += 1
+        except Exception as e:  # a bug must cost one connection, never the node
+            self.log.error("connection_failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            self._forget(conn)
+            await trio.aclose_forcefully(tcp)
+
+    async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo) -> None:
+        """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the
+        connection still takes a slot of its address's share."""
+        key = object()
+        verdict = self.table.admit(key, info.client, trio.current_time())
+        if not verdict.ok or self._draining:
+            self.table.remove(key)
+            self.counters["refused"] += 1
+            await trio.aclose_forcefully(stream)
+            return
+        if verdict.victim is not None:
+            self._shed(verdict.victim)
+        conn = self._conns[key] = _Conn(key, info)
+        conn.policy = ConnPolicy(self.limits, trio.current_time(), handshaken=True)
+        self.table.set_stage(key, FRESH)
+        try:
+            with conn.scope:
+                await self._serve(stream, conn)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception as e:  # a bug must cost one connection, never the node
+            self.log.error("connection_failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            self._forget(conn)
+            await trio.aclose_forcefully(stream)
+
+    def _shed(self, key) -> None:
+        victim = self._conns.get(key)
+        if victim is not None:
+            self.counters["shed"] += 1
+            victim.verdict = "shed"
+            victim.scope.cancel()
+
+    def _forget(self, conn: _Conn) -> None:
+        self.table.remove(conn.key)
+        self._conns.pop(conn.key, None)
+        if self._draining and not self._conns:
+            self.drained.set()
+
+    async def _serve(self, stream, conn: _Conn) -> None:
+        lim = self.limits
+        slots = trio.Semaphore(lim.max_inflight)
+        outbox = Outbox(stream, on_write=lambda: self._nudge(conn, slots, outbox))
+        read_scope = trio.CancelScope()
+        if self._draining:
+            read_scope.cancel()
+        async with trio.open_nursery() as watched:
+            watched.start_soon(self._watch, conn, slots, outbox, read_scope)
+            async with trio.open_nursery() as reqs:
+                with read_scope:
+                    await self._read_loop(stream, conn, slots, outbox, reqs)
+            watched.cancel_scope.cancel()  # every answer is out: nothing left to watch
+        with trio.move_on_after(1):
+            await stream.aclose()
+
+    def _nudge(self, conn, slots, outbox) -> None:
+        """Something happened that may bring the policy's deadline forward: tell the watchdog."""
+        inflight = self.limits.max_inflight - slots.value
+        at = conn.policy.deadline(inflight, outbox.write_started)
+        if at < conn.watch_scope.deadline:
+            conn.watch_scope.deadline = at
+
+    async def _watch(self, conn: _Conn, slots, outbox, read_scope) -> None:
+        policy = conn.policy
+        while True:
+            inflight = self.limits.max_inflight - slots.value
+            now = trio.current_time()
+            verdict = conn.verdict or policy.check(now, inflight, outbox.write_started)
+            if verdict is not None:
+                break
+            conn.watch_scope = trio.CancelScope(
+                deadline=policy.deadline(inflight, outbox.write_started))
+            with conn.watch_scope:
+                await trio.sleep_forever()
+        if verdict in ("idle", "draining"):
+            read_scope.cancel()  # stop reading; answers in flight still go out
+            self.table.set_stage(conn.key, IDLE_CLIENT)
+            if verdict == "idle":
+                self.counters["closed_idle"] += 1
+            return
+        self.counters["closed_" + verdict] += 1
+        self.table.set_stalled(conn.key, True)
+        self.log.info("connection_closed", client=conn.info.client,
+                      reason=self.limits.describe(verdict))
+        conn.scope.cancel()
+
+    async def _read_loop(self, stream, conn: _Conn, slots, outbox, reqs) -> None:
+        policy, info = conn.policy, conn.info
+        decoder = FrameDecoder()
+        held: list[bytes] = []  # inline answers, written at once before the next read
+        held_bytes = 0
+        reserved = 0  # frame budget held for the frame being received
+        inline_ops = self.pipeline.inline_ops
+        try:
+            while True:
+                try:
+                    event = decoder.next_event()
+                except ProtocolError as e:
+                    self.counters["bad_frames"] += 1
+                    self.log.info("bad_frame", client=info.client, code=e.code,
+                                  error=e.msg[:200])
+                    held.append(encode_frame(error_map(None, e.code, e.msg)))
+                    await outbox.send(b"".join(held))
+                    return
+                if event is NEED_DATA or event is CLOSED:
+                    if held:
+                        await outbox.send(held[0] if len(held) == 1 else b"".join(held))
+                        held.clear()
+                        held_bytes = 0
+                        policy.answered(trio.current_time())
+                    if event is CLOSED:
+                        return
+                    pending = decoder.pending_size
+                    if pending is not None and pending > BUDGETED_FRAME and not reserved:
+                        reserved = await self.budget.take(info.client, pending)
+                    try:
+                        data = await stream.receive_some(RECEIVE_CHUNK)
+                    except trio.BrokenResourceError:
+                        data = b""  # TLS peers often close without close_notify
+                    decoder.receive_data(data)
+                    policy.received(trio.current_time(), decoder.pending_size)
+                    self._nudge(conn, slots, outbox)
+                    continue
+                if reserved and decoder.pending_size is None:
+                    self.budget.give(info.client, reserved)
+                    reserved = 0
+                op = event.get("op")
+                if type(op) is str and op in inline_ops:
+                    response = await self.pipeline.respond(event, info, self.clock_ms())
+                    data = _encode(response)
+                    held.append(data)
+                    held_bytes += len(data)
+                    if held_bytes >= HELD_ANSWERS_MAX:
+                        await outbox.send(b"".join(held))
+                        held.clear()
+                        held_bytes = 0
+                    continue
+                try:  # backpressure: no reads while at the limit
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    if held:  # answers that hold no slot must not wait for one
+                        await outbox.send(b"".join(held))
+                        held.clear()
+                        held_bytes = 0
+                    await slots.acquire()
+                self.table.set_stage(conn.key, ACTIVE)
+                reqs.start_soon(self._answer, event, conn, slots, outbox, reqs)
+        finally:
+            self.budget.give(info.client, reserved)
+
+    async def _answer(self, frame, conn: _Conn, slots, outbox, reqs) -> None:
+        try:
+            response = await self.pipeline.respond(frame, conn.info, self.clock_ms())
+            if conn.info.peer_id is not None and "node_counted" not in conn.info.state:
+                conn.info.state["node_counted"] = True  # it proved a node id: its own share
+                self.table.proved_node(conn.key, conn.info.peer_id)
+            # other answers in flight may finish in this same tick: let them share the write
+            await outbox.send(_encode(response),
+                              linger=slots.value < self.limits.max_inflight - 1)
+            conn.policy.answered(trio.current_time())
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            reqs.cancel_scope.cancel()  # peer gone: abandon the rest of this link
+        finally:
+            slots.release()
+            if slots.value == self.limits.max_inflight:
+                self.table.set_stage(conn.key, IDLE_CLIENT)
+                self._nudge(conn, slots, outbox)
+
+
+def _handshaken(stream: trio.SSLStream) -> bool:
+    try:
+        return stream.version() is not None
+    except (AttributeError, trio.NeedHandshakeError):
+        return False
+
+
+def _encode(response: dict) -> bytes:
+    try:
+        return encode_frame(response)
+    except ProtocolError as e:  # a response over the frame limit: a node bug, said as such
+        return encode_frame(error_map(response.get("id"), "internal", e.msg))
