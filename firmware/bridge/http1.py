@@ -77,6 +77,7 @@ class RequestReader:
             del buf[:2 if buf[:1] == b"\r" else 1]
         end = buf.find(b"\n")
         if end < 0:
+            _check_line_prefix(bytes(buf[:64]))
             if len(buf) >= LINE_MAX:
                 raise HttpError(414)
             return NEED_DATA
@@ -102,12 +103,37 @@ class RequestReader:
         return _finish(self, method, target, version, headers)
 
 
+def _check_line_prefix(head: bytes) -> None:
+    """nginx rejects a request line at its first impossible byte, not at the end of the line:
+    a method byte outside A-Z _ -, or a URI that starts with neither / nor a scheme."""
+    method, space, rest = head.partition(b" ")
+    if method and not _METHOD.fullmatch(method[:32]):
+        raise HttpError(400)
+    rest = rest.lstrip(b" ")
+    if space and rest and not (rest[:1] == b"/" or rest[:1].isalpha()):
+        raise HttpError(400)
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path of an absolute-form target (http://host/path), which nginx accepts."""
+    m = re.fullmatch(rb"[A-Za-z][A-Za-z0-9+.-]*://[^/?]+(.*)", target)
+    if m is None:
+        raise HttpError(400)
+    return m.group(1) or b"/"
+
+
 def _parse_request_line(line: bytes) -> tuple[str, bytes, tuple[int, int]]:
+    _check_line_prefix(line)
     parts = line.split(b" ")
     parts = [p for p in parts if p]
     if len(parts) == 2 and parts[0] == b"GET" and parts[1].startswith(b"/"):
         return "GET", parts[1], (0, 9)
     if len(parts) != 3 or not _METHOD.fullmatch(parts[0]):
+        raise HttpError(400)
+    target = parts[1]
+    if not target.startswith(b"/"):
+        target = _origin_form(target)
+    if any(c < 0x21 or c == 0x7F for c in target):
         raise HttpError(400)
     m = _VERSION.fullmatch(parts[2])
     if m is None:
@@ -116,9 +142,6 @@ def _parse_request_line(line: bytes) -> tuple[str, bytes, tuple[int, int]]:
     if version[0] > 1:
         raise HttpError(505)
     if version[0] < 1:
-        raise HttpError(400)
-    target = parts[1]
-    if not target.startswith(b"/") or any(c < 0x21 or c == 0x7F for c in target):
         raise HttpError(400)
     return parts[0].decode("ascii"), target, version
 
