@@ -4,13 +4,15 @@ nginx (Debian's nginx.conf: `ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;
 ssl_prefer_server_ciphers on;`, nginx's default `ssl_ciphers HIGH:!aNULL:!MD5`,
 `ssl_session_timeout 5m`, session tickets on, ALPN http/1.1 only since the default site does not
 enable http2) and Python's `ssl` use the same libssl, so matching it is a matter of the same
-settings. Four are not reachable through `ssl`'s API and are handled here:
+settings. Five are not reachable through `ssl`'s API and are handled here:
 
 - a servername callback that accepts every name (nginx has one, so OpenSSL acknowledges SNI; with
   none it stays silent) - `sni_callback`;
 - the session lifetime (ticket lifetime hint 300 s, not OpenSSL's 7200) - `SSL_CTX_set_timeout`
   through ctypes on the context's `SSL_CTX *` (checked: the options read back through that pointer
   must equal `ctx.options`, else nothing is touched and `TlsSetupError` says why);
+- a 20-byte session id context (nginx sets a SHA-1; it is inside every session ticket, so with
+  Python's default one our tickets were 16 bytes shorter) - `SSL_CTX_set_session_id_context`;
 - nginx refuses a ClientHello whose ALPN list lacks http/1.1 with a fatal
   `no_application_protocol` alert, where `ssl` would carry on without ALPN - `client_hello_verdict`
   reads the ClientHello first and the server sends that alert itself;
@@ -22,6 +24,7 @@ tests/bridge/test_vs_nginx.py checks the result against a real nginx.
 import ctypes
 import ctypes.util
 import functools
+import hashlib
 import ssl
 import sys
 import warnings
@@ -50,6 +53,8 @@ def server_context(cert_path: str, key_path: str) -> ssl.SSLContext:
     ctx.sni_callback = _accept_any_name
     ctx.load_cert_chain(cert_path, key_path)
     set_session_timeout(ctx, SESSION_TIMEOUT_S)
+    with open(cert_path, "rb") as f:  # nginx: SHA-1 over its server's names and certificates
+        set_session_id_context(ctx, hashlib.sha1(f.read(), usedforsecurity=False).digest())
     return ctx
 
 
@@ -80,18 +85,35 @@ def _ssl_lib():
     lib.SSL_CTX_get_timeout.restype = ctypes.c_long
     lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
     lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_set_session_id_context.argtypes = [ctypes.c_void_p, ctypes.c_char_p,
+                                                   ctypes.c_uint]
+    lib.SSL_CTX_set_session_id_context.restype = ctypes.c_int
     return lib
 
 
-def set_session_timeout(ctx: ssl.SSLContext, seconds: int) -> None:
-    """SSL_CTX_set_timeout on `ctx` (the lifetime hint in session tickets)."""
+def _ssl_ctx_pointer(ctx: ssl.SSLContext) -> int:
+    """The `SSL_CTX *` inside an ssl.SSLContext, checked before use."""
     if sys.implementation.name != "cpython":
-        raise TlsSetupError("setting the TLS session lifetime needs CPython")
+        raise TlsSetupError("the bridge's TLS settings need CPython's ssl module")
     lib = _ssl_lib()
     # CPython's PySSLContext: PyObject_HEAD, then `SSL_CTX *ctx`
     ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
     if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
-        raise TlsSetupError("unexpected ssl.SSLContext layout: cannot set the session lifetime")
+        raise TlsSetupError("unexpected ssl.SSLContext layout: cannot reach SSL_CTX")
+    return ptr
+
+
+def set_session_id_context(ctx: ssl.SSLContext, sid_ctx: bytes) -> None:
+    """SSL_CTX_set_session_id_context: part of every session ticket, so its length shows."""
+    lib = _ssl_lib()
+    if lib.SSL_CTX_set_session_id_context(_ssl_ctx_pointer(ctx), sid_ctx, len(sid_ctx)) != 1:
+        raise TlsSetupError("libssl refused the session id context")
+
+
+def set_session_timeout(ctx: ssl.SSLContext, seconds: int) -> None:
+    """SSL_CTX_set_timeout on `ctx` (the lifetime hint in session tickets)."""
+    lib = _ssl_lib()
+    ptr = _ssl_ctx_pointer(ctx)
     lib.SSL_CTX_set_timeout(ptr, seconds)
     if lib.SSL_CTX_get_timeout(ptr) != seconds:
         raise TlsSetupError("libssl did not take the session lifetime")
