@@ -31,6 +31,30 @@ from firmware.bridge.tlsstream import TlsServerStream
 from firmware.bridge.websocket import accept_value
 
 
+class ConnectionShares:
+    """Open connections per source address and in all; `admit` says whether one more fits."""
+
+    def __init__(self, per_ip: int, total: int):
+        self.per_ip, self.total = per_ip, total
+        self.active = 0
+        self._by_ip: dict[str, int] = {}
+
+    def admit(self, host: str) -> bool:
+        if self.active >= self.total or self._by_ip.get(host, 0) >= self.per_ip:
+            return False
+        self.active += 1
+        self._by_ip[host] = self._by_ip.get(host, 0) + 1
+        return True
+
+    def release(self, host: str) -> None:
+        self.active -= 1
+        left = self._by_ip[host] - 1
+        if left:
+            self._by_ip[host] = left
+        else:
+            del self._by_ip[host]
+
+
 def is_upgrade(req: Request) -> bool:
     return (req.method == "GET" and req.version == (1, 1)
             and (req.header(b"upgrade") or b"").lower() == b"websocket"
@@ -54,14 +78,12 @@ class BridgeServer:
         self.on_link = on_link
         self.site = site
         self.host, self.port = host, port
-        self.per_ip, self.max_connections = per_ip, max_connections
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.lingering_timeout, self.lingering_time = lingering_timeout, lingering_time
         self.wall_clock = wall_clock
         self.log = log
-        self._per_ip: dict[str, int] = {}
-        self.active = 0
+        self.shares = ConnectionShares(per_ip, max_connections)
         self.counters = {"accepted": 0, "refused_share": 0, "plain_http": 0, "alpn_refused": 0,
                          "tls_failed": 0, "requests": 0, "links": 0}
 
@@ -79,30 +101,25 @@ class BridgeServer:
         except OSError:
             await trio.aclose_forcefully(tcp)
             return
-        if self.active >= self.max_connections or self._per_ip.get(host, 0) >= self.per_ip:
+        if not self.shares.admit(host):
             self.counters["refused_share"] += 1
             await trio.aclose_forcefully(tcp)
             return
-        self.active += 1
-        self._per_ip[host] = self._per_ip.get(host, 0) + 1
         self.counters["accepted"] += 1
         try:
-            await self._serve_conn(tcp, host, port)
+            await self.serve_connection(tcp, host, port)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception as e:  # a bug costs one connection, never the node
             if self.log is not None:
                 self.log.error("bridge_connection_failed", error=f"{type(e).__name__}: {e}")
         finally:
-            self.active -= 1
-            left = self._per_ip[host] - 1
-            if left:
-                self._per_ip[host] = left
-            else:
-                del self._per_ip[host]
+            self.shares.release(host)
             await trio.aclose_forcefully(tcp)
 
-    async def _serve_conn(self, tcp, host: str, port: int) -> None:
+    async def serve_connection(self, tcp: trio.abc.Stream, host: str, port: int) -> None:
+        """Everything after accept() for one connection (its share already counted): the
+        nginx-shaped exchange, then on_link for an authenticated upgrade."""
         deadline = trio.current_time() + self.header_timeout
         buf = b""
         verdict = tls.NEED_MORE

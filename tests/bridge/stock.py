@@ -182,7 +182,7 @@ def read_answer(sock, *, head_request: bool = False, eof_wait: float = 8.0) -> b
         nonlocal buf
         try:
             d = sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             buf += b"<TIMEOUT>"
             return False
         except (ssl.SSLError, OSError) as e:

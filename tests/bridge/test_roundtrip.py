@@ -4,8 +4,7 @@ import os
 
 import trio
 
-from firmware.bridge import (BridgeLine, BridgeServer, DecoySite, format_line,
-                             open_bridge_stream)
+from firmware.bridge import BridgeLine, BridgeServer, DecoySite, format_line, open_bridge_stream
 from firmware.bridge.auth import pin_of_cert
 from firmware.bridge.webcert import pem_to_der
 

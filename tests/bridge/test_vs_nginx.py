@@ -20,13 +20,20 @@ import subprocess
 
 import pytest
 
-pytestmark = pytest.mark.slow  # ~45 s: two real servers, lingering closes
-
 from firmware.bridge import auth, webcert
 from firmware.bridge.websocket import accept_value
 from tests.bridge import probes
-from tests.bridge.stock import (BridgeInThread, StockNginx, make_snakeoil, normalize,
-                                read_answer, require_tools, tls_client_context)
+from tests.bridge.stock import (
+    BridgeInThread,
+    StockNginx,
+    make_snakeoil,
+    normalize,
+    read_answer,
+    require_tools,
+    tls_client_context,
+)
+
+pytestmark = pytest.mark.slow  # ~45 s: two real servers, lingering closes
 
 S_CLIENT_CASES = {
     "default (TLS 1.3)": [],
