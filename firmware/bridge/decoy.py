@@ -13,6 +13,7 @@ on millions of real hosts: a page of our own would be a body hash a censor could
 """
 
 import email.utils
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -55,7 +56,12 @@ class Answer:
 
 
 def http_date(t: float) -> str:
-    return email.utils.formatdate(t, usegmt=True)
+    return _http_date(int(t))
+
+
+@functools.lru_cache(maxsize=64)
+def _http_date(seconds: int) -> str:  # one formatting per second, not two per answer
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 class DecoySite:
