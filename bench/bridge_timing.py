@@ -26,8 +26,14 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from tests.bridge import probes  # noqa: E402
-from tests.bridge.stock import (BridgeInThread, StockNginx, make_snakeoil,  # noqa: E402
-                                read_answer, require_tools, tls_client_context)
+from tests.bridge.stock import (  # noqa: E402
+    BridgeInThread,
+    StockNginx,
+    make_snakeoil,
+    read_answer,
+    require_tools,
+    tls_client_context,
+)
 
 KINDS = {
     "plain": b"GET / HTTP/1.1\r\n" + probes.H + b"\r\n",

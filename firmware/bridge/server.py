@@ -189,8 +189,9 @@ class BridgeServer:
                     if reader.buffered and served:
                         deadline = trio.current_time() + self.header_timeout
                     continue
-                # timed out: a half-sent request closes quietly; an idle keep-alive with close_notify
-                await stream.aclose(notify=not partial)
+                # timed out: nginx closes a half-sent request without close_notify, an idle
+                # connection (fresh or kept alive) with it
+                await stream.aclose(notify=reader.buffered == 0)
                 return None
             served += 1
             self.counters["requests"] += 1
@@ -211,7 +212,7 @@ class BridgeServer:
             deadline = trio.current_time() + self.header_timeout
 
     async def _finish(self, stream, linger: bool) -> None:
-        if linger:  # nginx's lingering close: drop what still comes, a while
+        if linger:  # nginx's lingering close: drop what still comes, a while; no close_notify
             with trio.move_on_after(self.lingering_time):
                 while True:
                     with trio.move_on_after(self.lingering_timeout) as quiet:
@@ -219,7 +220,7 @@ class BridgeServer:
                             break
                     if quiet.cancelled_caught:
                         break
-        await stream.aclose()
+        await stream.aclose(notify=not linger)
 
     async def _plain_http(self, tcp, buf: bytes, deadline: float) -> None:
         """A non-TLS first byte: nginx parses one request and answers it with an error page."""

@@ -15,6 +15,7 @@ H = b"Host: raspberrypi\r\n"
 FOLLOW_UP = b"GET /robots.txt HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"
 INFO_FRAME = encode_frame({"v": 1, "id": 1, "op": "info", "args": {}})
 WRONG_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's sample key: a well-formed, wrong one
+KEEPALIVE_IDLE = b"GET / HTTP/1.1\r\n" + H + b"X-Then: idle\r\n\r\n"
 
 
 def upgrade(key: bytes, path: bytes = b"/") -> bytes:
@@ -71,6 +72,11 @@ TLS_PROBES = [
     ("WebSocket upgrade, wrong key", upgrade(WRONG_KEY)),
     ("WebSocket upgrade, wrong key, /ws", upgrade(WRONG_KEY, b"/ws")),
     ("WebSocket upgrade, secret as key", upgrade(b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")),
+    # deadlines (both servers' timeouts are shortened alike in the harness): how the
+    # connection ends says whether the server sent close_notify
+    ("TLS, then silence", b""),
+    ("a request, then an idle keep-alive", KEEPALIVE_IDLE),
+    ("half a request, then silence", b"GET / HTTP/1.1\r\nHost: x\r\n"),
 ]
 
 
@@ -79,21 +85,38 @@ def play_tls(port: int, data: bytes, *, alpn=None) -> bytes:
     connection open), normalised."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
         try:
-            s = tls_client_context(alpn).wrap_socket(raw)
+            s = tls_client_context(alpn).wrap_socket(raw, suppress_ragged_eofs=False)
         except (ssl.SSLError, OSError) as e:
             return f"<handshake: {type(e).__name__}: {getattr(e, 'reason', e)}>".encode()
         head = data.startswith(b"HEAD")
         s.sendall(data)
+        if not data.endswith(b"\n\n") and not data.endswith(b"\r\n\r\n"):
+            return normalize(_until_closed(s))  # not a whole request: how does it end?
         out = read_answer(s, head_request=head)
         if data.startswith(b"GET / HTTP/1.1\r\n" + H + b"\r\nHEAD"):  # the pipelined pair
             out += b"\n--\n" + read_answer(s, head_request=True)
         if not out.endswith((b"<EOF>", b"<TIMEOUT>", b">")) and out.startswith(b"HTTP/"):
+            if data == KEEPALIVE_IDLE:
+                return normalize(out + b"\n-- idle --\n" + _until_closed(s))
             s.sendall(FOLLOW_UP)
             out += b"\n-- follow-up --\n" + read_answer(s)
         return normalize(out)
 
 
-def play_plain(port: int, data: bytes, *, wait: float = 8.0) -> bytes:
+def _until_closed(s, wait: float = 6.0) -> bytes:
+    out = b""
+    s.settimeout(wait)
+    try:
+        while d := s.recv(65536):
+            out += d
+        return out + b"<EOF: close_notify>"
+    except TimeoutError:
+        return out + b"<TIMEOUT>"
+    except (ssl.SSLError, OSError) as e:
+        return out + f"<{type(e).__name__}>".encode()
+
+
+def play_plain(port: int, data: bytes, *, wait: float = 6.0) -> bytes:
     """Send `data` on the TCP connection without TLS; every byte back until the server closes."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(data)

@@ -2,7 +2,9 @@
 
 nginx is configured as Debian ships it (nginx.conf's http settings and the default site with
 its commented HTTPS lines enabled: `listen ... ssl default_server; include snippets/snakeoil.conf`)
-plus `server_tokens off`, with a snakeoil certificate made by the exact command of Debian's
+plus `server_tokens off` and, to compare deadlines in seconds rather than minutes, both servers'
+header and keep-alive timeouts shortened alike (2 s / 3 s for nginx's 60 s / 65 s), with a
+snakeoil certificate made by the exact command of Debian's
 make-ssl-cert (the test checks that script still runs that command). Both servers get the same
 certificate and the same document root (the welcome page, same mtime), so every byte they send
 can be compared. Needs the Debian packages nginx, ssl-cert and openssl (scripts/setup.sh).
@@ -27,6 +29,7 @@ SSLEAY_CNF = "/usr/share/ssl-cert/ssleay.cnf"
 SNAKEOIL_CMD = 'openssl req -config "${TMPFILE}" -new -x509 -days "${opt_expiration_days}" -nodes -sha256'
 SITE_MTIME = 1_767_268_800  # 2026-01-01 12:00:00 UTC
 HOST_NAME = "raspberrypi"
+HEADER_TIMEOUT, KEEPALIVE_TIMEOUT = 2, 3  # both servers, instead of 60 s / 65 s
 
 
 def require_tools() -> None:
@@ -84,6 +87,7 @@ http {{
   access_log {directory}/access.log;
   gzip on;
   server_tokens off;
+  client_header_timeout {HEADER_TIMEOUT}s; keepalive_timeout {KEEPALIVE_TIMEOUT}s;
   client_body_temp_path {directory}/body; proxy_temp_path {directory}/proxy;
   fastcgi_temp_path {directory}/fcgi; uwsgi_temp_path {directory}/uwsgi;
   scgi_temp_path {directory}/scgi;
@@ -138,7 +142,9 @@ class BridgeInThread:
         self.port = None
         self.server = BridgeServer(cert_path=cert, key_path=key, secret=secret,
                                    on_link=on_link or self._on_link,
-                                   site=DecoySite.stock(SITE_MTIME), host="127.0.0.1", port=0)
+                                   site=DecoySite.stock(SITE_MTIME), host="127.0.0.1", port=0,
+                                   header_timeout=HEADER_TIMEOUT,
+                                   keepalive_timeout=KEEPALIVE_TIMEOUT)
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "bridge did not start"
