@@ -62,3 +62,29 @@ def test_bad_lines_say_what_is_wrong(text, needle):
         parse_line(text)
     msg = str(e.value)
     assert needle in msg and "\n" not in msg
+
+
+def test_bridge_identity_created_once_and_reloaded(tmp_path):
+    import os
+
+    from firmware.bridge import identity
+    from firmware.bridge.line import parse_line
+
+    a = identity.load_or_create(str(tmp_path))
+    b = identity.load_or_create(str(tmp_path))
+    assert (a.pin, a.secret) == (b.pin, b.secret)
+    for name in ("bridge.key", "bridge.secret"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == 0o600
+    line = parse_line(a.line("203.0.113.9", 8443))
+    assert (line.pin, line.secret, line.port) == (a.pin, a.secret, 8443)
+    assert a.secret.hex() not in repr(a)
+    os.chmod(tmp_path / "bridge.secret", 0o644)
+    with pytest.raises(identity.BridgeIdentityError, match="chmod 600"):
+        identity.load_or_create(str(tmp_path))
+    os.chmod(tmp_path / "bridge.secret", 0o600)
+    (tmp_path / "bridge.secret").write_text("zz\n")
+    with pytest.raises(identity.BridgeIdentityError, match="corrupt"):
+        identity.load_or_create(str(tmp_path))
+    os.unlink(tmp_path / "bridge.crt")
+    with pytest.raises(FileExistsError, match="only one of"):
+        identity.load_or_create(str(tmp_path))
