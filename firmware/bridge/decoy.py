@@ -81,7 +81,7 @@ class DecoySite:
 
     def answer(self, req: Request, now: float, served: int = 1) -> Answer:
         """The answer to one parsed request; `served` counts requests on this connection."""
-        keep = req.keep_alive and not req.chunked and served < KEEPALIVE_REQUESTS
+        keep = req.keep_alive and served < KEEPALIVE_REQUESTS
         try:
             path = normalize_path(req.target)
         except HttpError as e:

@@ -7,8 +7,8 @@ a generic parser's verdicts differ in ways a prober can see. Limits (nginx defau
 large_client_header_buffers 4 x 8k, client_max_body_size 1m. Deadlines are the caller's.
 
 Events: `Request`, `NEED_DATA`, or `HttpError(status, variant)` raised (the answer is then an
-error page and a close). A request body of Content-Length bytes is skipped by the reader itself
-before the next request; a chunked body is not read at all (the server answers, then closes).
+error page and a close). A request body (Content-Length or chunked) is dropped by the reader
+itself before the next request, as nginx drops bodies sent to static files.
 """
 
 import re
@@ -47,12 +47,61 @@ class Request:
         return self.headers.get(name)
 
 
+class ChunkedSkipper:
+    """Drops a chunked request body as it arrives (nginx discards bodies sent to static files
+    and keeps the connection); HttpError(400) on a malformed body, 413 over BODY_MAX."""
+
+    def __init__(self):
+        self.done = False
+        self._state = "size"  # size | data | data_crlf | trailer
+        self._left = 0
+        self._total = 0
+
+    def feed(self, buf: bytearray) -> None:
+        """Consume what it can from the front of `buf`."""
+        while buf and not self.done:
+            if self._state == "data":
+                n = min(self._left, len(buf))
+                del buf[:n]
+                self._left -= n
+                if not self._left:
+                    self._state = "data_crlf"
+                continue
+            if self._state == "data_crlf" and not (b"\r\n".startswith(bytes(buf[:2]))
+                                                   or buf[:1] == b"\n"):
+                raise HttpError(400)  # a chunk longer than its size: refused at once
+            nl = buf.find(b"\n")
+            if nl < 0:
+                if len(buf) > 4096:
+                    raise HttpError(400)
+                return
+            line = bytes(buf[:nl]).rstrip(b"\r")
+            del buf[:nl + 1]
+            if self._state == "data_crlf":
+                if line:
+                    raise HttpError(400)
+                self._state = "size"
+            elif self._state == "size":
+                size = line.split(b";", 1)[0].strip()
+                if not size or len(size) > 16 or not all(c in b"0123456789abcdefABCDEF"
+                                                         for c in size):
+                    raise HttpError(400)
+                self._left = int(size, 16)
+                self._total += self._left
+                if self._total > BODY_MAX:
+                    raise HttpError(413, linger=True)
+                self._state = "data" if self._left else "trailer"
+            elif not line:  # the empty line after the trailers
+                self.done = True
+
+
 class RequestReader:
     """Feed bytes with `receive_data`; take requests with `next_event`."""
 
     def __init__(self):
         self._buf = bytearray()
         self._skip = 0  # body bytes of the previous request still to drop
+        self._chunks: ChunkedSkipper | None = None  # its chunked body, being dropped
 
     def receive_data(self, data: bytes) -> None:
         if self._skip:
@@ -73,6 +122,11 @@ class RequestReader:
 
     def next_event(self):
         buf = self._buf
+        if self._chunks is not None:
+            self._chunks.feed(buf)
+            if not self._chunks.done:
+                return NEED_DATA
+            self._chunks = None
         while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # nginx skips empty lines first
             del buf[:2 if buf[:1] == b"\r" else 1]
         end = buf.find(b"\n")
@@ -203,6 +257,8 @@ def _finish(reader: RequestReader, method: str, target: bytes, version: tuple[in
         if b"content-length" in headers or version < (1, 1):
             raise HttpError(400)
         chunked = True
+        reader._chunks = ChunkedSkipper()
+        reader._chunks.feed(reader._buf)  # a bad body already here is refused before answering
     cl = headers.get(b"content-length")
     if cl is not None:
         if not cl.isdigit() or len(cl) > 18:

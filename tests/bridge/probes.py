@@ -48,6 +48,12 @@ TLS_PROBES = [
     ("If-None-Match", b"GET / HTTP/1.1\r\n" + H + b'If-None-Match: "695661c0-267"\r\n\r\n'),
     ("POST / with body", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5\r\n\r\nhello"),
     ("POST random path", b"POST /api HTTP/1.1\r\n" + H + b"Content-Length: 2\r\n\r\n{}"),
+    ("GET / with a chunked body", b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n"
+     b"\r\n5\r\nhello\r\n0\r\n\r\n"),
+    ("POST random path, chunked", b"POST /api HTTP/1.1\r\n" + H + b"Transfer-Encoding: "
+     b"chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+    ("malformed chunked body", b"GET / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n"
+     b"\r\nzz\r\n"),
     ("PUT /", b"PUT / HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n"),
     ("OPTIONS *", b"OPTIONS * HTTP/1.1\r\n" + H + b"\r\n"),
     ("no Host (1.1)", b"GET / HTTP/1.1\r\n\r\n"),

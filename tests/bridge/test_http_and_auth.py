@@ -126,3 +126,24 @@ def test_pin_is_sha256_of_spki(web_identity):
     for bad in (b"", b"\x30\x03\x02\x01", pem_to_der(pem)[:100]):
         with pytest.raises(auth.PinError):
             auth.pin_of_cert(bad)
+
+
+def test_chunked_body_dropped_across_reads_then_next_request():
+    body = b"5;ext=1\r\nhello\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\nTrailer: t\r\n\r\n"
+    r = reader_with(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert r.next_event().chunked
+    for i in range(len(body)):
+        r.receive_data(body[i:i + 1])
+        assert r.next_event() is NEED_DATA
+    r.receive_data(b"GET /after HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert r.next_event().target == b"/after"
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"zz\r\n", 400), (b"5\r\nhelloXX", 400), (b"100001\r\n", 413), (b"1" * 5000, 400)])
+def test_bad_chunked_bodies(body, status):
+    r = reader_with(b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    with pytest.raises(HttpError) as e:
+        r.next_event()
+        r.next_event()
+    assert e.value.status == status
