@@ -88,11 +88,11 @@ def servers(tmp_path_factory):
     bridge.stop()
 
 
-def s_client(port: int, args: list[str]) -> str:
+def s_client(port: int, args: list[str],
+             send: bytes = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") -> str:
     p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-msg",
                         "-tlsextdebug", "-ign_eof", *args],
-                       input=b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                       capture_output=True, timeout=30)
+                       input=send, capture_output=True, timeout=30)
     text = (p.stdout + p.stderr).decode("latin-1")
     text = re.sub(r"[0-9A-F]{16,}:error:", "<pid>:error:", text)
     return "\n".join(x for x in text.splitlines() if not _VOLATILE.search(x))
@@ -105,6 +105,14 @@ def test_tls_as_openssl_s_client_sees_it(servers, case):
     seen_bridge = s_client(bridge.port, S_CLIENT_CASES[case])
     assert S_CLIENT_EXPECT[case] in seen_nginx, seen_nginx
     assert seen_bridge == seen_nginx
+
+
+def test_s_client_playing_a_homenode_info_frame(servers):
+    """What the issue's prober does first: a node's `info` request, raw, inside TLS."""
+    nginx, bridge, _ = servers
+    seen = [s_client(port, [], send=probes.INFO_FRAME) for port in (nginx.port, bridge.port)]
+    assert "HTTP/1.1 400 Bad Request" in seen[0]
+    assert seen[1] == seen[0]
 
 
 def test_session_resumption_like_nginx(servers, tmp_path):
@@ -124,7 +132,9 @@ def test_probe_inside_tls_gets_nginx_answer(servers, name):
     want = probes.play_tls(nginx.port, data)
     assert want.startswith((b"HTTP/1.1 ", b"<!DOCTYPE", b"<EOF: close_notify>",
                             b"<SSLEOFError>")), want[:200]
-    assert probes.play_tls(bridge.port, data) == want
+    got = probes.play_tls(bridge.port, data)
+    assert got == want
+    assert b"homenode" not in got.lower()
     assert not bridge.links
 
 
