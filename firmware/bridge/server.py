@@ -28,6 +28,7 @@ from firmware.bridge.decoy import DecoySite, http_date
 from firmware.bridge.http1 import NEED_DATA, HttpError, Request, RequestReader
 from firmware.bridge.stream import WebSocketStream
 from firmware.bridge.tlsstream import TlsServerStream
+from firmware.bridge.webcert import pem_to_der
 from firmware.bridge.websocket import accept_value
 
 
@@ -72,7 +73,6 @@ class BridgeServer:
                  lingering_time: float = 30.0, wall_clock=time.time, log=None):
         self.ssl_context = tls.server_context(cert_path, key_path)
         with open(cert_path, "rb") as f:
-            from firmware.bridge.webcert import pem_to_der
             self.pin = auth.pin_of_cert(pem_to_der(f.read()))
         self._auth_key = auth.auth_key(secret)
         self.on_link = on_link
