@@ -17,6 +17,8 @@ APT_PACKAGES=(
   strace
   # image config test logs in over SSH with a test key
   openssh-client
+  # bridge tests compare the bridge with a stock Debian nginx + snakeoil cert (tests/bridge)
+  nginx ssl-cert openssl curl
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else

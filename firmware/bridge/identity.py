@@ -1,0 +1,83 @@
+"""A bridge's files in the node's data directory: its web certificate and key, and its secret.
+
+    bridge.key     RSA key of the snakeoil-shaped certificate (0600)
+    bridge.crt     the certificate; its SubjectPublicKeyInfo hash is the line's pin
+    bridge.secret  32 random bytes as 64 hex characters (0600); the line's `s=`
+
+Created on first use, never overwritten (a new key or secret invalidates every line handed
+out; to revoke all lines, move the files away). The certificate's mtime doubles as the site's
+"install time" (Last-Modified / ETag of the decoy page), as on a real server where the page is
+copied at package install.
+"""
+
+import os
+from dataclasses import dataclass
+
+from firmware.bridge import auth, webcert
+from firmware.bridge.line import BridgeLine, format_line
+
+SECRET_FILE = "bridge.secret"
+
+
+class BridgeIdentityError(Exception):
+    """A bridge file is unsafe or corrupt; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BridgeIdentity:
+    key_path: str
+    cert_path: str
+    pin: bytes
+    secret: bytes
+    installed_at: int  # seconds since the epoch
+
+    def __repr__(self):
+        return f"BridgeIdentity({self.cert_path!r}, pin={self.pin.hex()[:12]}...)"
+
+    def line(self, host: str, port: int = 443) -> str:
+        """The bridge line for clients that reach this bridge at host:port."""
+        return format_line(BridgeLine(host, port, self.pin, self.secret))
+
+
+def load_or_create(data_dir: str, host_name: str = webcert.DEFAULT_HOST_NAME) -> BridgeIdentity:
+    """The bridge identity in `data_dir` (which must exist), created on first use."""
+    key_path, cert_path = webcert.write_web_identity(data_dir, host_name)
+    _check_private(key_path)
+    secret = _load_or_create_secret(os.path.join(data_dir, SECRET_FILE))
+    with open(cert_path, "rb") as f:
+        try:
+            pin = auth.pin_of_cert(webcert.pem_to_der(f.read()))
+        except (auth.PinError, ValueError) as e:
+            raise BridgeIdentityError(f"{cert_path} is not a readable certificate ({e}); move "
+                                      "bridge.crt and bridge.key away to make a new bridge "
+                                      "identity (old bridge lines stop working)") from None
+    return BridgeIdentity(key_path, cert_path, pin, secret, int(os.stat(cert_path).st_mtime))
+
+
+def _check_private(path: str) -> None:
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        raise BridgeIdentityError(f"{path} is readable by group or others (mode {mode:04o}); "
+                                  f"fix with: chmod 600 {path}")
+
+
+def _load_or_create_secret(path: str) -> bytes:
+    if not os.path.exists(path):
+        secret = os.urandom(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret.hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return secret
+    _check_private(path)
+    with open(path) as f:
+        text = f.read(200).strip()
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        secret = b""
+    if len(secret) != 32:
+        raise BridgeIdentityError(f"{path} is corrupt (expected 64 hex characters); move it "
+                                  "away to make a new secret (old bridge lines stop working)")
+    return secret
