@@ -340,7 +340,7 @@ def test_node_with_a_public_address_is_direct(topo):
     assert "port_mapping" not in st
     # it now advertises the address the peers reached it at, and the seeds learn it
     seed = topo.seeds[0]
-    script = (f"import trio; from firmware.onion_client import bootstrap\n"
+    script = (f"import trio; from firmware.client.onion_client import bootstrap\n"
               f"hops = trio.run(bootstrap, {SEED_IP!r}, {seed.port}, "
               f"bytes.fromhex({seed.node_id.hex()!r}))\n"
               f"print([h.host for h in hops if h.node_id.hex() == {n.node_id.hex()!r}])")

@@ -337,3 +337,33 @@ async def test_final_hop_outside_the_swarm_asks_the_swarm(net):
     assert not _files_contain(final, {rpub}), "the outsider only passed the request on"
     (info,) = await _infos([final])
     assert info["onion"]["forwarded_to_swarm"] >= 1
+
+
+async def test_a_multi_page_mailbox_comes_back_exactly_once_over_onions(net):
+    """Issue: each page went to a random swarm member, but `after` is a position in one
+    member's insertion order. 320 messages stored concurrently through different members (so
+    their insertion orders differ), fetched in 100-message pages over onions: every message
+    once, whichever member answers."""
+    me = nacl.signing.SigningKey.generate()
+    mpub = bytes(me.verify_key)
+    swarm = rank([n.node_id for n in net], mpub, 5)
+    members = [by_id(net)[nid] for nid in swarm]
+    stored = set()
+
+    async def store_via(member, start):
+        async with connect(member.host, member.port, member.node_id) as c:
+            for i in range(start, 320, len(members)):
+                r = await c.store(mpub, b"m%03d" % i, ts=wall_ms() - i)
+                assert r.replicas == 5
+                stored.add(r.hash)
+
+    async with trio.open_nursery() as n:
+        for k, member in enumerate(members):
+            n.start_soon(store_via, member, k)
+    assert len(stored) == 320
+    for seed in range(3):
+        async with open_onion_client(hops(net), rng=random.Random(seed)) as oc:
+            got = await oc.retrieve_all(me)
+        hashes = [m.hash for m in got]
+        assert len(hashes) == 320 and set(hashes) == stored, (seed, len(hashes),
+                                                              len(set(hashes)))
