@@ -44,6 +44,7 @@ UNLIMITED = 10**12  # bytes/s: "no limit" without special cases in the shaper
 FSYNC_EVERY_S = 300.0
 SWEEP_S = 0.5  # with a cap: idle connections' counts, closed ones, window sizes
 SWEEP_UNCAPPED_S = 2.0  # without: only the counts
+CROSS_CHECK_S = 30.0  # interfaces vs count over this long at least (shorter is noise: counts lag)
 
 
 def mbit(rate):
@@ -297,7 +298,7 @@ class BandwidthService:
         self.shaper.totals[DOWN] = saved.get("down_bytes", 0)
         self.local = {UP: saved.get("local_up_bytes", 0), DOWN: saved.get("local_down_bytes", 0)}
         self._saved = self._snapshot()
-        self._last_fsync = time.monotonic()
+        self._last_fsync = self._last_cross = time.monotonic()
 
     def _load(self):
         try:
@@ -410,6 +411,7 @@ class BandwidthService:
             self.sweep()
 
     async def _persist_loop(self):
+        self._cross_check()  # the interfaces' starting point
         while True:
             await trio.sleep(self.cfg.persist_interval)
             now = self.clock_ms()
@@ -422,7 +424,9 @@ class BandwidthService:
             except OSError as e:
                 self.log.warning("bandwidth_state_not_saved", path=self.path,
                                  error=e.strerror or str(e))
-            self._cross_check()
+            if time.monotonic() - self._last_cross >= CROSS_CHECK_S:
+                self._last_cross = time.monotonic()
+                self._cross_check()
 
     def _cross_check(self):
         if self.net is None:

@@ -57,14 +57,15 @@ class MonthlyBudget:
         r = self.cap_bytes - self.used_bytes
         return r if r > 0 else 0
 
-    def paced_rate(self, now_ms):
-        """Bytes/s that would spend exactly the remaining allowance by the cycle's end."""
+    def paced_rate(self, now_ms, owed=0):
+        """Bytes/s that would spend exactly the remaining allowance by the cycle's end, after
+        repaying `owed` (a pacing bucket's debt: bytes already counted in `used_bytes`)."""
         if self.cap_bytes == 0:
             return -1
         left_ms = self.end_ms - now_ms
         if left_ms < 1000:
             left_ms = 1000
-        return self.remaining() * 1000.0 / left_ms
+        return (self.remaining() + owed) * 1000.0 / left_ms
 
 
 class BandwidthShaper:
@@ -181,7 +182,12 @@ class BandwidthShaper:
                 rate = self.quiet_rate
             rate = rate * self.scale
             self.links[d].set_rate(rate, self._burst(rate), now_ms)
-        paced = self.budget.paced_rate(now_ms)
+        owed = 0  # bytes that arrived ahead of the pace: in used_bytes and owed to the bucket
+        if self.pace is not None:
+            level = self.pace.level(now_ms)
+            if level < 0:
+                owed = -level
+        paced = self.budget.paced_rate(now_ms, owed)
         if paced < 0:
             self.pace = None
         else:
