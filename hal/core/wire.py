@@ -34,6 +34,7 @@ _OFF_BYTES_ACKED = 120
 _OFF_BYTES_RECEIVED = 128
 _OFF_SEGS_OUT = 136
 _OFF_SEGS_IN = 140
+_OFF_DATA_SEGS_IN = 152  # Linux 4.6+: segments that carried payload (dropped ones too)
 _OFF_BYTES_SENT = 200  # Linux 4.19+; retransmitted bytes included
 _OFF_RCV_WND = 232  # Linux 6.2+: the receive window last advertised
 MIN_TCP_INFO = 144  # up to segs_in (Linux 4.2+)
@@ -47,7 +48,7 @@ class TcpFigures:
     """The per-socket counters the wire count needs (cumulative since the connection began)."""
 
     def __init__(self, bytes_sent, bytes_received, segs_out, segs_in, snd_mss=DEFAULT_MSS,
-                 rcv_mss=DEFAULT_MSS, timestamps=True, rcv_wnd=-1):
+                 rcv_mss=DEFAULT_MSS, timestamps=True, rcv_wnd=-1, data_segs_in=-1):
         self.bytes_sent = bytes_sent
         self.bytes_received = bytes_received
         self.segs_out = segs_out
@@ -56,6 +57,7 @@ class TcpFigures:
         self.rcv_mss = rcv_mss
         self.timestamps = timestamps
         self.rcv_wnd = rcv_wnd  # -1: this kernel does not report it
+        self.data_segs_in = data_segs_in  # -1: likewise
 
 
 def parse_tcp_info(buf):
@@ -69,13 +71,15 @@ def parse_tcp_info(buf):
     else:  # before 4.19: acknowledged bytes, retransmits not visible
         sent = struct.unpack_from("<Q", buf, _OFF_BYTES_ACKED)[0]
     rcv_wnd = struct.unpack_from("<I", buf, _OFF_RCV_WND)[0] if n >= _OFF_RCV_WND + 4 else -1
+    data_in = (struct.unpack_from("<I", buf, _OFF_DATA_SEGS_IN)[0]
+               if n >= _OFF_DATA_SEGS_IN + 4 else -1)
     return TcpFigures(
         sent, struct.unpack_from("<Q", buf, _OFF_BYTES_RECEIVED)[0],
         struct.unpack_from("<I", buf, _OFF_SEGS_OUT)[0],
         struct.unpack_from("<I", buf, _OFF_SEGS_IN)[0],
         struct.unpack_from("<I", buf, _OFF_SND_MSS)[0] or DEFAULT_MSS,
         struct.unpack_from("<I", buf, _OFF_RCV_MSS)[0] or DEFAULT_MSS,
-        bool(buf[_OFF_OPTIONS] & OPT_TIMESTAMPS), rcv_wnd)
+        bool(buf[_OFF_OPTIONS] & OPT_TIMESTAMPS), rcv_wnd, data_in)
 
 
 def parse_meminfo_drops(buf):
@@ -110,16 +114,33 @@ def close_bytes(hdr):
     return 2 * hdr, hdr
 
 
+def dropped_data_segments(fig, drops):
+    """How many of the segments the socket dropped carried payload (an upper bound).
+
+    SO_MEMINFO's count includes segments with no payload (zero-window probes, which arrive
+    while the node is not reading). Segments that brought new payload number at least
+    payload / mss, so data segments beyond that were dropped copies; both counts bound the
+    real number from above, and the smaller is used."""
+    if fig.data_segs_in < 0 or drops == 0:
+        return drops
+    received = fig.bytes_received - 1 if fig.bytes_received > 0 else 0  # the FIN counts 1
+    extra = fig.data_segs_in - _segments(received, fig.rcv_mss)
+    if extra < 0:
+        extra = 0
+    return extra if extra < drops else drops
+
+
 def wire_bytes(fig, drops, hdr):
     """Cumulative (up, down) IP bytes of one connection, handshake included, close excluded.
 
     Up: payload sent (retransmits included) plus a header per segment out (pure ACKs too).
-    Down: payload received plus a header per segment in, plus the dropped segments, each
-    counted as a full one (dropped data segments are nearly always full: bulk data past a
-    full buffer, or a retransmitted copy of one)."""
+    Down: payload received plus a header per segment in, plus the payload of the dropped data
+    segments, each counted as a full one (dropped data segments are nearly always full: bulk
+    data past a full buffer, or a retransmitted copy of one)."""
     up_open, down_open = open_bytes(hdr)
     up = fig.bytes_sent + fig.segs_out * hdr + up_open
-    down = fig.bytes_received + fig.segs_in * hdr + drops * fig.rcv_mss + down_open
+    down = (fig.bytes_received + fig.segs_in * hdr
+            + dropped_data_segments(fig, drops) * fig.rcv_mss + down_open)
     return up, down
 
 

@@ -97,6 +97,8 @@ class CapNet:
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
             sh("ip", "-n", ns, "link", "set", "lo", "up")
+            # no IPv6 link-local chatter (router solicitations, MLD) among the counted bytes
+            sh("sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1", ns=ns)
         sh("ip", "link", "add", VETH_NODE, "type", "veth", "peer", "name", VETH_GEN)
         for ns, dev, ip in ((NS_NODE, VETH_NODE, NODE_IP), (NS_GEN, VETH_GEN, GEN_IP)):
             sh("ip", "link", "set", dev, "netns", ns)

@@ -6,7 +6,7 @@ from hal.core import wire
 
 
 def tcp_info(length=280, options=7, snd_mss=1448, rcv_mss=1448, acked=0, received=0,
-             segs_out=0, segs_in=0, sent=0, rcv_wnd=65160):
+             segs_out=0, segs_in=0, sent=0, rcv_wnd=65160, data_segs_in=0):
     """A struct tcp_info as Linux 6.x lays it out, with the fields the meter reads."""
     b = bytearray(length)
     b[5] = options
@@ -16,6 +16,8 @@ def tcp_info(length=280, options=7, snd_mss=1448, rcv_mss=1448, acked=0, receive
     struct.pack_into("<Q", b, 128, received)
     struct.pack_into("<I", b, 136, segs_out)
     struct.pack_into("<I", b, 140, segs_in)
+    if length >= 156:
+        struct.pack_into("<I", b, 152, data_segs_in)
     if length >= 208:
         struct.pack_into("<Q", b, 200, sent)
     if length >= 236:
@@ -64,9 +66,27 @@ def test_wire_bytes_match_measured_connections():
     # 2 MB in bulk through a reader that paused: one segment dropped at the full buffer and
     # sent again; nft counted 2074828 B in (bytes_received holds the FIN's 1 on top)
     f = wire.parse_tcp_info(tcp_info(received=2000001, segs_in=1411, sent=300000,
-                                     segs_out=346))
+                                     segs_out=346, data_segs_in=1383))
     assert wire.wire_bytes(f, 1, hdr)[1] == 2074829
     assert wire.wire_bytes(f, 0, hdr)[1] == 2074829 - 1448  # what the drop count adds
+    # a reader that never paused for long: 209 segments dropped, all of them data
+    # (nft: 2387840 B in; the peer's retransmits of them were 302632 B)
+    f = wire.parse_tcp_info(tcp_info(received=2000001, segs_in=1627, data_segs_in=1591))
+    assert abs(wire.wire_bytes(f, 209, hdr)[1] - 2387840) < 1500
+
+
+def test_dropped_probes_without_payload_are_not_counted_as_data():
+    # A stalled reader drops the peer's zero-window probes (no payload) too: SO_MEMINFO counts
+    # them, but data_segs_in does not grow beyond what the payload needed.
+    f = wire.parse_tcp_info(tcp_info(received=2000001, segs_in=1500, data_segs_in=1382))
+    assert wire.dropped_data_segments(f, 40) == 0
+    f = wire.parse_tcp_info(tcp_info(received=2000001, segs_in=1500, data_segs_in=1385))
+    assert wire.dropped_data_segments(f, 40) == 3
+    # small segments: the payload bound is loose, the kernel's drop count is the limit
+    f = wire.parse_tcp_info(tcp_info(received=30000, segs_in=300, data_segs_in=200))
+    assert wire.dropped_data_segments(f, 2) == 2
+    # a kernel without data_segs_in: every drop counts
+    assert wire.dropped_data_segments(wire.parse_tcp_info(tcp_info()[:150]), 5) == 5
 
 
 def test_close_and_open_costs_are_whole_packets():
