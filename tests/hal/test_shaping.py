@@ -1,9 +1,24 @@
-"""The shaper on trio streams, in virtual time (memory streams + autojump clock)."""
+"""The shaper on trio streams, in virtual time (memory streams + autojump clock), and the
+service's wrapper on real loopback sockets (what is metered, and how)."""
 
+import io
+import socket
+
+import pytest
 import trio
 import trio.testing
 
-from firmware.device.shaping import PeerBuckets, ShapedStream
+from firmware.device.shaping import (
+    BandwidthService,
+    LocalStream,
+    PeerBuckets,
+    ShapedStream,
+    Unmetered,
+)
+from firmware.logs import Log
+from firmware.settings import default_schema
+from hal.backends.netio import PayloadMeter, SocketMeter
+from hal.core import wire
 from hal.core.bandwidth import BandwidthShaper
 
 
@@ -81,16 +96,6 @@ async def test_one_peer_cannot_take_the_whole_link(autojump_clock):
 
 # -- what is metered, and how: the service's wrapper on real loopback sockets ----------------
 
-import io  # noqa: E402
-import socket  # noqa: E402
-
-import pytest  # noqa: E402
-
-from firmware.config import default_schema  # noqa: E402
-from firmware.device.shaping import BandwidthService, LocalStream, Unmetered  # noqa: E402
-from firmware.logs import Log  # noqa: E402
-from hal.backends.netio import PayloadMeter, SocketMeter  # noqa: E402
-from hal.core import wire  # noqa: E402
 
 
 @pytest.mark.parametrize("peer, local, networks, operator", [
