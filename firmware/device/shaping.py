@@ -100,6 +100,10 @@ class ShapedStream(trio.abc.Stream):
         self.charged = {UP: 0, DOWN: 0}  # wire bytes of this connection counted so far
         self.reserved = (0, 0)  # (up, down) of its open window held back in the cap
         self.finished = False
+        # Time the node itself did not read (trio clock), for a listener's slow-peer deadlines:
+        # a frame that arrives slowly because the cap is paced is not the peer's fault.
+        self.held_s = 0.0
+        self.held_since = None  # when the hold in progress began, or None
         self._sync_each_op = shaping or not self.meter.syscalls
         if live is not None:
             live.add(self)
@@ -146,7 +150,12 @@ class ShapedStream(trio.abc.Stream):
                 wait = max(wait, self.peer[DOWN].wait_ms(0, now))
             if wait <= 0:
                 break
-            await trio.sleep(wait / 1000)
+            self.held_since = trio.current_time()
+            try:
+                await trio.sleep(wait / 1000)
+            finally:
+                self.held_s += trio.current_time() - self.held_since
+                self.held_since = None
         data = await self.inner.receive_some(max_bytes)
         self.meter.received(len(data))
         if self._sync_each_op:

@@ -236,3 +236,26 @@ async def test_reading_stops_while_the_open_windows_would_overrun_the_cap(autoju
     assert shaper.budget.used_bytes == cap - reserve
     shaped.finish()  # the link closed: its window no longer counts
     assert shaper.reserved() == 0
+
+
+async def test_the_time_the_node_held_reads_is_told_apart(autojump_clock):
+    # a listener's slow-frame deadline must not blame the peer for the node's own pacing
+    shaper = BandwidthShaper(clock_ms(), up_rate=10**12, down_rate=50_000, burst_s=0.1,
+                             min_chunk=16384)
+    a, b = trio.testing.memory_stream_pair()
+    shaped = ShapedStream(b, shaper, clock_ms)
+    await a.send_all(b"w" * 40_000)
+    assert len(await shaped.receive_some(65536)) == 40_000
+    assert shaped.held_s == 0 and shaped.held_since is None
+    seen = {}
+
+    async def look():
+        await trio.sleep(0.1)
+        seen["since"] = shaped.held_since
+
+    async with trio.open_nursery() as n:
+        n.start_soon(look)
+        await a.send_all(b"w")
+        await shaped.receive_some(65536)
+    assert seen["since"] is not None  # held while the debt was paid off
+    assert 0.4 < shaped.held_s < 0.6, shaped.held_s  # (40000 - 16384) / 50000 B/s = 0.47 s
