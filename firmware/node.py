@@ -184,7 +184,7 @@ class Node:
         # Every connection, accepted or opened, goes through the shaper (below TLS): both
         # directions count against the link limits and the monthly cap.
         bandwidth = BandwidthService(cfg.bandwidth, self.data_dir, clock, log, hw.net)
-        shaping = bandwidth.wrap if bandwidth.enabled else None
+        shaping = bandwidth.wrap  # always: it counts every link, shapes only when configured
         self.dialer = Dialer(wrap=shaping, timeout=cfg.network.link_timeout)
         self.network = None
         if cfg.network.enabled:

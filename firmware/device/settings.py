@@ -4,6 +4,8 @@ Declared apart from the services so the config schema (firmware/settings.py) can
 without importing hardware code; the message quota itself is ``[store] quota_bytes``.
 """
 
+import ipaddress
+
 from firmware.config import Check, FloatRange, IntRange, Key, OneOf, Section
 
 __all__ = ["BANDWIDTH", "HAL", "SECTIONS", "STORAGE", "THERMAL"]
@@ -21,6 +23,15 @@ def _windows_ok(v):
         for w in v:
             parse_window(w)
     except (ValueError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def _networks_ok(v):
+    try:
+        for n in v:
+            ipaddress.ip_network(n, strict=False)
+    except (ValueError, TypeError):
         return False
     return True
 
@@ -90,6 +101,14 @@ BANDWIDTH = Section("bandwidth", "link speed limits, monthly cap and quiet hours
         FloatRange(0.01, 100_000, "Mbit/s")),
     Key("persist_interval", 5.0, "seconds between saves of the cycle's byte count (a crash "
         "loses at most this much accounting)", FloatRange(0.1, 3600, "seconds")),
+    Key("unmetered_networks", ["127.0.0.0/8", "::1/128"], "traffic with these networks is "
+        "neither shaped nor counted against the cap (it never crosses the metered line; the box "
+        'talking to its own addresses never is); add your LAN, e.g. "192.168.1.0/24", so local '
+        "clients are never paced", Check('a list of networks like "192.168.1.0/24"',
+                                         _networks_ok)),
+    Key("cycle_s", 0, "cycle of this many seconds instead of the billing month, starting at "
+        "whole multiples since 1970-01-01 UTC (0: monthly from billing_day; for tests)",
+        Check("0, or an integer from 10 to 31622400", lambda v: v == 0 or 10 <= v <= 31_622_400)),
 ])  # fmt: skip
 
 STORAGE = Section("storage", "protecting the SD card (quota: [store] quota_bytes)", [

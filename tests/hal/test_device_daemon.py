@@ -16,6 +16,10 @@ from tests.conftest import NodeProcess
 from tests.hal.fakesys import FakeSys
 
 RECIPIENT = bytes(range(32))
+# Loopback is operator traffic (never shaped) by default. Tests of shaping take it out of
+# unmetered_networks and listen on 127.0.0.2, so the client (from 127.0.0.1) is not the node's
+# own address either: it stands in for a remote peer.
+METERED_HOST = {"listen_host": "127.0.0.2"}
 
 
 def device_node(tmp_path, **sections):
@@ -143,9 +147,10 @@ async def test_write_budget_refuses_stores_and_shows_storage_trouble(tmp_path):
 
 async def test_bandwidth_accounting_survives_kill_9(tmp_path):
     # a cap so large that pacing never holds these few hundred kB back, whatever the date
-    node, fake = device_node(tmp_path, bandwidth={"monthly_cap_gb": 10000.0, "up_mbit": 1000.0,
-                                                  "down_mbit": 1000.0,
-                                                  "persist_interval": 0.1})
+    node, fake = device_node(tmp_path, node=METERED_HOST,
+                             bandwidth={"monthly_cap_gb": 10000.0, "up_mbit": 1000.0,
+                                        "down_mbit": 1000.0, "persist_interval": 0.1,
+                                        "unmetered_networks": []})
     node.start()
     try:
         async with connect(node.host, node.port, node.node_id) as c:
@@ -169,7 +174,9 @@ async def test_bandwidth_accounting_survives_kill_9(tmp_path):
 @pytest.mark.slow
 async def test_download_limit_slows_a_big_upload_from_a_client(tmp_path):
     # 2 Mbit/s = 250 kB/s down with 0.1 s bursts: 1 MB takes ~4 s however fast the client is
-    node, fake = device_node(tmp_path, bandwidth={"down_mbit": 2.0, "burst_s": 0.1})
+    node, fake = device_node(tmp_path, node=METERED_HOST,
+                             bandwidth={"down_mbit": 2.0, "burst_s": 0.1,
+                                        "unmetered_networks": []})
     node.start()
     try:
         async with connect(node.host, node.port, node.node_id) as c:
