@@ -87,15 +87,23 @@ class FrameBudget:
 
 
 class _Conn:
-    __slots__ = ("key", "info", "scope", "watch_scope", "policy", "verdict")
+    __slots__ = ("key", "info", "scope", "watch_scope", "policy", "verdict", "raw")
 
-    def __init__(self, key, info):
+    def __init__(self, key, info, raw=None):
         self.key = key
         self.info = info
+        self.raw = raw  # the stream below TLS (the shaper, when it holds reads)
         self.scope = trio.CancelScope()
         self.watch_scope = trio.CancelScope()
         self.policy: ConnPolicy | None = None
         self.verdict: str | None = None
+
+    def held(self) -> float:
+        """Seconds the node itself held this connection's reads (bandwidth pacing)."""
+        raw = self.raw
+        held = getattr(raw, "held_s", 0.0)
+        since = getattr(raw, "held_since", None)
+        return held + (trio.current_time() - since if since is not None else 0.0)
 
 
 class Listener:
@@ -169,10 +177,10 @@ class Listener:
         if verdict.victim is not None:
             self._shed(verdict.victim)
         self.counters["accepted"] += 1
-        conn = self._conns[key] = _Conn(key, ConnInfo(host, port))
+        raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
+        conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw)
         try:
             with conn.scope:
-                raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
                 stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
                 policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
                 with trio.move_on_at(policy.deadline(0, None)):
@@ -190,7 +198,7 @@ class Listener:
             self.log.error("connection_failed", error=f"{type(e).__name__}: {e}")
         finally:
             self._forget(conn)
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(raw)  # (closes tcp; the shaper's count ends now)
 
     async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo) -> None:
         """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the
@@ -250,7 +258,7 @@ class Listener:
     def _nudge(self, conn, slots, outbox) -> None:
         """Something happened that may bring the policy's deadline forward: tell the watchdog."""
         inflight = self.limits.max_inflight - slots.value
-        at = conn.policy.deadline(inflight, outbox.write_started)
+        at = conn.policy.deadline(inflight, outbox.write_started, conn.held())
         if at < conn.watch_scope.deadline:
             conn.watch_scope.deadline = at
 
@@ -259,11 +267,12 @@ class Listener:
         while True:
             inflight = self.limits.max_inflight - slots.value
             now = trio.current_time()
-            verdict = conn.verdict or policy.check(now, inflight, outbox.write_started)
+            held = conn.held()
+            verdict = conn.verdict or policy.check(now, inflight, outbox.write_started, held)
             if verdict is not None:
                 break
             conn.watch_scope = trio.CancelScope(
-                deadline=policy.deadline(inflight, outbox.write_started))
+                deadline=policy.deadline(inflight, outbox.write_started, held))
             with conn.watch_scope:
                 await trio.sleep_forever()
         if verdict in ("idle", "draining"):
@@ -312,7 +321,7 @@ class Listener:
                     except trio.BrokenResourceError:
                         data = b""  # TLS peers often close without close_notify
                     decoder.receive_data(data)
-                    policy.received(trio.current_time(), decoder.pending_size)
+                    policy.received(trio.current_time(), decoder.pending_size, conn.held())
                     self._nudge(conn, slots, outbox)
                     continue
                 if reserved and decoder.pending_size is None:

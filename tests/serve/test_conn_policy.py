@@ -191,3 +191,13 @@ def test_removing_keeps_the_counts_right(stage):
     t.remove("k")
     t.remove("k")  # twice is harmless
     assert len(t) == 0 and t.holders("192.0.2.1") == 0 and t.info()["handshaking"] == 0
+
+
+def test_time_the_node_held_its_own_reads_does_not_count_against_a_frame():
+    p = ConnPolicy(LIM, 0.0, handshaken=True)
+    p.received(1.0, 10_000, held=4.0)  # the shaper had held this link 4 s before
+    assert p.deadline(1, None, held=4.0) == 1.0 + 10 + 10.0
+    # pacing the monthly cap held the reads 30 s more: the peer is not slow, we were
+    assert p.check(25.0, 1, None, held=34.0) is None
+    assert p.deadline(1, None, held=34.0) == 51.0
+    assert p.check(51.0, 1, None, held=34.0) == SLOW_FRAME
