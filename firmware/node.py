@@ -95,8 +95,6 @@ class _Network:
             # [limits] max_connections (each node is tested ~max_test_rate times a second)
             idle_s=max(15.0, 2 * net.test_interval))
         self.routes = RelayRoutes(self.hub, self.peer_pool, self.roster)
-        self.forward_pool = LinkPool(direct_dial(dialer), routes=self.routes.link_to,
-                                     idle_s=120.0, max_links=256)
         self.membership = MembershipService(identity, net, self.roster, self.peer_pool,
                                             relayed_ping=self.routes.ping, clock_ms=clock,
                                             log=log)
@@ -113,7 +111,7 @@ class _Network:
                                          self.advertised, self.relayed,
                                          bootstrap=lambda: self.membership.candidates, log=log)
 
-    def node_ops(self, relay) -> dict:
+    def node_ops(self) -> dict:
         """Every op the network parts serve, by name (the pipeline's node ops)."""
         return {
             "challenge": self.auth.challenge, "hello": self.auth.hello, "ping": self.auth.ping,
@@ -121,14 +119,13 @@ class _Network:
             "replicate": self.replicator.op_replicate, "handoff": self.replicator.op_replicate,
             "summary": self.replicator.op_summary,
             "fetch_missing": self.replicator.op_fetch_missing,
-            "onion": relay.op_onion,
             "nodes": self.reach_ops.op_nodes, "reach_test": self.reach_ops.op_reach_test,
             "relay_poll": self.hub.op_poll, "relay_reply": self.hub.op_reply,
             "relay_forward": self.hub.op_forward,
         }
 
     def services(self):
-        return [("peer_links", self.peer_pool.run), ("forward_links", self.forward_pool.run),
+        return [("peer_links", self.peer_pool.run),
                 ("membership", self.membership.run), ("replication", self.replicator.run),
                 ("relayed_mode", self.relayed.run), ("reachability", self.reach.run)]
 
@@ -199,13 +196,16 @@ class Node:
         admit_new = [self.device.refuse_when_hot]
         storage = StorageOps(self.store, self.identity.node_id, state=lambda: self.state,
                              info_sources=[self._status])
-        node_ops = {}
-        if net is not None:
-            self.relay = OnionRelay(
-                self.identity, net.forward_pool, log=log, clock_ms=clock,
-                execute=SwarmExecutor(self.identity.node_id, net.roster, net.forward_pool,
-                                      self._storage_request))
-            node_ops = net.node_ops(self.relay)
+        # Onions: any node is a hop (a lone mailbox too); with the network, relayed next hops
+        # are reached through the relay routes and final-hop retrieves follow placement.
+        self.forward_pool = LinkPool(direct_dial(self.dialer),
+                                     routes=net.routes.link_to if net else None,
+                                     idle_s=120.0, max_links=256)
+        self.relay = OnionRelay(
+            self.identity, self.forward_pool, log=log, clock_ms=clock,
+            execute=SwarmExecutor(self.identity.node_id, net.roster if net else None,
+                                  self.forward_pool, self._storage_request))
+        node_ops = {"onion": self.relay.op_onion, **(net.node_ops() if net else {})}
         lim = cfg.limits
         self.pipeline = Pipeline(
             storage=storage, limiter=RateLimiter(lim.rate_per_sec, lim.rate_burst),
@@ -226,9 +226,10 @@ class Node:
                               accept_burst=max(1, int(2 * lim.new_connections_per_sec)),
                               trusted=_trusted(lim.trusted_addresses)),
             wrap_stream=shaping)
-        self._services = self.device.services()
+        self._services = self.device.services() + [("forward_links", self.forward_pool.run),
+                                                    ("onion_relay", self.relay.run)]
         if self.network is not None:
-            self._services += self.network.services() + [("onion_relay", self.relay.run)]
+            self._services += self.network.services()
 
     # -- the node's own seams -----------------------------------------------------------------
 
@@ -244,9 +245,9 @@ class Node:
         """The status map's parts beyond the store's totals (`info`, `homenode status`)."""
         out = {"connections": self.listener.active, "listener": self.listener.info(),
                "requests": self.pipeline.counters["requests"], **self.device.info()}
+        out.update(self.relay.info())
         if self.network is not None:
             out.update(self.network.info())
-            out.update(self.relay.info())
         return out
 
     def request_stop(self, exit_status: int = 0) -> None:

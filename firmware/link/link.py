@@ -124,8 +124,9 @@ class StreamLink(Link):
                 if slot.deadline < self._next_deadline:
                     self._next_deadline = slot.deadline
                     self._wake.set()
-            # others in flight may be sent in this same tick: let them share the write
-            await self._out.send(data, linger=len(self._pending) > 1)
+            # others in flight may be sent in this same tick: let them share the write; when a
+            # write is in progress the frame just joins the next one (no wait for it)
+            await self._out.post(data, linger=len(self._pending) > 1)
             await slot.done.wait()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             self._fail(LinkDown(f"link broke: {e}"))

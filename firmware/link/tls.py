@@ -19,6 +19,8 @@ import trio
 
 from firmware.identity import IdentityError, public_key_of_cert
 
+from .tlsstream import TlsStream
+
 __all__ = ["PinMismatch", "server_ssl_context", "client_ssl_context", "check_pin", "Dialer"]
 
 
@@ -55,7 +57,7 @@ def client_ssl_context() -> ssl.SSLContext:
     return ctx
 
 
-def check_pin(stream: trio.SSLStream, node_id: bytes, where: str) -> None:
+def check_pin(stream, node_id: bytes, where: str) -> None:
     """Raise PinMismatch unless the handshaken `stream`'s certificate key is `node_id`."""
     der = stream.getpeercert(binary_form=True)
     if der is None:
@@ -87,7 +89,7 @@ class Dialer:
         self.timeout = timeout
 
     async def open(self, host: str, port: int, node_id: bytes, *,
-                   timeout: float | None = None) -> trio.SSLStream:
+                   timeout: float | None = None) -> TlsStream:
         timeout = self.timeout if timeout is None else timeout
         where = f"{host}:{port}"
         try:
@@ -100,8 +102,8 @@ class Dialer:
 
     async def _open(self, host, port, node_id, where):
         tcp = await trio.open_tcp_stream(host, port)
-        stream = trio.SSLStream(self.wrap(tcp) if self.wrap is not None else tcp,
-                                self.ssl_context)
+        stream = TlsStream(self.wrap(tcp) if self.wrap is not None else tcp, self.ssl_context,
+                           server_side=False)
         try:
             await stream.do_handshake()
             check_pin(stream, node_id, where)

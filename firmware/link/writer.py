@@ -52,6 +52,19 @@ class Outbox:
         """Why the stream is unusable (a failed or cancelled write), or None."""
         return self._error
 
+    async def post(self, data: bytes, *, linger: bool = False) -> None:
+        """Like `send`, but when a write is already in progress just queue `data` behind it and
+        return: the writer sends it with the next batch. For requests, whose answer proves the
+        write happened (and whose failure the link reports to every waiting request); answers a
+        server sends use `send`, whose wait is what holds their in-flight slot (backpressure)."""
+        if self._writing and self._error is None:
+            batch = self._next
+            if batch is None:
+                batch = self._next = _Batch()
+            batch.frames.append(data)
+            return
+        await self.send(data, linger=linger)
+
     async def send(self, data: bytes, *, linger: bool = False) -> None:
         """Write `data` (one encoded frame) after everything sent before it; return once it was
         written. BrokenResourceError if the link broke (before or while writing it).

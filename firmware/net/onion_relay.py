@@ -163,6 +163,7 @@ class SwarmExecutor:
     pipeline (stores and signed deletes are copied to the swarm by its replicate stage)."""
 
     def __init__(self, node_id, roster, pool, run_here, *, timeout=10.0):
+        """`roster`: None on a lone mailbox (everything runs here)."""
         self.node_id, self.roster, self.pool = node_id, roster, pool
         self.run_here = run_here  # (frame, conn, now_ms) -> response map
         self.timeout = timeout
@@ -173,7 +174,7 @@ class SwarmExecutor:
         if frame.get("op") != "retrieve" or type(args) is not dict:
             return await self.run_here(frame, conn, now_ms)
         recipient = args.get("recipient")
-        if type(recipient) is not bytes or len(recipient) != 32:
+        if self.roster is None or type(recipient) is not bytes or len(recipient) != 32:
             return await self.run_here(frame, conn, now_ms)
         swarm = list(self.roster.swarm(recipient))
         if self.node_id in swarm:

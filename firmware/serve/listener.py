@@ -17,6 +17,7 @@ import socket
 
 import trio
 
+from firmware.link.tlsstream import TlsStream
 from firmware.link.writer import Outbox
 from firmware.proto.errors import ProtocolError
 from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
@@ -181,7 +182,7 @@ class Listener:
         conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw)
         try:
             with conn.scope:
-                stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
+                stream = TlsStream(raw, self.ssl_context, server_side=True)
                 policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
                 with trio.move_on_at(policy.deadline(0, None)):
                     await stream.do_handshake()
@@ -370,11 +371,8 @@ class Listener:
                 self._nudge(conn, slots, outbox)
 
 
-def _handshaken(stream: trio.SSLStream) -> bool:
-    try:
-        return stream.version() is not None
-    except (AttributeError, trio.NeedHandshakeError):
-        return False
+def _handshaken(stream: TlsStream) -> bool:
+    return stream.version() is not None
 
 
 def _encode(response: dict) -> bytes:
