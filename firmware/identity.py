@@ -20,7 +20,7 @@ import tempfile
 import nacl.bindings
 import nacl.signing
 
-from firmware import tlscert
+from firmware import fsaccess, tlscert
 
 NODE_KEY_FILE = "node.key"
 _HEADER = "# homenode Ed25519 secret key - keep private. public id: "
@@ -186,13 +186,23 @@ def write_key_file(path: str, ident: Identity) -> None:
 
 
 def ensure_data_dir(data_dir: str) -> None:
-    """Create the data directory (mode 0700) if missing."""
+    """Create the data directory (mode 0700) if missing, and check that this process can use it
+    and everything in it, before anything else touches it.
+
+    Why here: a directory or file this user cannot write otherwise surfaces much later, as
+    SQLite's "unable to open database file" (which reads like corruption) or a bare
+    "Permission denied". A permission, read-only-mount or missing-path problem is named as such,
+    with its fix, and the data is left alone.
+    """
     try:
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
     except OSError as e:
-        raise IdentityError(f"cannot create data directory {data_dir}: {e}") from None
-    if not os.path.isdir(data_dir):
-        raise IdentityError(f"data directory {data_dir} is not a directory")
+        why = fsaccess.directory_problem(data_dir)
+        raise IdentityError(why or f"cannot create data directory {data_dir}: {e.strerror}"
+                            ) from None
+    why = fsaccess.directory_problem(data_dir) or fsaccess.foreign_entries_problem(data_dir)
+    if why:
+        raise IdentityError(why)
 
 
 def load_or_create_node_identity(data_dir: str) -> tuple[Identity, bool]:

@@ -70,9 +70,11 @@ LIMITS = Section("limits", "protection against overload and abuse", [
 STORE = Section("store", "the message store (SQLite on the data partition)", [
     Key("quota_bytes", 1 << 30, "bytes of message data kept at most; stores beyond get 'full'",
         IntRange(1 << 20, 1 << 44)),
-    Key("batch_rows", 64, "a grouped commit closes after this many messages",
+    Key("batch_rows", 64, "a grouped commit holds at most this many writes",
         IntRange(1, 10_000)),
-    Key("batch_ms", 50, "... or after this many milliseconds", IntRange(1, 10_000)),
+    Key("batch_ms", 0, "0: commit a lone write at once and group the writes that arrive "
+        "meanwhile; more: hold each commit open this many milliseconds for more writes (less SD "
+        "wear under a light steady load, more latency)", IntRange(0, 10_000)),
     Key("sweep_interval", 30.0, "seconds between sweeps of expired messages",
         FloatRange(0.1, 86_400, "seconds")),
 ])

@@ -83,9 +83,22 @@ on the box therefore answers at once while the node paces the cap; such bytes sh
 own counters with the metered count: above 1 is the box's other traffic (updates, DNS, the LAN).
 
 Storage (`[storage]`, quota in `[store] quota_bytes`): past the quota or below the free-space
-floor the messages closest to expiry are evicted (expired ones first). The card's own
+floor the messages closest to expiry are evicted (expired ones first). Evicting frees pages
+inside the message file, not disk space, so those free pages count toward the floor and new
+messages reuse them (the file stops growing; it is not evicted further). Below 1 MiB free the
+disk counts as full: stores get `full`, `status` and the LED show `storage_trouble` with the
+reason, and the node keeps serving what it holds and keeps running. It also starts normally on
+a full disk: a 4 MiB reserve file next to the store (`messages.sqlite3.reserve`) is given back
+so the store can open and evict, and made again once there is room. The card's own
 sectors-written counter feeds a daily write budget; when it is spent, stores get the
 `write_budget` error until local midnight and the LED shows `storage_trouble`.
+
+Deletes are durable: a deleted message's hash is kept with the store until any copy of it
+could have expired, so neither a restart, anti-entropy, hand-off nor storing the very same
+message again brings it back (to send it again, send a new message). A data dir the node
+cannot use is named as what it is, with the fix -- a permission problem (typically files left
+by a run as root: `sudo chown -R <user> <data dir>`), a read-only mount (on a Pi, a card with
+I/O errors: check `dmesg`), a missing directory -- never as corruption.
 
 ### Settings
 """

@@ -490,7 +490,7 @@ class Replicator:
                 if confirmed.get(h) == len(swarm):
                     done.setdefault(ns, []).append(h)
             for ns, hashes in done.items():
-                dropped = await self.store.delete(r, ns, hashes)
+                dropped = await self.store.drop_copies(r, ns, hashes)  # no tombstone: handed off
                 self.counters["handoff_dropped"] += len(dropped)
             if done:
                 self.log.info("handoff_done", recipient_bucket=bucket_of(r),
