@@ -132,7 +132,7 @@ def relay_cpu_us(layers, concurrency=32, warmup=200):
         rcpt = os.urandom(32)
 
         def one_onion():
-            req = encode_map({"v": 1, "id": 1, "op": "store", "args": {
+            req = encode_map({"v": 2, "id": 1, "op": "store", "args": {
                 "recipient": rcpt, "ns": 0, "ts": wall_ms(), "ttl": 600_000,
                 "data": os.urandom(PAYLOAD)}})
             return onion.build_onion(path, req, wall_ms(), os.urandom)

@@ -146,7 +146,7 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
                         break
                     req = cbor2.loads(bytes(buf[4:4 + n]))
                     del buf[:4 + n]
-                    body = cbor2.dumps({"v": 1, "id": req["id"], "ok": ok_result})
+                    body = cbor2.dumps({"v": 2, "id": req["id"], "ok": ok_result})
                     out.append(len(body).to_bytes(4, "big") + body)
                 if out:
                     await stream.send_all(b"".join(out))
