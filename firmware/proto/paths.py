@@ -29,9 +29,11 @@ tests); candidates are any objects with ``node_id``, ``host``, ``relayed`` and `
 (``firmware.proto.onion.Hop``).
 """
 
+import functools
+
 from .placement import address_nets
 
-__all__ = ["NoPath", "PATH_LEVELS", "nets_of", "pick_path"]
+__all__ = ["NoPath", "PATH_LEVELS", "nets_of", "pick_path", "PathPicker"]
 
 PATH_LEVELS = 5
 
@@ -40,6 +42,7 @@ class NoPath(ValueError):
     """Not enough distinct usable nodes for a path at all (even with every rule relaxed)."""
 
 
+@functools.lru_cache(maxsize=65536)  # pure in a (frozen, hashable) Hop
 def nets_of(node):
     """({/16 networks}, {/24 networks}, home /16) a hop counts in: its own and its relays'."""
     own16, own24 = address_nets(node.host)
@@ -59,20 +62,37 @@ class _Cand:
         self.nets16, self.nets24, self.home = nets_of(node)
 
 
-def _draw(pool, rng):
-    """Uniform over home /16 networks, then over nodes in the drawn one."""
-    by_net = {}
-    for c in pool:
-        by_net.setdefault(c.home, []).append(c)
-    net = rng.choice(sorted(by_net))
-    return rng.choice(by_net[net])
+class _Pool:
+    """Candidates grouped by home /16, so a draw costs a few tries, not a pass over all."""
+
+    def __init__(self, cands):
+        self.cands = cands
+        by_net = {}
+        for c in cands:
+            by_net.setdefault(c.home, []).append(c)
+        self.nets = sorted(by_net)
+        self.by_net = by_net
+
+    def draw(self, ok, rng, tries=32):
+        """Uniform over networks with an eligible node, then over its eligible nodes."""
+        for _ in range(tries if len(self.nets) > tries else 0):  # rejection sampling
+            members = [c for c in self.by_net[rng.choice(self.nets)] if ok(c)]
+            if members:
+                return rng.choice(members)
+        eligible = {}
+        for c in self.cands:
+            if ok(c):
+                eligible.setdefault(c.home, []).append(c)
+        if not eligible:
+            return None
+        return rng.choice(eligible[rng.choice(sorted(eligible))])
 
 
-def _try(cands, finals, swarm, client16, hops, level, rng):
-    chosen, used16, used24 = [], set(), set()
+def _try(pool, finals, swarm, client16, hops, level, rng):
+    chosen, ids, used16, used24 = [], set(), set(), set()
 
     def ok(c, *, first=False, final=False):
-        if any(c.node.node_id == x.node.node_id for x in chosen):
+        if c.node.node_id in ids:
             return False
         if first and c.node.relayed:
             return False
@@ -89,29 +109,55 @@ def _try(cands, finals, swarm, client16, hops, level, rng):
 
     def take(c):
         chosen.append(c)
+        ids.add(c.node.node_id)
         used16.update(c.nets16)
         used24.update(c.nets24)
 
     final = None
-    if finals:
-        eligible = [c for c in finals if ok(c, final=True, first=hops == 1)]
-        if not eligible:
+    if finals.cands:
+        final = finals.draw(lambda c: ok(c, final=True, first=hops == 1), rng)
+        if final is None:
             return None
-        final = _draw(eligible, rng)
         take(final)
-    firsts = [c for c in cands if ok(c, first=True)]
     if hops - (final is not None) > 0:
-        if not firsts:
+        first = pool.draw(lambda c: ok(c, first=True), rng)
+        if first is None:
             return None
-        take(_draw(firsts, rng))
+        take(first)
     while len(chosen) < hops:
-        eligible = [c for c in cands if ok(c)]
-        if not eligible:
+        c = pool.draw(ok, rng)
+        if c is None:
             return None
-        take(_draw(eligible, rng))
+        take(c)
     if final is not None:
         chosen.append(chosen.pop(0))  # final hop last, the first drawn direct hop first
     return [c.node for c in chosen]
+
+
+class PathPicker:
+    """Paths over one set of candidates (build once per node list, pick many times)."""
+
+    def __init__(self, candidates):
+        self.pool = _Pool([_Cand(n) for n in candidates])
+
+    def pick(self, *, hops=3, finals=(), swarm=(), client_host=None, rng, attempts=4):
+        """See :func:`pick_path`."""
+        if hops < 1:
+            raise ValueError("a path has at least one hop")
+        final_pool = _Pool([_Cand(n) for n in finals])
+        swarm_ids = frozenset(swarm) or frozenset(n.node_id for n in finals)
+        client16 = address_nets(client_host)[0] if client_host else None
+        for level in range(PATH_LEVELS):
+            for _ in range(attempts):  # a draw can paint itself into a corner: redraw first
+                path = _try(self.pool, final_pool, swarm_ids, client16, hops, level, rng)
+                if path is not None:
+                    return path, level
+        cands = self.pool.cands + final_pool.cands
+        distinct = len({c.node.node_id for c in cands})
+        if distinct < hops:
+            raise NoPath(f"an onion path needs {hops} distinct nodes, only {distinct} known; "
+                         "bootstrap from a node that knows the network")  # fmt: skip
+        raise NoPath("every usable node is relayed or in the swarm: none can be a first hop")
 
 
 def pick_path(candidates, *, hops=3, finals=(), swarm=(), client_host=None, rng):
@@ -119,19 +165,7 @@ def pick_path(candidates, *, hops=3, finals=(), swarm=(), client_host=None, rng)
     from ``finals`` when given (in a swarm of ``swarm`` ids, default the finals themselves).
 
     Returns (path, level): ``level`` is the relaxation level used (0 = every rule held).
-    Raises :class:`NoPath` when not even distinct nodes with a direct first hop exist."""
-    if hops < 1:
-        raise ValueError("a path has at least one hop")
-    cands = [_Cand(n) for n in candidates]
-    final_cands = [_Cand(n) for n in finals]
-    swarm_ids = frozenset(swarm) or frozenset(n.node_id for n in finals)
-    client16 = address_nets(client_host)[0] if client_host else None
-    for level in range(PATH_LEVELS):
-        path = _try(cands, final_cands, swarm_ids, client16, hops, level, rng)
-        if path is not None:
-            return path, level
-    distinct = len({c.node.node_id for c in cands + final_cands})
-    if distinct < hops:
-        raise NoPath(f"an onion path needs {hops} distinct nodes, only {distinct} known; "
-                     "bootstrap from a node that knows the network")  # fmt: skip
-    raise NoPath("every usable node is relayed or in the swarm: none can be a first hop")
+    Raises :class:`NoPath` when not even distinct nodes with a direct first hop exist.
+    (Many picks over one node list: build a :class:`PathPicker` once.)"""
+    return PathPicker(candidates).pick(hops=hops, finals=finals, swarm=swarm,
+                                       client_host=client_host, rng=rng)  # fmt: skip

@@ -37,6 +37,7 @@ swarms are cached per recipient and the cache is dropped whenever the live set c
 (``update``); it is bounded (oldest first) so a stream of one-off recipients cannot grow it.
 """
 
+import functools
 import hashlib
 import heapq
 import ipaddress
@@ -64,6 +65,7 @@ def rank(node_ids, recipient, k):
     return tuple(n for _, n in heapq.nlargest(k, scored))
 
 
+@functools.lru_cache(maxsize=65536)  # pure; parsing an address costs ~5 us
 def address_nets(host):
     """(net16, net24) keys of an advertised host: IPv4 /16 and /24 (IPv4-mapped IPv6 too),
     IPv6 /32 and /48, and for a DNS name one shared "name" /16 with the name as its /24 (a name
