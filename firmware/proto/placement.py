@@ -104,17 +104,12 @@ def member_of(record, relay_hosts=()):
     of its relays, in ``record.relays`` order (None for a relay not in the live set)."""
     net16, net24 = address_nets(record.addrs[0])
     nets16, nets24 = {net16}, {net24}
-    for relay_id, host in zip(record.relays, relay_hosts, strict=False):
-        if host is None:
-            nets16.add(b"r" + relay_id)
-            nets24.add(b"r" + relay_id)
-        else:
-            r16, r24 = address_nets(host)
-            nets16.add(r16)
-            nets24.add(r24)
-    for relay_id in record.relays[len(tuple(relay_hosts)):]:
-        nets16.add(b"r" + relay_id)
-        nets24.add(b"r" + relay_id)
+    hosts = tuple(relay_hosts)
+    for i, relay_id in enumerate(record.relays):
+        host = hosts[i] if i < len(hosts) else None
+        r16, r24 = address_nets(host) if host is not None else (b"r" + relay_id,) * 2
+        nets16.add(r16)
+        nets24.add(r24)
     return Member(record.id, net16, net24, frozenset(nets16), frozenset(nets24))
 
 
