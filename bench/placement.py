@@ -7,6 +7,8 @@ cold:    firmware.proto.placement.Placement.swarm for a recipient not in the cac
          ids (no addresses: plain v1 rendezvous, every id its own network).
 cached:  the same call for a recipient already cached (the live set did not change).
 warm1k:  a pass over 1,000 cached recipients, per pick (dict lookups with a realistic spread).
+churn_v2: joins and leaves under the v2 rules over the same address model (2,000 nodes, swarms
+         of 2,000 recipients recomputed per event): replica slots that change owner, in units of 1/N.
 v2_cold / v2_cached: the same over Members with addresses from bench/attack_sim.py's home
          network model (ISPs' /16s, households, 30 % relayed): networks ranked first, the
          diversity rules walked. ``rules_cost`` = v2_cold / cold: what the rules cost a cold pick
@@ -183,6 +185,31 @@ def churn(n_nodes, n_recips, n_events, k, rng):
             "join": summary(joins), "leave": summary(leaves)}  # fmt: skip
 
 
+def churn_v2(n_nodes, n_recips, n_events, k, rng):
+    """Joins and leaves over home addresses with the v2 rules: replica slots that change owner
+    per event, vs the 1/N of plain rendezvous (whole swarms recomputed, no tracking)."""
+    nodes = honest_network(n_nodes + n_events, rng)
+    live, spare = nodes[:n_nodes], nodes[n_nodes:]
+    recips = ids(rng, n_recips)
+    before = Placement(members(live), k=k)
+    old = [set(before.swarm(r)) for r in recips]
+    moved = {"join": [], "leave": []}
+    for i in range(n_events):
+        kind = "join" if i % 2 == 0 else "leave"
+        if kind == "join":
+            live = live + [spare.pop()]
+        else:  # any node may leave; its relayed nodes then count its id as their network
+            gone = rng.randrange(len(live))
+            live = live[:gone] + live[gone + 1 :]
+        p = Placement(members(live), k=k)
+        new = [set(p.swarm(r)) for r in recips]
+        moved[kind].append(sum(len(b - a) for a, b in zip(old, new, strict=True))
+                           / (k * n_recips) * len(live))  # in units of 1/N
+        old = new
+    return {kind: statistics.mean(v) for kind, v in moved.items() if v} | {
+        "nodes": n_nodes, "events": n_events, "recipients": n_recips}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=10_000)
@@ -198,6 +225,7 @@ def main():
     res["pick"] = timing(a.nodes, a.runs, a.k, rng)
     if not a.no_churn:
         res["churn"] = churn(a.nodes, a.recipients, a.events, a.k, rng)
+        res["churn_v2"] = churn_v2(2000, 2000, 40, a.k, rng)
     t = res["pick"]
     res["target_cached_ms"] = 1.0
     res["cached_meets_target"] = max(t["cached_us"], t["v2_cached_us"]) / 1000 <= 1.0
@@ -216,6 +244,9 @@ def main():
                 line += (f"; per {kind}: {c['slot_fraction'] * 100:.4f}% of replica slots moved "
                          f"({c['slot_ratio']:.2f}x 1/N), {c['swarm_fraction'] * 100:.3f}% of "
                          f"swarms touched ({c['swarm_ratio']:.2f}x k/N)")  # fmt: skip
+        v2 = res["churn_v2"]
+        line += (f"; v2 rules: a join moves {v2['join']:.2f}x and a leave {v2['leave']:.2f}x "
+                 f"1/N of replica slots (N = {v2['nodes']}, mean of {v2['events'] // 2} each)")
     print(line)
 
 
