@@ -119,9 +119,9 @@ def start_echo(tmp: str, tls: bool, reply_file: str) -> tuple[subprocess.Popen, 
 def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
     """Bare CBOR-framed trio server: read frames, cbor2.loads, answer a fixed result map."""
     import cbor2
+    from firmware.links import server_ssl_context
 
     from firmware.identity import Identity
-    from firmware.links import server_ssl_context
 
     ident = Identity(b"\x11" * 32)
     ctx = server_ssl_context(ident) if tls else None
@@ -146,7 +146,7 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
                         break
                     req = cbor2.loads(bytes(buf[4:4 + n]))
                     del buf[:4 + n]
-                    body = cbor2.dumps({"v": 1, "id": req["id"], "ok": ok_result})
+                    body = cbor2.dumps({"v": 2, "id": req["id"], "ok": ok_result})
                     out.append(len(body).to_bytes(4, "big") + body)
                 if out:
                     await stream.send_all(b"".join(out))
@@ -170,9 +170,10 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
 
 async def load(host, port, node_id, *, op, clients, seconds, warmup, pid, tls=True):
     """Keep `clients` links busy; return (requests in window, server CPU seconds in window)."""
+    from firmware.links import open_pinned_stream
+
     from firmware.client import NodeClient
     from firmware.identity import Identity
-    from firmware.links import open_pinned_stream
 
     proc = psutil.Process(pid)
     count = 0

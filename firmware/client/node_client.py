@@ -18,7 +18,7 @@ import nacl.signing
 
 from firmware.clock import wall_ms
 from firmware.link import Dialer, open_link
-from firmware.proto.hashing import sign_request
+from firmware.proto.hashing import message_hash, sign_request
 from firmware.proto.limits import PUBLIC_NS
 from firmware.proto.responses import parse_result
 
@@ -36,9 +36,11 @@ class StorageCalls:
     async def request(self, op: str, args: dict, *, recipient: bytes | None = None):
         raise NotImplementedError
 
-    def _sig(self, signing_key, op, recipient, ns) -> dict:
+    def _sig(self, signing_key, op, recipient, ns, **bound) -> dict:
+        """v2: the signature also covers what the op does (``bound``: msg_hash, hashes, expiry)."""
         sig_ts = self._clock_ms()
-        return {"sig_ts": sig_ts, "sig": sign_request(signing_key, op, recipient, ns, sig_ts)}
+        return {"sig_ts": sig_ts,
+                "sig": sign_request(signing_key, op, recipient, ns, sig_ts, **bound)}
 
     async def info(self) -> dict:
         """The node's `info` map (node_id, version, time, state and whatever else it reports)."""
@@ -54,7 +56,8 @@ class StorageCalls:
         if ns != PUBLIC_NS:
             if signing_key is None:
                 raise ValueError(f"storing in namespace {ns} needs the recipient's signing key")
-            args.update(self._sig(signing_key, "store", recipient, ns))
+            args.update(self._sig(signing_key, "store", recipient, ns,
+                                  msg_hash=message_hash(recipient, ns, args["ts"], data)))
         return await self.request("store", args, recipient=recipient)
 
     async def retrieve(self, signing_key: nacl.signing.SigningKey, *, ns: int = PUBLIC_NS,
@@ -80,17 +83,21 @@ class StorageCalls:
 
     async def delete(self, signing_key, hashes: list[bytes], *, ns: int = PUBLIC_NS) -> tuple:
         recipient = bytes(signing_key.verify_key)
-        r = await self.request("delete", {"recipient": recipient, "ns": ns, "hashes": list(hashes),
-                                          **self._sig(signing_key, "delete", recipient, ns)},
+        hashes = list(hashes)
+        r = await self.request("delete", {"recipient": recipient, "ns": ns, "hashes": hashes,
+                                          **self._sig(signing_key, "delete", recipient, ns,
+                                                      hashes=hashes)},
                                recipient=recipient)
         return r.deleted
 
     async def expire(self, signing_key, hashes: list[bytes], expiry: int, *,
                      ns: int = PUBLIC_NS) -> tuple:
         recipient = bytes(signing_key.verify_key)
-        r = await self.request("expire", {"recipient": recipient, "ns": ns, "hashes": list(hashes),
+        hashes = list(hashes)
+        r = await self.request("expire", {"recipient": recipient, "ns": ns, "hashes": hashes,
                                           "expiry": expiry,
-                                          **self._sig(signing_key, "expire", recipient, ns)},
+                                          **self._sig(signing_key, "expire", recipient, ns,
+                                                      hashes=hashes, expiry=expiry)},
                                recipient=recipient)
         return r.updated
 

@@ -191,7 +191,7 @@ class OnionClient(StorageCalls):
         first = path[0]
         with trio.fail_after(self.timeout):
             ok = await self.pool.request(first.node_id, (first.host, first.port), "onion",
-                                         {"blob": blob, "pos": 0}, timeout=self.timeout)
+                                         {"blob": blob}, timeout=self.timeout)
         sealed = ok.get("blob")
         if type(sealed) is not bytes:
             raise BadResponse("the first hop answered without a blob")

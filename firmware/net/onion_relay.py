@@ -6,11 +6,11 @@ I/O around it - links to the next hop, timeouts, admission limits - built once b
     relay = OnionRelay(identity, forward_pool, execute=SwarmExecutor(...), log=log)
     # pipeline node op "onion" -> relay.op_onion; service relay.run (replay cache upkeep)
 
-Wire: request ``{"op": "onion", "args": {"blob": bytes, "pos": int}}`` where ``pos`` is how many
-hops the onion crossed before this one (a client sends 0; each forwarder sends its own + 1).
-Answer ``{"blob": bytes}``: this hop's sealed response (see firmware/proto/onion.py). A layer
-that does not open or is stale/replayed/too deep gets the one uniform ``bad_request``; overload
-gets ``busy`` (so clients route around) before any crypto is spent.
+Wire (v2): request ``{"op": "onion", "args": {"blob": bytes}}``, a fixed-size packet; no hop is
+told its position. Answer ``{"blob": bytes}``: this hop's answer, of the onion's response class
+(see firmware/proto/onion.py). A layer that does not open or is stale/replayed gets the one
+uniform ``onion_rejected``; overload gets ``busy`` (so clients route around) before any crypto
+is spent.
 
 Limits: at most ``max_inflight`` onions in this node at once and ``max_per_link`` from one
 link; the device's admission checks ("too hot: refuse relays") run before the op, at the
@@ -81,10 +81,10 @@ class OnionRelay:
         if type(rid) is not int:
             rid = None
         args = frame.get("args")
-        if type(args) is not dict or len(args) != 2 or "blob" not in args or "pos" not in args:
-            raise BadRequest("onion args must be a map with exactly blob (bytes) and pos (int)",
+        if type(args) is not dict or len(args) != 1 or "blob" not in args:
+            raise BadRequest("onion args must be a map with exactly blob (bytes)",
                              field="args", request_id=rid)
-        blob, pos = args["blob"], args["pos"]
+        blob = args["blob"]
         if type(blob) is not bytes:
             raise BadRequest("must be bytes (the layer)", field="blob", request_id=rid)
         self._admit(conn)
@@ -92,7 +92,7 @@ class OnionRelay:
         conn.state["onion_inflight"] = conn.state.get("onion_inflight", 0) + 1
         try:
             try:
-                peeled = onion.peel(blob, self._secret, self._pub, now_ms=now_ms, position=pos,
+                peeled = onion.peel(blob, self._secret, self._pub, now_ms=now_ms,
                                     replay=self.replay)
             except onion.OnionRejected:
                 self.counters["rejected"] += 1
@@ -104,7 +104,7 @@ class OnionRelay:
             self.counters["peeled"] += 1
             if peeled.is_final:
                 return {"blob": await self._run_final(peeled, conn, now_ms)}
-            return {"blob": await self._forward(peeled, pos)}
+            return {"blob": await self._forward(peeled)}
         finally:
             self.inflight -= 1
             conn.state["onion_inflight"] -= 1
@@ -126,34 +126,31 @@ class OnionRelay:
         except Exception as e:  # a bug here costs this request, answered inside the layer
             self.log.error("onion_final_failed", error=f"{type(e).__name__}: {e}"[:300])
             response = error_map(None, "internal", "internal error at the final hop; retry")
-        return onion.seal_response(peeled.key, self.rand(onion.NONCE_SIZE), onion.TAG_FINAL,
-                                   encode_map(response))
+        return onion.seal_final(peeled.key, encode_map(response))
 
-    async def _forward(self, peeled, pos: int) -> bytes:
+    async def _forward(self, peeled) -> bytes:
         nh = peeled.next_hop
-        timeout = max(2.0, self.forward_timeout - 2.0 * pos)
+        timeout = self.forward_timeout  # v2: no hop knows its position to shorten it by
         failure = None
         try:
             ok = await self.pool.request(nh.node_id, (nh.host, nh.port), "onion",
-                                         {"blob": peeled.inner, "pos": pos + 1}, timeout=timeout)
+                                         {"blob": peeled.inner}, timeout=timeout)
             carried = ok.get("blob")
-            if type(carried) is not bytes:
-                failure = ("bad_response", "the next hop answered without a blob")
+            if type(carried) is not bytes or len(carried) != peeled.key.response_size:
+                failure = ("bad_response", "the next hop answered without a blob of the class")
         except (LinkTimeout, trio.TooSlowError):
             failure = ("timeout", f"the next hop did not answer within {timeout:g} s")
         except ProtocolError as e:  # the next hop refused (uniform rejection, busy, ...)
             failure = (e.code, e.msg)
         except (ConnectionError, OSError) as e:
             failure = ("unreachable", f"cannot reach the next hop: {e}"[:300])
-        nonce = self.rand(onion.NONCE_SIZE)
         if failure is not None:
             self.counters["next_hop_failed"] += 1
             if self.log.enabled("debug"):
                 self.log.debug("onion_next_hop_failed", next=short(nh.node_id), code=failure[0])
-            body = encode_map({"code": failure[0], "msg": failure[1]})
-            return onion.seal_response(peeled.key, nonce, onion.TAG_HOP_FAILED, body)
+            return onion.seal_failure(peeled.key, *failure)
         self.counters["forwarded"] += 1
-        return onion.seal_response(peeled.key, nonce, onion.TAG_CARRIED, carried)
+        return onion.carry_response(peeled.key, carried)
 
 
 class SwarmExecutor:

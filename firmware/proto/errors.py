@@ -135,8 +135,8 @@ class InternalError(ProtocolError):
 
 
 _ONION_REJECTED = (
-    "onion layer rejected (it could not be opened, or it is malformed, stale, replayed or nested "
-    "more than 15 hops deep); build a fresh onion with current node keys and the right clock"
+    "onion layer rejected (it could not be opened, or it is malformed, stale or replayed); "
+    "build a fresh onion with current node keys and the right clock"
 )
 
 

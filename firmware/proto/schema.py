@@ -23,7 +23,7 @@ from .errors import (
     UnknownOp,
 )
 from .frames import encode_frame
-from .hashing import signed_bytes
+from .hashing import message_hash, op_binding, signed_bytes
 from .limits import (
     HASH_SIZE,
     KEY_SIZE,
@@ -60,6 +60,7 @@ __all__ = [
     "check_store_times",
     "check_expire_times",
     "check_signature",
+    "request_binding",
 ]
 
 _BR = BadRequest
@@ -338,6 +339,21 @@ def check_expire_times(req, now_ms):
         )
 
 
+_BOUND = {"store": "and the message hash", "delete": "and the hashes",
+          "expire": "and the hashes and expiry"}
+
+
+def request_binding(req):
+    """The op-specific part of what ``req.sig`` signs (firmware.proto.hashing.op_binding)."""
+    if req.op == "store":
+        return op_binding("store", msg_hash=message_hash(req.recipient, req.ns, req.ts, req.data))
+    if req.op == "delete":
+        return op_binding("delete", hashes=req.hashes)
+    if req.op == "expire":
+        return op_binding("expire", hashes=req.hashes, expiry=req.expiry)
+    return b""
+
+
 def check_signature(req, now_ms):
     """Verify ``sig`` (and that sig_ts is within +-60 s of ``now_ms``) for ops that carry one.
 
@@ -356,13 +372,14 @@ def check_signature(req, now_ms):
             field="sig_ts",
             request_id=req.id,
         )
-    msg = signed_bytes(req.op, req.recipient, req.ns, req.sig_ts)
+    msg = signed_bytes(req.op, req.recipient, req.ns, req.sig_ts, request_binding(req))
     try:
         crypto_sign_open(sig + msg, req.recipient)
     except (CryptoError, ValueError, TypeError):
         raise BadSignature(
-            f"does not verify for this recipient over {req.op}/ns {req.ns}/sig_ts {req.sig_ts}; "
-            "sign with the recipient's key the bytes given in docs/protocol.md",
+            f"does not verify for this recipient over {req.op}/ns {req.ns}/sig_ts {req.sig_ts} "
+            f"{_BOUND.get(req.op, '')}; sign with the recipient's key the bytes given in "
+            "docs/protocol.md (v2)",
             field="sig",
             request_id=req.id,
         ) from None

@@ -85,7 +85,7 @@ async def test_a_link_level_error_fails_everything_waiting(autojump_clock):
 
         n.start_soon(ask)
         await trio.testing.wait_all_tasks_blocked()
-        await server.send_all(encode_frame({"v": 1, "id": None, "err": {
+        await server.send_all(encode_frame({"v": 2, "id": None, "err": {
             "code": "bad_frame", "msg": "your stream is broken"}}))
         await trio.testing.wait_all_tasks_blocked()
         await server.send_all(encode_frame({"v": 9, "id": 2, "ok": {}}))

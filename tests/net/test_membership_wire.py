@@ -51,7 +51,7 @@ def handler_with_auth():
 
 
 def req(op, args, rid=1):
-    return {"v": 1, "id": rid, "op": op, "args": args}
+    return {"v": 2, "id": rid, "op": op, "args": args}
 
 
 async def test_hello_sets_the_peer_id_once_proven():

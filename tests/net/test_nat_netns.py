@@ -367,10 +367,10 @@ me = nacl.signing.SigningKey.generate()
 rcpt = bytes(me.verify_key)
 
 async def through(op, args):
-    frame = {{"v": 1, "id": 1, "op": op, "args": args}}
+    frame = {{"v": 2, "id": 1, "op": op, "args": args}}
     blob, keys = onion.build_onion(path, encode_map(frame), wall_ms(), os.urandom)
     async with connect(path[0].host, path[0].port, path[0].node_id) as c:
-        ok = await c.request("onion", {{"blob": blob, "pos": 0}})
+        ok = await c.request("onion", {{"blob": blob}})
     resp = onion.unwrap_response(keys, ok["blob"])
     if "err" in resp:
         raise SystemExit(f"{{op}} failed: {{resp['err']}}")

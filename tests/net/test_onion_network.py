@@ -177,12 +177,12 @@ async def test_not_enough_nodes_is_a_clear_error(net):
 # -- bad input against real nodes ---------------------------------------------------------------
 
 
-async def _raw_onion(node, blob, pos=0):
+async def _raw_onion(node, blob):
     """Send one onion op to ``node``; return its ok map, or raise the node's error."""
     result = None
     async with connect(node.host, node.port, node.node_id) as c:
         try:
-            result = await c.request("onion", {"blob": blob, "pos": pos})
+            result = await c.request("onion", {"blob": blob})
         except ProtocolError as e:  # raised outside connect's nursery, so not in a group
             result = e
     if isinstance(result, Exception):
@@ -191,7 +191,7 @@ async def _raw_onion(node, blob, pos=0):
 
 
 def _info_frame():
-    return cbor2.dumps({"v": 1, "id": 7, "op": "info", "args": {}})
+    return cbor2.dumps({"v": 2, "id": 7, "op": "info", "args": {}})
 
 
 async def test_bad_layers_get_the_uniform_error_and_node_stays_healthy(net):
@@ -202,12 +202,12 @@ async def test_bad_layers_get_the_uniform_error_and_node_stays_healthy(net):
         "truncated": good[:-5],
         "header only": good[:50],
         "stale": onion.build_onion(hops([a]), _info_frame(), wall_ms() - 120_000, os.urandom)[0],
-        "too deep": good,  # sent with pos 15
+        "tampered": good[:2000] + bytes([good[2000] ^ 1]) + good[2001:],
     }
     messages = set()
     for what, blob in cases.items():
         with pytest.raises(OnionRejected) as e:  # one code, one message for every reason
-            await _raw_onion(a, blob, pos=15 if what == "too deep" else 0)
+            await _raw_onion(a, blob)
         assert e.value.code == "onion_rejected", what
         messages.add(e.value.msg)
     assert messages == {OnionRejected().msg}
@@ -224,25 +224,17 @@ async def test_bad_layers_get_the_uniform_error_and_node_stays_healthy(net):
     assert a.alive
 
 
-async def test_sixteen_hops_are_refused_by_the_fifteenth(net):
-    """A hand-built 16-layer onion over the 12 real nodes: hop 15 refuses to forward."""
-    path = [net[i % N] for i in range(16)]
-    now = wall_ms()
-    inner, nxt = _info_frame(), None
-    keys = []
-    for n in reversed(path):
-        pt = cbor2.dumps({"next": nxt.to_cbor() if nxt else "final", "inner": inner, "ts": now})
-        inner, key = onion.seal_layer(onion.x25519_public_of(n.node_id), os.urandom(32),
-                                      os.urandom(24), pt)
-        keys.append(key)
-        nxt = onion.NextHop(n.node_id, n.host, n.port)
-    keys.reverse()
-    ok = await _raw_onion(path[0], inner)
-    with pytest.raises(onion.HopFailed) as e:
-        onion.unwrap_response(keys, ok["blob"])
-    assert e.value.index == 13  # the 14th hop reports that the 15th refused
-    assert e.value.next_code == "onion_rejected"
-    assert str(e.value).split("] ", 1)[1] == OnionRejected().msg
+async def test_longest_path_works_and_a_longer_one_cannot_be_built(net):
+    """v2 packets have room for MAX_HOPS slots and no hop is told its position: a 5-hop onion
+    over real nodes answers; a 6th hop cannot be encoded at all."""
+    path = hops(net[:onion.MAX_HOPS])
+    blob, keys = onion.build_onion(path, _info_frame(), wall_ms(), os.urandom)
+    assert len(blob) == onion.SIZE_CLASSES[0]
+    ok = await _raw_onion(net[0], blob)
+    assert len(ok["blob"]) == keys[0].response_size
+    assert onion.unwrap_response(keys, ok["blob"])["ok"]["node_id"] == path[-1].node_id
+    with pytest.raises(ValueError, match="1..5 hops"):
+        onion.build_onion(hops(net[: onion.MAX_HOPS + 1]), _info_frame(), wall_ms(), os.urandom)
 
 
 async def test_peer_stalling_mid_frame_does_not_hurt_the_node(net):

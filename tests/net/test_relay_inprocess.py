@@ -39,8 +39,8 @@ def relay(tmp_path):
     store.close()
 
 
-def _frame(blob, pos=0):
-    return {"v": 1, "id": 9, "op": "onion", "args": {"blob": blob, "pos": pos}}
+def _frame(blob):
+    return {"v": 2, "id": 9, "op": "onion", "args": {"blob": blob}}
 
 
 def _onion(relay_or_hops, request):
@@ -49,7 +49,7 @@ def _onion(relay_or_hops, request):
     return onion.build_onion(hops, cbor2.dumps(request), NOW, os.urandom)
 
 
-INFO = {"v": 1, "id": 3, "op": "info", "args": {}}
+INFO = {"v": 2, "id": 3, "op": "info", "args": {}}
 
 
 async def test_final_hop_runs_the_request_and_seals_the_answer(relay):
@@ -62,7 +62,7 @@ async def test_final_hop_runs_the_request_and_seals_the_answer(relay):
 
 @pytest.mark.parametrize("op", ["onion", "gossip", "relay_poll", "hello"])
 async def test_final_layer_may_only_ask_for_storage_ops(relay, op):
-    blob, keys = _onion(relay, {"v": 1, "id": 4, "op": op, "args": {}})
+    blob, keys = _onion(relay, {"v": 2, "id": 4, "op": op, "args": {}})
     resp = onion.unwrap_response(keys, (await relay.op_onion(_frame(blob), ConnInfo("h"), NOW))["blob"])
     assert resp["err"]["code"] == "unknown_op" and "cannot be sent through an onion" in resp["err"]["msg"]
 
@@ -104,10 +104,10 @@ async def test_bad_layers_and_bad_args(relay):
     with pytest.raises(onion.OnionRejected):
         await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
     with pytest.raises(BadRequest, match="blob"):
-        await relay.op_onion({"v": 1, "id": 1, "op": "onion", "args": {"blob": "text", "pos": 0}},
+        await relay.op_onion({"v": 2, "id": 1, "op": "onion", "args": {"blob": "text"}},
                              ConnInfo("h"), NOW)
-    with pytest.raises(BadRequest, match="exactly blob"):
-        await relay.op_onion({"v": 1, "id": 1, "op": "onion", "args": {"blob": b""}},
+    with pytest.raises(BadRequest, match="exactly blob"):  # v2: no position on the wire
+        await relay.op_onion({"v": 2, "id": 1, "op": "onion", "args": {"blob": b"", "pos": 0}},
                              ConnInfo("h"), NOW)
     assert relay.counters["rejected"] == 1 and relay.inflight == 0
 
@@ -156,11 +156,11 @@ async def test_forward_goes_down_the_poll_and_comes_back_with_the_reply(autojump
         job = got["jobs"][0]
         assert job["frame"]["op"] == "info"
         await hub.op_reply({"args": {"token": job["token"], "response": {
-            "v": 1, "id": job["token"], "ok": {"hello": "from R"}}}}, _node_conn(r), NOW)
+            "v": 2, "id": job["token"], "ok": {"hello": "from R"}}}}, _node_conn(r), NOW)
         got = await hub.op_poll({"args": {}}, _node_conn(r), NOW)
         job = got["jobs"][0]
         await hub.op_reply({"args": {"token": job["token"], "response": {
-            "v": 1, "id": job["token"], "err": {"code": "full", "msg": "no room"}}}},
+            "v": 2, "id": job["token"], "err": {"code": "full", "msg": "no room"}}}},
             _node_conn(r), NOW)
 
     async with trio.open_nursery() as n:

@@ -97,7 +97,7 @@ def raw_frame(obj) -> bytes:
 
 
 def req(rid, op, args):
-    return {"v": 1, "id": rid, "op": op, "args": args}
+    return {"v": 2, "id": rid, "op": op, "args": args}
 
 
 INFO = req(99, "info", {})
@@ -200,7 +200,7 @@ def test_wrong_cbor_types(node, args, field):
 
 
 def test_args_not_a_map_and_missing_version(node):
-    assert_error_then_usable(node, raw_frame({"v": 1, "id": 1, "op": "info", "args": [1]}),
+    assert_error_then_usable(node, raw_frame({"v": 2, "id": 1, "op": "info", "args": [1]}),
                              "bad_request", field="args")
     assert_error_then_usable(node, raw_frame({"id": 1, "op": "info", "args": {}}),
                              "bad_request", field="v")
@@ -217,7 +217,12 @@ def test_unknown_op(node):
 
 
 def _signed(op, ns, sig_ts, key=OWNER, **args):
-    sig = sign_request(key.signing_key, op, OWNER.node_id, ns, sig_ts)
+    # v2 signatures cover the hashes (delete/expire) or the message hash (store); these stores
+    # are refused before their hash matters, so any hash will do
+    bound = {k: args[k] for k in ("hashes", "expiry") if k in args}
+    if op == "store":
+        bound["msg_hash"] = bytes(32)
+    sig = sign_request(key.signing_key, op, OWNER.node_id, ns, sig_ts, **bound)
     return {"recipient": OWNER.node_id, "ns": ns, "sig_ts": sig_ts, "sig": sig, **args}
 
 

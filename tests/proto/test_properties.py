@@ -106,7 +106,7 @@ def test_decoder_yields_only_frames_or_protocol_errors(data, cuts, eof):
 @given(cbor_values)
 def test_parse_response_returns_or_raises_protocol_error(value):
     for op in (None, "store", "retrieve", "delete", "expire", "info"):
-        for frame in ({"v": 1, "id": 1, "ok": value}, {"v": 1, "id": None, "err": value}):
+        for frame in ({"v": 2, "id": 1, "ok": value}, {"v": 2, "id": None, "err": value}):
             try:
                 parse_response(frame, op)
             except ProtocolError:

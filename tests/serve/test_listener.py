@@ -10,7 +10,7 @@ from tests.listener_harness import NODE, serve
 
 
 def frame(i, op, **args):
-    return encode_frame({"v": 1, "id": i, "op": op, "args": args})
+    return encode_frame({"v": 2, "id": i, "op": op, "args": args})
 
 
 async def read_frames(stream, n):

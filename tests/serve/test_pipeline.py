@@ -64,18 +64,21 @@ def rpc(store, sink):
 
 
 def request(rid, op, **args):
-    return {"v": 1, "id": rid, "op": op, "args": args}
+    return {"v": 2, "id": rid, "op": op, "args": args}
 
 
-def signed(op, ns=0, key=ALICE, sig_ts=None, **args):
+def signed(op, ns=0, key=ALICE, sig_ts=None, msg_hash=None, **args):
     sig_ts = now_ms() if sig_ts is None else sig_ts
+    bound = {k: args[k] for k in ("hashes", "expiry") if k in args}  # v2: sig covers them
+    if op == "store":
+        bound["msg_hash"] = msg_hash
     return dict(recipient=ALICE.node_id, ns=ns, sig_ts=sig_ts,
-                sig=sign_request(key.signing_key, op, ALICE.node_id, ns, sig_ts), **args)
+                sig=sign_request(key.signing_key, op, ALICE.node_id, ns, sig_ts, **bound), **args)
 
 
 async def call(rpc, op, conn=HOME, rid=7, at=None, **args):
     resp = await rpc.respond(request(rid, op, **args), conn, now_ms() if at is None else at)
-    assert resp["v"] == 1 and resp["id"] == rid
+    assert resp["v"] == 2 and resp["id"] == rid
     return resp
 
 
@@ -128,10 +131,11 @@ async def test_private_namespace_store_needs_the_recipients_signature(rpc):
     base = dict(recipient=ALICE.node_id, ns=3, ts=now_ms(), ttl=DAY, data=b"x")
     code, _ = await err(rpc, "store", **base)
     assert code == "bad_request"
-    forged = signed("store", ns=3, key=MALLORY)
+    h = message_hash(ALICE.node_id, 3, base["ts"], b"x")
+    forged = signed("store", ns=3, key=MALLORY, msg_hash=h)
     code, _ = await err(rpc, "store", **{**base, "sig_ts": forged["sig_ts"], "sig": forged["sig"]})
     assert code == "bad_signature"
-    good = signed("store", ns=3)
+    good = signed("store", ns=3, msg_hash=h)
     r = await ok(rpc, "store", **{**base, "sig_ts": good["sig_ts"], "sig": good["sig"]})
     assert r["new"]
     # and it is only visible in ns 3
@@ -172,7 +176,7 @@ async def test_rate_limit_per_client_ip(rpc):
     assert "err" in await info(HOME, t + 99)
     assert "ok" in await info(HOME, t + 250)  # 10/s: 2.5 tokens refilled, minus the one above
     assert "ok" in await info(HOME, t + 250)
-    assert await info(HOME, t + 250) == {"v": 1, "id": 1, "err": {
+    assert await info(HOME, t + 250) == {"v": 2, "id": 1, "err": {
         "code": "rate_limited",
         "msg": "too many requests from 192.0.2.10: at most 10/s sustained, bursts of 20; "
                "retry in 50 ms"}}
@@ -278,9 +282,9 @@ async def test_node_ops_and_bugs_cost_one_request(store, sink):
 
 
 async def test_unparseable_requests_keep_their_id_when_readable(rpc):
-    resp = await rpc.respond({"v": 1, "id": 5, "op": "nope", "args": {}}, HOME, now_ms())
+    resp = await rpc.respond({"v": 2, "id": 5, "op": "nope", "args": {}}, HOME, now_ms())
     assert resp["id"] == 5 and resp["err"]["code"] == "unknown_op"
-    resp = await rpc.respond({"v": 1, "id": "x", "op": "info", "args": {}}, HOME, now_ms())
+    resp = await rpc.respond({"v": 2, "id": "x", "op": "info", "args": {}}, HOME, now_ms())
     assert resp["id"] is None and resp["err"]["code"] == "bad_request"
 
 
@@ -330,7 +334,7 @@ def test_any_decoded_frame_gets_a_well_formed_answer(tmp_path_factory, frame):
         return resp
 
     resp = trio.run(main)
-    assert resp["v"] == 1 and set(resp) in ({"v", "id", "ok"}, {"v", "id", "err"})
+    assert resp["v"] == 2 and set(resp) in ({"v", "id", "ok"}, {"v", "id", "err"})
     if "err" in resp:
         assert resp["err"]["code"] in ERROR_CODES - {"internal"}, resp
         assert resp["err"]["msg"]
