@@ -118,14 +118,28 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class FrozenSection(types.SimpleNamespace):
+    """One section's values; read-only, so no part can rewrite another's settings at run time
+    (what a setting means at start is what it means until the node stops)."""
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"settings are read-only after loading (tried to set {name})")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"settings are read-only after loading (tried to delete {name})")
+
+
 class Config:
-    """Validated settings: `cfg.node.listen_port`; `cfg.get("node.listen_port")`."""
+    """Validated settings: `cfg.node.listen_port`; `cfg.get("node.listen_port")`. Frozen."""
 
     def __init__(self, values: dict[str, dict[str, Any]], source: str | None):
-        self.source = source
-        self._values = values
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "_values", {s: dict(v) for s, v in values.items()})
         for name, keys in values.items():
-            setattr(self, name, types.SimpleNamespace(**keys))
+            object.__setattr__(self, name, FrozenSection(**keys))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"settings are read-only after loading (tried to set {name})")
 
     def get(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")

@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from firmware.logs import short_id
+
 from .link import Link, LinkDown, open_link
 
 __all__ = ["LinkPool", "direct_dial"]
@@ -143,7 +145,7 @@ class LinkPool:
             entry.link = None
             if not entry.ready.is_set():
                 self.counters["failed"] += 1
-                entry.error = LinkDown(f"{host}:{port} ({node_id[:4].hex()}): "
+                entry.error = LinkDown(f"{host}:{port} ({short_id(node_id)}): "
                                        f"{why or 'link closed'}")
                 entry.ready.set()
 

@@ -22,11 +22,11 @@ import random
 import trio
 
 from firmware.link import LinkDown
+from firmware.logs import short_id as short
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.records import FLAG_RELAYED, RecordError, verify_ping
 
 from .peers import args_of, require_peer
-from .roster import short
 from .settings import parse_bootstrap
 
 __all__ = ["MembershipService", "parse_bootstrap", "cfg_jitter"]

@@ -24,12 +24,11 @@ import trio
 
 from firmware.clock import wall_ms
 from firmware.link import LinkDown, LinkTimeout
+from firmware.logs import short_id as short
 from firmware.proto import onion
 from firmware.proto.codec import decode_map, encode_map
 from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
 from firmware.serve.pipeline import STORAGE_OPS, ConnInfo, error_map, ok_map
-
-from .roster import short
 
 __all__ = ["OnionRelay", "SwarmExecutor", "STORAGE_OPS"]
 

@@ -30,6 +30,7 @@ import random
 import trio
 
 from firmware.link import LinkDown
+from firmware.logs import short_id
 from firmware.proto.errors import BadRequest, Busy, ProtocolError
 from firmware.proto.records import FLAG_MAPPED, FLAG_REACHABLE, FLAG_RELAYED
 
@@ -144,7 +145,7 @@ class ReachabilityService:
             out["port_mapping"] = (f"{self.mapping.method} {self.mapping.external_ip}:"
                                    f"{self.mapping.external_port}")
         if self.relayed.relays:
-            out["relays"] = ",".join(r[:4].hex() for r in self.relayed.relays)
+            out["relays"] = ",".join(short_id(r) for r in self.relayed.relays)
         out["relayed_served"] = self.relayed.served
         return out
 
@@ -267,7 +268,7 @@ class ReachabilityService:
         if self.relayed.healthy(now):
             return
         if self.relayed.relays:
-            self.log.info("relays_replaced", old=",".join(r[:4].hex() for r in self.relayed.relays))
+            self.log.info("relays_replaced", old=",".join(short_id(r) for r in self.relayed.relays))
         ok = self.relayed.last_ok
         # relays that answered lately first (a relay that stopped answering may still be first)
         peers = [p for p in peers if now - ok.get(p[0], now) < 3 * POLL_WAIT] + \

@@ -15,12 +15,12 @@ import os
 import trio
 
 from firmware.link import Link, LinkDown
+from firmware.logs import short_id as short
 from firmware.proto.errors import ProtocolError
 from firmware.proto.records import FLAG_RELAYED, RecordError, verify_ping
 from firmware.serve.pipeline import ConnInfo, error_map
 
 from .relay_hub import FORWARDABLE, POLL_WAIT
-from .roster import short
 
 __all__ = ["RelayRoutes", "RelayedLink", "RelayedMode"]
 

@@ -31,6 +31,7 @@ import random
 import trio
 
 from firmware.link import LinkDown
+from firmware.logs import short_id as short
 from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.hashing import message_hash
 from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, TTL_MAX_OTHER, max_ttl
@@ -38,7 +39,6 @@ from firmware.store import Message, StoreError
 
 from .membership import cfg_jitter
 from .peers import args_of, require_peer
-from .roster import short
 
 __all__ = ["Replicator", "bucket_of", "bucket_digests"]
 

@@ -18,16 +18,13 @@ import random
 
 import trio
 
+from firmware.identity import parse_node_id
+from firmware.logs import short_id as short
 from firmware.proto.gossip import GossipState, NodeDown, NodeLive, OwnRecordSuperseded
 from firmware.proto.placement import Placement
 from firmware.proto.records import FLAG_REACHABLE, address_allowed, make_record
 
-__all__ = ["Roster", "AdvertisedAddress", "live_set_digest", "short"]
-
-
-def short(node_id: bytes) -> str:
-    """First 8 hex digits of an id: enough to tell nodes apart in logs, not a full key."""
-    return node_id[:4].hex()
+__all__ = ["Roster", "AdvertisedAddress", "live_set_digest"]
 
 
 def live_set_digest(ids) -> str:
@@ -78,7 +75,7 @@ class Roster:
         self.clock_ms = clock_ms
         self.log = log
         self.rng = rng or random.Random()
-        self.denied = frozenset(bytes.fromhex(e) for e in cfg.deny)
+        self.denied = frozenset(parse_node_id(e) for e in cfg.deny)
         self.placement = Placement([identity.node_id], k=cfg.k)
         self._changed = trio.Event()
         self.records_issued = 0

@@ -3,6 +3,7 @@
 without importing any network code."""
 
 from firmware.config import Check, FloatRange, IntRange, Key, OneOf, Section
+from firmware.identity import parse_node_id
 
 
 def parse_bootstrap(entry):
@@ -15,11 +16,9 @@ def parse_bootstrap(entry):
     if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"{entry!r}: expected HOST:PORT@NODEID with a port from 1 to 65535")
     try:
-        node_id = bytes.fromhex(hexid)
+        node_id = parse_node_id(hexid)
     except ValueError:
-        node_id = b""
-    if len(node_id) != 32:
-        raise ValueError(f"{entry!r}: the node id after @ must be 64 hex digits")
+        raise ValueError(f"{entry!r}: the node id after @ must be 64 hex digits") from None
     return host, int(port), node_id
 
 
@@ -34,9 +33,11 @@ def _bootstrap_ok(entries):
 
 def _ids_ok(entries):
     try:
-        return all(len(bytes.fromhex(e)) == 32 for e in entries)
-    except (ValueError, TypeError):
+        for e in entries:
+            parse_node_id(e)
+    except (ValueError, TypeError, AttributeError):
         return False
+    return True
 
 
 NETWORK = Section("network", "how this node finds and joins the network", [

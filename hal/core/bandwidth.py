@@ -251,12 +251,7 @@ class BandwidthShaper:
     def account(self, direction, n, now_ms):
         """Bytes that moved without asking (already received): counted, owed by the buckets."""
         self._maybe_refresh(now_ms)
-        self.links[direction].force(n, now_ms)
-        self.totals[direction] += n
-        if self.counted(direction):
-            self.budget.used_bytes += n
-            if self.pace is not None:
-                self.pace.force(n, now_ms)
+        self._spend(direction, n, now_ms)
 
     def debt_ms(self, direction, now_ms):
         """ms until bytes `account`ed in `direction` are paid off (0 = nothing owed); until the
