@@ -55,6 +55,7 @@ class HealthMonitor:
         self.temp_mc = None
         self.throttle_flags = None
         self.network_usable = True
+        self.ticks = 0  # health rounds done (sensor readings)
 
     def fatal(self, reason: str) -> None:
         """Any part of the node may declare a fatal error: LED, status and log show it."""
@@ -85,6 +86,7 @@ class HealthMonitor:
 
     async def tick(self):
         """One round: sensors -> governor -> state and actions -> LED, log, services."""
+        self.ticks += 1
         now = self.clock_ms()
         self.temp_mc, self.throttle_flags, self.network_usable = await trio.to_thread.run_sync(
             self._read_sensors)

@@ -122,6 +122,7 @@ class DeviceServices:
                 "temp_c": None if h.temp_mc is None else round(h.temp_mc / 1000, 1),
                 "thermal_tier": h.governor.tier,
                 "temp_sensor_ok": h.governor.sensor_ok,
+                "sensor_reads": h.ticks,
                 "throttle_flags": (None if h.throttle_flags is None
                                    else f"0x{h.throttle_flags:x}"),
                 "actions": self.actions.as_dict(),
