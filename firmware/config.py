@@ -32,6 +32,20 @@ class Check:
     ok: Any = field(default=lambda v: True, compare=False)
 
 
+def EachParses(parse, allowed: str) -> Check:
+    """A list whose every item `parse(item)` accepts (raises nothing)."""
+
+    def ok(items):
+        try:
+            for item in items:
+                parse(item)
+        except (ValueError, TypeError, AttributeError):
+            return False
+        return True
+
+    return Check(allowed, ok)
+
+
 def IntRange(lo: int, hi: int, note: str = "") -> Check:
     return Check(f"an integer from {lo} to {hi}{note}", lambda v: lo <= v <= hi)
 

@@ -8,20 +8,11 @@ new part adds its sections with one line in `PART_SECTIONS`.
 
 import ipaddress
 
-from firmware.config import Check, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
+from firmware.config import EachParses, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
 from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
 from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
 
 __all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "default_schema"]
-
-def _ips_ok(entries):
-    try:
-        for e in entries:
-            ipaddress.ip_address(e)
-    except (ValueError, TypeError):
-        return False
-    return True
-
 
 NODE = Section("node", "identity, data and listening address", [
     Key("data_dir", ".homenode", "directory for the identity key and the message store "
@@ -48,7 +39,7 @@ LIMITS = Section("limits", "protection against overload and abuse", [
         "second (bursts of twice that)", FloatRange(0.1, 100_000, "connections/s")),
     Key("trusted_addresses", ["127.0.0.1", "::1"], "addresses with no per-address share or rate "
         "(the box itself: the owner's tools are never locked out)",
-        Check("a list of IP addresses", _ips_ok)),
+        EachParses(ipaddress.ip_address, "a list of IP addresses")),
     Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
         "reading from it", IntRange(1, 10_000)),
     Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",

@@ -163,6 +163,20 @@ def run_cli(*args, input=None, timeout=30, cwd=None) -> subprocess.CompletedProc
     )
 
 
+async def wait_info(client, pred, what, timeout=20.0):
+    """Poll a node's `info` until `pred(info)`; AssertionError naming `what` and the last one."""
+    import trio
+
+    info = None
+    with trio.move_on_after(timeout):
+        while True:
+            info = await client.info()
+            if pred(info):
+                return info
+            await trio.sleep(0.02)
+    raise AssertionError(f"node never reported {what}; last info: {info}")
+
+
 @pytest.fixture
 def node_factory(tmp_path):
     made = []

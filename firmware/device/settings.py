@@ -6,7 +6,8 @@ without importing hardware code; the message quota itself is ``[store] quota_byt
 
 import ipaddress
 
-from firmware.config import Check, FloatRange, IntRange, Key, OneOf, Section
+from firmware.config import Check, EachParses, FloatRange, IntRange, Key, OneOf, Section
+from hal.core.civil import parse_window
 
 __all__ = ["BANDWIDTH", "HAL", "SECTIONS", "STORAGE", "THERMAL"]
 
@@ -14,26 +15,6 @@ __all__ = ["BANDWIDTH", "HAL", "SECTIONS", "STORAGE", "THERMAL"]
 def _pins_ok(v):
     return v == [] or (len(v) == 3 and all(type(x) is int and 0 <= x <= 27 for x in v)
                        and len(set(v)) == 3)
-
-
-def _windows_ok(v):
-    from hal.core.civil import parse_window
-
-    try:
-        for w in v:
-            parse_window(w)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
-
-
-def _networks_ok(v):
-    try:
-        for n in v:
-            ipaddress.ip_network(n, strict=False)
-    except (ValueError, TypeError):
-        return False
-    return True
 
 
 HAL = Section("hal", "device hardware: LEDs, button, sensors", [
@@ -96,7 +77,7 @@ BANDWIDTH = Section("bandwidth", "link speed limits, monthly cap and quiet hours
         "shorter months)", IntRange(1, 31)),
     Key("cap_counts", "both", "which direction counts against the cap", OneOf("both", "up", "down")),
     Key("quiet_hours", [], 'local time windows with their own rate, e.g. ["18:00-23:00"]',
-        Check('a list of "HH:MM-HH:MM" strings', _windows_ok)),
+        EachParses(parse_window, 'a list of "HH:MM-HH:MM" strings')),
     Key("quiet_mbit", 1.0, "rate in each direction during quiet hours, Mbit/s",
         FloatRange(0.01, 100_000, "Mbit/s")),
     Key("persist_interval", 5.0, "seconds between saves of the cycle's byte count (a crash "
@@ -104,8 +85,8 @@ BANDWIDTH = Section("bandwidth", "link speed limits, monthly cap and quiet hours
     Key("unmetered_networks", ["127.0.0.0/8", "::1/128"], "traffic with these networks is "
         "neither shaped nor counted against the cap (it never crosses the metered line; the box "
         'talking to its own addresses never is); add your LAN, e.g. "192.168.1.0/24", so local '
-        "clients are never paced", Check('a list of networks like "192.168.1.0/24"',
-                                         _networks_ok)),
+        "clients are never paced", EachParses(lambda n: ipaddress.ip_network(
+            n, strict=False), 'a list of networks like "192.168.1.0/24"')),
     Key("cycle_s", 0, "cycle of this many seconds instead of the billing month, starting at "
         "whole multiples since 1970-01-01 UTC (0: monthly from billing_day; for tests)",
         Check("0, or an integer from 10 to 31622400", lambda v: v == 0 or 10 <= v <= 31_622_400)),

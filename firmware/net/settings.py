@@ -2,7 +2,7 @@
 (reachability). Declared apart from the services so the schema (firmware/settings.py) lists them
 without importing any network code."""
 
-from firmware.config import Check, FloatRange, IntRange, Key, OneOf, Section
+from firmware.config import EachParses, FloatRange, IntRange, Key, OneOf, Section
 from firmware.identity import parse_node_id
 
 
@@ -22,31 +22,13 @@ def parse_bootstrap(entry):
     return host, int(port), node_id
 
 
-def _bootstrap_ok(entries):
-    try:
-        for e in entries:
-            parse_bootstrap(e)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True
-
-
-def _ids_ok(entries):
-    try:
-        for e in entries:
-            parse_node_id(e)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return True
-
-
 NETWORK = Section("network", "how this node finds and joins the network", [
     Key("enabled", True, "join the network (false: a lone mailbox, no gossip or replication)"),
     Key("bootstrap", [], "nodes to ask for the member list at start, as HOST:PORT@NODEID "
         "(NODEID: 64 hex digits, shown by `homenode id` on that node)",
-        Check('a list of "HOST:PORT@NODEID" strings', _bootstrap_ok)),
+        EachParses(parse_bootstrap, 'a list of "HOST:PORT@NODEID" strings')),
     Key("deny", [], "node ids (64 hex digits) this node refuses: no links, records or data "
-        "from or to them", Check("a list of 64-hex-digit node ids", _ids_ok)),
+        "from or to them", EachParses(parse_node_id, "a list of 64-hex-digit node ids")),
     Key("advertise_host", "", "address other nodes should connect to (empty: the listen "
         "address; 127.0.0.1 if that is 0.0.0.0)"),
     Key("advertise_port", 0, "port other nodes should connect to (0: the listen port)",

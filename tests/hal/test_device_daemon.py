@@ -12,7 +12,7 @@ import trio
 
 from firmware.client import connect
 from firmware.proto.errors import Busy, WriteBudgetSpent
-from tests.conftest import NodeProcess
+from tests.conftest import NodeProcess, wait_info
 from tests.hal.fakesys import FakeSys
 
 RECIPIENT = bytes(range(32))
@@ -31,17 +31,6 @@ def device_node(tmp_path, **sections):
     for name, keys in sections.items():
         cfg.setdefault(name, {}).update(keys)
     return NodeProcess(tmp_path, cfg), fake
-
-
-async def wait_info(client, pred, what, timeout=10.0):
-    info = None
-    with trio.move_on_after(timeout):
-        while True:
-            info = await client.info()
-            if pred(info):
-                return info
-            await trio.sleep(0.02)
-    raise AssertionError(f"node never reported {what}; last info: {info}")
 
 
 async def test_heat_ramp_tiers_busy_and_recovery(tmp_path):

@@ -8,8 +8,9 @@ import trio.testing
 from firmware.client import connect
 from firmware.identity import Identity
 from firmware.logs import Log
+from tests.conftest import wait_info
 from tests.hal.fakesys import FakeSys
-from tests.hal.test_device_daemon import device_node, wait_info
+from tests.hal.test_device_daemon import device_node
 
 
 async def test_networking_with_no_bootstrap_needs_setup_and_says_why(tmp_path):

@@ -13,11 +13,10 @@ import subprocess
 
 import nacl.signing
 import pytest
-import trio
 
 from firmware.client import connect
 from firmware.proto.errors import StorageFull
-from tests.conftest import NodeProcess
+from tests.conftest import NodeProcess, wait_info
 
 pytestmark = pytest.mark.slow
 
@@ -58,17 +57,6 @@ def fill(directory, name="filler") -> str:
     st = os.statvfs(directory)
     assert st.f_bavail == 0, f"{st.f_bavail} blocks still free"
     return path
-
-
-async def wait_info(client, pred, what, timeout=20.0):
-    info = None
-    with trio.move_on_after(timeout):
-        while True:
-            info = await client.info()
-            if pred(info):
-                return info
-            await trio.sleep(0.05)
-    raise AssertionError(f"node never reported {what}; last info: {info}")
 
 
 def full_disk_node(tmp_path, disk) -> NodeProcess:
