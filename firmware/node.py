@@ -23,7 +23,7 @@ from firmware import __version__
 from firmware.clock import wall_ms
 from firmware.device.hardware import open_device_hardware
 from firmware.device.services import DeviceServices
-from firmware.device.shaping import BandwidthService
+from firmware.device.shaping import BandwidthService, reads_held
 from firmware.identity import ensure_data_dir, load_or_create_node_identity
 from firmware.link import Dialer, LinkPool, direct_dial, server_ssl_context
 from firmware.logs import Log
@@ -201,10 +201,10 @@ class Node:
         self.forward_pool = LinkPool(direct_dial(self.dialer),
                                      routes=net.routes.link_to if net else None,
                                      idle_s=120.0, max_links=256)
-        self.relay = OnionRelay(
-            self.identity, self.forward_pool, log=log, clock_ms=clock,
-            execute=SwarmExecutor(self.identity.node_id, net.roster if net else None,
-                                  self.forward_pool, self._storage_request))
+        self.swarm_executor = SwarmExecutor(self.identity.node_id, net.roster if net else None,
+                                            self.forward_pool, self._storage_request)
+        self.relay = OnionRelay(self.identity, self.forward_pool, log=log, clock_ms=clock,
+                                execute=self.swarm_executor)
         node_ops = {"onion": self.relay.op_onion, **(net.node_ops() if net else {})}
         lim = cfg.limits
         self.pipeline = Pipeline(
@@ -225,7 +225,7 @@ class Node:
                               accept_rate=lim.new_connections_per_sec,
                               accept_burst=max(1, int(2 * lim.new_connections_per_sec)),
                               trusted=_trusted(lim.trusted_addresses)),
-            wrap_stream=shaping)
+            wrap_stream=shaping, reads_held=reads_held)
         self._services = self.device.services() + [("forward_links", self.forward_pool.run),
                                                     ("onion_relay", self.relay.run)]
         if self.network is not None:
@@ -245,7 +245,7 @@ class Node:
         """The status map's parts beyond the store's totals (`info`, `homenode status`)."""
         out = {"connections": self.listener.active, "listener": self.listener.info(),
                "requests": self.pipeline.counters["requests"], **self.device.info()}
-        out.update(self.relay.info())
+        out["onion"] = {**self.relay.info(), **self.swarm_executor.counters}
         if self.network is not None:
             out.update(self.network.info())
         return out

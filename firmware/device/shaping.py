@@ -80,6 +80,15 @@ class PeerBuckets:
         return p
 
 
+def reads_held(stream) -> float:
+    """Seconds the shaper has held `stream`'s reads so far (0 for a stream it does not shape):
+    what the listener leaves out of a frame's deadline."""
+    if not isinstance(stream, ShapedStream):
+        return 0.0
+    since = stream.held_since
+    return stream.held_s + (trio.current_time() - since if since is not None else 0.0)
+
+
 class ShapedStream(trio.abc.Stream):
     """A trio Stream that asks the shaper (and its peer's buckets) before sending, waits off
     what it received before reading more, and counts the connection's wire bytes as the kernel

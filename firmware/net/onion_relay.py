@@ -55,8 +55,7 @@ class OnionRelay:
                          "next_hop_failed": 0}
 
     def info(self) -> dict:
-        return {"onion": {**self.counters, **getattr(self.execute, "counters", {}),
-                          "inflight": self.inflight, "links": self.pool.open_count()}}
+        return {**self.counters, "inflight": self.inflight, "links": self.pool.open_count()}
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         """Housekeeping: forget replay entries whose timestamps left the window."""

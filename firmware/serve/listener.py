@@ -88,12 +88,13 @@ class FrameBudget:
 
 
 class _Conn:
-    __slots__ = ("key", "info", "scope", "watch_scope", "policy", "verdict", "raw")
+    __slots__ = ("key", "info", "scope", "watch_scope", "policy", "verdict", "raw", "reads_held")
 
-    def __init__(self, key, info, raw=None):
+    def __init__(self, key, info, raw=None, reads_held=None):
         self.key = key
         self.info = info
-        self.raw = raw  # the stream below TLS (the shaper, when it holds reads)
+        self.raw = raw  # the stream below TLS (the shaper's, when there is one)
+        self.reads_held = reads_held
         self.scope = trio.CancelScope()
         self.watch_scope = trio.CancelScope()
         self.policy: ConnPolicy | None = None
@@ -101,10 +102,7 @@ class _Conn:
 
     def held(self) -> float:
         """Seconds the node itself held this connection's reads (bandwidth pacing)."""
-        raw = self.raw
-        held = getattr(raw, "held_s", 0.0)
-        since = getattr(raw, "held_since", None)
-        return held + (trio.current_time() - since if since is not None else 0.0)
+        return self.reads_held(self.raw) if self.reads_held is not None else 0.0
 
 
 class Listener:
@@ -113,8 +111,10 @@ class Listener:
     wait on `drained`. `serve_stream` serves a stream secured elsewhere (a bridge's tunnel)."""
 
     def __init__(self, pipeline, ssl_context, *, clock_ms, log, limits: ConnLimits | None = None,
-                 table: TableLimits | None = None, wrap_stream=None,
+                 table: TableLimits | None = None, wrap_stream=None, reads_held=None,
                  frame_budget: FrameBudget | None = None):
+        """`wrap_stream(tcp) -> stream` goes below TLS (the bandwidth shaper); `reads_held(
+        stream) -> seconds` says how long it held that stream's reads (left out of deadlines)."""
         self.pipeline = pipeline
         self.ssl_context = ssl_context
         self.clock_ms = clock_ms
@@ -122,6 +122,7 @@ class Listener:
         self.limits = limits or ConnLimits()
         self.table = ConnTable(table or TableLimits())
         self.wrap_stream = wrap_stream  # below TLS, e.g. the bandwidth shaper
+        self.reads_held = reads_held
         self.budget = frame_budget or FrameBudget(16 << 20, 4 << 20)
         self.drained = trio.Event()
         self._draining = False
@@ -179,7 +180,7 @@ class Listener:
             self._shed(verdict.victim)
         self.counters["accepted"] += 1
         raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
-        conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw)
+        conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw, self.reads_held)
         try:
             with conn.scope:
                 stream = TlsStream(raw, self.ssl_context, server_side=True)
