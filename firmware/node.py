@@ -20,7 +20,10 @@ import sys
 import trio
 
 from firmware import __version__
+from firmware.bridge.node_side import BridgeMode, bridge_server, open_bridge_port
+from firmware.bridge.settings import node_listen_host
 from firmware.clock import wall_ms
+from firmware.config import ConfigError
 from firmware.device.hardware import open_device_hardware
 from firmware.device.services import DeviceServices
 from firmware.device.shaping import BandwidthService, reads_held
@@ -35,11 +38,12 @@ from firmware.net.relay_hub import RelayHub
 from firmware.net.relayed import RelayedMode, RelayRoutes
 from firmware.net.replication import Replicator
 from firmware.net.roster import AdvertisedAddress, Roster
+from firmware.net.settings import parse_bootstrap
 from firmware.sdnotify import Notifier
 from firmware.serve.conn_policy import ConnLimits
 from firmware.serve.conn_table import TableLimits
 from firmware.serve.listener import Listener, bind_tcp
-from firmware.serve.pipeline import Pipeline, RateLimiter
+from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
 from firmware.serve.storage_ops import StorageOps
 from firmware.store import DB_FILENAME, MessageStore
 from hal.core.health import Actions
@@ -79,14 +83,19 @@ def _trusted(addresses) -> frozenset:
 
 
 class _Network:
-    """The network parts of one node (absent when `[network] enabled = false`)."""
+    """The network parts of one node (absent when `[network] enabled = false`). On a bridge
+    (`bridge`: a BridgeMode) four of them differ: the dialer reaches only the relays, onions go
+    on through a relay, `nodes` is a relay's list, and nothing tests our own reachability."""
 
-    def __init__(self, node, cfg, identity, dialer, pipeline_respond):
+    def __init__(self, node, cfg, identity, dialer, pipeline_respond, bridge=None):
         net, log, clock = cfg.network, node.log, node.clock_ms
         self.hub = RelayHub()
         self.advertised = AdvertisedAddress(net.advertise_host, net.advertise_port, node.address)
         self.roster = Roster(identity, net, self.advertised, version=__version__,
-                             clock_ms=clock, log=log)
+                             clock_ms=clock, log=log,
+                             hidden_relays=bridge.relay_ids if bridge else ())
+        if bridge is not None:
+            dialer = bridge.dialer(dialer)
         self.peer_pool = LinkPool(
             authenticated_dial(dialer, identity, self.roster.own, on_record=self.roster.merge_from),
             connect_timeout=net.link_timeout,
@@ -107,9 +116,15 @@ class _Network:
         self.reach_ops = ReachOps(identity, dialer, self.roster)
         self.relayed = RelayedMode(self.peer_pool, pipeline_respond, clock_ms=clock, log=log,
                                    polls_per_relay=cfg.nat.polls_per_relay)
-        self.reach = ReachabilityService(cfg.nat, identity, self.roster, self.peer_pool,
-                                         self.advertised, self.relayed,
-                                         bootstrap=lambda: self.membership.candidates, log=log)
+        if bridge is None:
+            self.reach = ReachabilityService(cfg.nat, identity, self.roster, self.peer_pool,
+                                             self.advertised, self.relayed,
+                                             bootstrap=lambda: self.membership.candidates,
+                                             log=log)
+            self.op_nodes = self.reach_ops.op_nodes
+        else:
+            self.reach = bridge.reach(self.roster, dialer)
+            self.op_nodes = bridge.nodes_op(self.peer_pool).op_nodes
 
     def node_ops(self) -> dict:
         """Every op the network parts serve, by name (the pipeline's node ops)."""
@@ -119,7 +134,7 @@ class _Network:
             "replicate": self.replicator.op_replicate, "handoff": self.replicator.op_replicate,
             "summary": self.replicator.op_summary,
             "fetch_missing": self.replicator.op_fetch_missing,
-            "nodes": self.reach_ops.op_nodes, "reach_test": self.reach_ops.op_reach_test,
+            "nodes": self.op_nodes, "reach_test": self.reach_ops.op_reach_test,
             "relay_poll": self.hub.op_poll, "relay_reply": self.hub.op_reply,
             "relay_forward": self.hub.op_forward,
         }
@@ -150,18 +165,23 @@ class Node:
         self._stop_requested = trio.Event()
         ensure_data_dir(self.data_dir)
         self._lock_fd = lock_data_dir(self.data_dir)
-        self._sock = None
+        self._sock = self._bridge_sock = None
         self.store = None
         try:  # a refused key, store or address must not leave the data dir locked
             self.identity, created = load_or_create_node_identity(self.data_dir)
-            self._sock = bind_tcp(cfg.node.listen_host, cfg.node.listen_port)
+            # a bridge's node port is loopback only: open to the internet, it gives it away
+            self._sock = bind_tcp(node_listen_host(cfg.node.listen_host, cfg.bridge.enabled),
+                                  cfg.node.listen_port)
             self.address = self._sock.getsockname()[:2]
+            if cfg.bridge.enabled:
+                self._bridge_sock = open_bridge_port(cfg.bridge)
             self._build(cfg, pin_factory, hal_env, update_phase)
         except BaseException:
             if self.store is not None:
                 self.store.close()
-            if self._sock is not None:
-                self._sock.close()
+            for sock in (self._sock, self._bridge_sock):
+                if sock is not None:
+                    sock.close()
             os.close(self._lock_fd)
             raise
         if created:
@@ -183,9 +203,11 @@ class Node:
         bandwidth = BandwidthService(cfg.bandwidth, self.data_dir, clock, log, hw.net)
         shaping = bandwidth.wrap  # always: it counts every link, shapes only when configured
         self.dialer = Dialer(wrap=shaping, timeout=cfg.network.link_timeout)
+        bridge_mode = self._bridge_mode(cfg)
         self.network = None
         if cfg.network.enabled:
-            self.network = _Network(self, cfg, self.identity, self.dialer, self._respond)
+            self.network = _Network(self, cfg, self.identity, self.dialer, self._respond,
+                                    bridge=bridge_mode)
         net = self.network
         self.device = DeviceServices(
             cfg, hw, actions, bandwidth, data_dir=self.data_dir, store=self.store,
@@ -198,9 +220,12 @@ class Node:
                              info_sources=[self._status])
         # Onions: any node is a hop (a lone mailbox too); with the network, relayed next hops
         # are reached through the relay routes and final-hop retrieves follow placement.
-        self.forward_pool = LinkPool(direct_dial(self.dialer),
-                                     routes=net.routes.link_to if net else None,
-                                     idle_s=120.0, max_links=256)
+        if bridge_mode is not None:  # a bridge's onions go on through one of its relays
+            self.forward_pool = bridge_mode.forward_pool(net.peer_pool, clock_ms=clock)
+        else:
+            self.forward_pool = LinkPool(direct_dial(self.dialer),
+                                         routes=net.routes.link_to if net else None,
+                                         idle_s=120.0, max_links=256)
         self.swarm_executor = SwarmExecutor(self.identity.node_id, net.roster if net else None,
                                             self.forward_pool, self._storage_request)
         self.relay = OnionRelay(self.identity, self.forward_pool, log=log, clock_ms=clock,
@@ -226,12 +251,35 @@ class Node:
                               accept_burst=max(1, int(2 * lim.new_connections_per_sec)),
                               trusted=_trusted(lim.trusted_addresses)),
             wrap_stream=shaping, reads_held=reads_held)
+        # the bridge port: the decoy web site, and for key holders an ordinary link served by
+        # the listener above (it takes a slot of the client address's share there too)
+        self.bridge = None
+        if bridge_mode is not None:
+            self.bridge, _ = bridge_server(cfg.bridge, self.data_dir, on_link=self._bridge_link,
+                                           wrap_stream=shaping, log=log)
         self._services = self.device.services() + [("forward_links", self.forward_pool.run),
                                                     ("onion_relay", self.relay.run)]
         if self.network is not None:
             self._services += self.network.services()
 
     # -- the node's own seams -----------------------------------------------------------------
+
+    @staticmethod
+    def _bridge_mode(cfg):
+        """A BridgeMode when `[bridge] enabled` (its relays: `[network] bootstrap`), else None."""
+        if not cfg.bridge.enabled:
+            return None
+        if not cfg.network.enabled:
+            raise ConfigError(["[bridge] enabled = true needs [network] enabled = true: a bridge "
+                               "is the way into the network for its clients"])
+        try:
+            return BridgeMode([parse_bootstrap(b) for b in cfg.network.bootstrap])
+        except ValueError as e:
+            raise ConfigError([str(e)]) from None
+
+    async def _bridge_link(self, stream, host, port):
+        """An authenticated bridge client: its link runs as any client's would."""
+        await self.listener.serve_stream(stream, ConnInfo(host, port))
 
     async def _respond(self, frame, conn, now_ms):
         """Relayed mode serves work passed down by a relay through the whole pipeline."""
@@ -248,6 +296,10 @@ class Node:
         out["onion"] = {**self.relay.info(), **self.swarm_executor.counters}
         if self.network is not None:
             out.update(self.network.info())
+        if self.bridge is not None:  # counters only: never the line, the secret or an address
+            c = self.bridge.counters
+            out["bridge"] = {"links": c["links"], "web_requests": c["requests"],
+                             "connections": self.bridge.shares.active}
         return out
 
     def request_stop(self, exit_status: int = 0) -> None:
@@ -274,6 +326,9 @@ class Node:
                         await nursery.start(service)
                         self.log.debug("service_started", service=name)
                     await nursery.start(self.listener.run, self._sock)
+                    if self.bridge is not None:
+                        self.bridge_address = await nursery.start(self.bridge.run,
+                                                                  self._bridge_sock)
                     await nursery.start(self.notifier.run_watchdog)
                     self._write_address_file()
                     gc.freeze()  # startup objects (modules, config) never die: keep GC off them
@@ -288,6 +343,8 @@ class Node:
             finally:
                 self.store.close()
                 self._sock.close()
+                if self._bridge_sock is not None:
+                    self._bridge_sock.close()
                 self._remove_address_file()
                 self.notifier.close()
                 os.close(self._lock_fd)  # another Node may now open this data dir
@@ -316,6 +373,8 @@ class Node:
         host, port = self.address
         info = {"node_id": self.identity.id_hex, "host": host, "port": port, "pid": os.getpid(),
                 "version": __version__}
+        if self.bridge is not None:  # where the bridge port listens (`homenode bridge line`)
+            info["bridge_port"] = self.bridge_address[1]
         path = os.path.join(self.data_dir, ADDRESS_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w") as f:

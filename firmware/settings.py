@@ -8,6 +8,7 @@ new part adds its sections with one line in `PART_SECTIONS`.
 
 import ipaddress
 
+from firmware.bridge.settings import SECTIONS as BRIDGE_SECTIONS
 from firmware.config import EachParses, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
 from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
 from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
@@ -73,7 +74,7 @@ STORE = Section("store", "the message store (SQLite on the data partition)", [
 CORE_SECTIONS = (NODE, LIMITS, STORE)
 
 # Sections declared by the other parts, one line each.
-PART_SECTIONS = NETWORK_SECTIONS + DEVICE_SECTIONS
+PART_SECTIONS = NETWORK_SECTIONS + DEVICE_SECTIONS + BRIDGE_SECTIONS
 
 
 def default_schema(extra_sections=()) -> Schema:

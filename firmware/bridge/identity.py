@@ -41,9 +41,38 @@ class BridgeIdentity:
 
 def load_or_create(data_dir: str, host_name: str = webcert.DEFAULT_HOST_NAME) -> BridgeIdentity:
     """The bridge identity in `data_dir` (which must exist), created on first use."""
-    key_path, cert_path = webcert.write_web_identity(data_dir, host_name)
-    _check_private(key_path)
-    secret = _load_or_create_secret(os.path.join(data_dir, SECRET_FILE))
+    try:
+        key_path, cert_path = webcert.write_web_identity(data_dir, host_name)
+    except FileExistsError as e:
+        raise BridgeIdentityError(str(e)) from None
+    return _load(data_dir, key_path, cert_path, create_secret=True)
+
+
+def load_existing(data_dir: str) -> BridgeIdentity:
+    """The bridge identity the node made in `data_dir`; BridgeIdentityError saying what to do
+    when there is none yet or it cannot be read (the owner's tools never create one: files
+    made by another user than the node's would lock the node out)."""
+    key_path = os.path.join(data_dir, "bridge.key")
+    cert_path = os.path.join(data_dir, "bridge.crt")
+    missing = [p for p in (key_path, cert_path, os.path.join(data_dir, SECRET_FILE))
+               if not os.path.exists(p)]
+    if missing:
+        raise BridgeIdentityError(f"no bridge identity in {data_dir} yet ({missing[0]} is "
+                                  "missing): turn the bridge on ([bridge] enabled = true in "
+                                  "homenode.toml) and start the node once")
+    return _load(data_dir, key_path, cert_path, create_secret=False)
+
+
+def _load(data_dir, key_path, cert_path, *, create_secret) -> BridgeIdentity:
+    try:
+        _check_private(key_path)
+        secret_path = os.path.join(data_dir, SECRET_FILE)
+        secret = (_load_or_create_secret(secret_path) if create_secret
+                  else _read_secret(secret_path))
+    except PermissionError as e:
+        raise BridgeIdentityError(f"cannot read {e.filename} (permission denied): run this as "
+                                  "the node's user (on the box: sudo -u homenode homenode ...) "
+                                  "or as root") from None
     with open(cert_path, "rb") as f:
         try:
             pin = auth.pin_of_cert(webcert.pem_to_der(f.read()))
@@ -70,6 +99,10 @@ def _load_or_create_secret(path: str) -> bytes:
             f.flush()
             os.fsync(f.fileno())
         return secret
+    return _read_secret(path)
+
+
+def _read_secret(path: str) -> bytes:
     _check_private(path)
     with open(path) as f:
         text = f.read(200).strip()

@@ -70,7 +70,8 @@ class BridgeServer:
                  host: str = "0.0.0.0", port: int = 443, per_ip: int = 8,
                  max_connections: int = 256, header_timeout: float = 60.0,
                  keepalive_timeout: float = 65.0, lingering_timeout: float = 5.0,
-                 lingering_time: float = 30.0, wall_clock=time.time, log=None):
+                 lingering_time: float = 30.0, wall_clock=time.time, log=None,
+                 wrap_stream=None):
         self.ssl_context = tls.server_context(cert_path, key_path)
         with open(cert_path, "rb") as f:
             self.pin = auth.pin_of_cert(pem_to_der(f.read()))
@@ -84,11 +85,18 @@ class BridgeServer:
         self.wall_clock = wall_clock
         self.log = log
         self.shares = ConnectionShares(per_ip, max_connections)
+        self.wrap_stream = wrap_stream  # below TLS, e.g. the node's bandwidth shaper
         self.counters = {"accepted": 0, "refused_share": 0, "plain_http": 0, "alpn_refused": 0,
                          "tls_failed": 0, "requests": 0, "links": 0}
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+    async def run(self, sock=None, *, task_status=trio.TASK_STATUS_IGNORED):
+        """Serve until cancelled. `sock`: a listening socket bound beforehand (a node binds its
+        ports before building its parts, so a refused port is a start-up error); else bind
+        `host:port` here."""
+        if sock is not None:
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+        else:
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         addr = listeners[0].socket.getsockname()[:2]
         task_status.started(addr)
         await trio.serve_listeners(self._serve_one, listeners)
@@ -107,7 +115,8 @@ class BridgeServer:
             return
         self.counters["accepted"] += 1
         try:
-            await self.serve_connection(tcp, host, port)
+            raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
+            await self.serve_connection(raw, host, port)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except Exception as e:  # a bug costs one connection, never the node

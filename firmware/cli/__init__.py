@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from firmware import __version__, flash
-from firmware.cli import config_cmds, daemon, keys, messages, status
+from firmware.cli import bridge, config_cmds, daemon, keys, messages, status
 from firmware.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, Command
 
 __all__ = ["COMMANDS", "Command", "CliError", "build_parser", "main",
@@ -36,6 +36,8 @@ COMMANDS = [
             lambda p: None, config_cmds.cmd_config_defaults),
     Command("flash", "write the SD image onto a card, then verify it by reading back",
             flash.add_arguments, flash.run),
+    Command("bridge line", "print this bridge's line (and QR code) to hand to friends",
+            bridge.line_args, bridge.cmd_line),
 ]
 
 

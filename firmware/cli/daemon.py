@@ -14,6 +14,7 @@ def run_args(p):
 def cmd_run(args) -> int:
     import trio
 
+    from firmware.bridge.node_side import BridgeStartError
     from firmware.config import ConfigError
     from firmware.identity import IdentityError
     from firmware.logs import Log
@@ -34,7 +35,7 @@ def cmd_run(args) -> int:
         trio.run(node.run)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    except (IdentityError, DataDirBusy) as e:
+    except (IdentityError, DataDirBusy, BridgeStartError) as e:
         raise CliError(f"cannot start: {e}") from None
     except StoreError as e:
         raise CliError(f"cannot start: message store: {e}") from None

@@ -22,7 +22,7 @@ from firmware.identity import parse_node_id
 from firmware.logs import short_id as short
 from firmware.proto.gossip import GossipState, NodeDown, NodeLive, OwnRecordSuperseded
 from firmware.proto.placement import Placement
-from firmware.proto.records import FLAG_REACHABLE, address_allowed, make_record
+from firmware.proto.records import FLAG_REACHABLE, FLAG_RELAYED, address_allowed, make_record
 
 __all__ = ["Roster", "AdvertisedAddress", "live_set_digest"]
 
@@ -66,9 +66,11 @@ class Roster:
     """Records, our own record, the live set and placement. Not a service: no task of its own."""
 
     def __init__(self, identity, cfg, advertised: AdvertisedAddress, *, version: str, clock_ms,
-                 log, rng=None):
-        """`cfg` is the [network] section."""
+                 log, rng=None, hidden_relays=()):
+        """`cfg` is the [network] section. `hidden_relays` (a bridge's relay ids): our record
+        names no address at all, only these relays (firmware/bridge/node_side.py)."""
         self.identity = identity
+        self.hidden_relays = tuple(hidden_relays)
         self.cfg = cfg
         self.advertised = advertised
         self.version = version
@@ -87,7 +89,8 @@ class Roster:
             fail_threshold=cfg.fail_threshold, max_push=cfg.max_push,
             max_test_rate=cfg.max_test_rate, max_records=cfg.max_records, denied=self.denied,
             address_ok=lambda host: address_allowed(host, self.state.own.addrs[0]
-                                                    if self.state.own.addrs else ""),
+                                                    if self.state.own.addrs
+                                                    else self.advertised.current()[0]),
         )  # fmt: skip
 
     # -- our record ----------------------------------------------------------------------------
@@ -97,8 +100,11 @@ class Roster:
 
     def _sign(self, seq, now, flags=FLAG_REACHABLE, relays=()):
         host, port = self.advertised.current()
+        addrs = [host]
+        if self.hidden_relays:
+            addrs, flags, relays = [], FLAG_RELAYED, self.hidden_relays
         lifetime = int(self.cfg.record_lifetime * 1000)
-        return make_record(self.identity.signing_key, seq=seq, addrs=[host], port=port,
+        return make_record(self.identity.signing_key, seq=seq, addrs=addrs, port=port,
                            version=self.version, flags=flags, relays=relays, issued=now,
                            expires=now + lifetime)  # fmt: skip
 
