@@ -299,7 +299,8 @@ class Node:
         if self.bridge is not None:  # counters only: never the line, the secret or an address
             c = self.bridge.counters
             out["bridge"] = {"links": c["links"], "web_requests": c["requests"],
-                             "connections": self.bridge.shares.active}
+                             "connections": self.bridge.shares.active,
+                             **self.network.forward_pool.counters}
         return out
 
     def request_stop(self, exit_status: int = 0) -> None:

@@ -55,3 +55,55 @@ def cmd_line(args) -> int:
     for n in notes:
         print(n, file=err)
     return EXIT_OK
+
+
+# -- clients: send / fetch --bridge LINE -------------------------------------------------------
+
+
+def add_bridge_opt(p):
+    p.add_argument("--bridge", metavar="LINE", action="append", default=[],
+                   help="reach the network through this bridge (a homenode-bridge:// line "
+                        "from its owner); repeat to give several, tried in turn")
+
+
+def bridge_lines(args) -> list:
+    """The parsed --bridge lines (usage error for a bad one or for --direct with them)."""
+    from firmware.bridge.line import BridgeLineError, parse_line
+
+    if getattr(args, "direct", False):
+        raise CliError("--direct cannot be used with --bridge: through a bridge every request "
+                       "travels in an onion", EXIT_USAGE)
+    try:
+        return [parse_line(text) for text in args.bridge]
+    except BridgeLineError as e:
+        raise CliError(f"--bridge: {e}", EXIT_USAGE) from None
+
+
+def run_via_bridges(args, fn):
+    """`await fn(onion_client)` through the first working bridge; failures as one line."""
+    import trio
+
+    from firmware.bridge.entry import NoBridge, open_bridged_onion_client
+    from firmware.client import NoPath
+    from firmware.proto.errors import ProtocolError
+
+    lines = bridge_lines(args)
+
+    async def main():
+        async with open_bridged_onion_client(lines, timeout=args.timeout) as oc:
+            with trio.fail_after(args.timeout * 4):
+                return await fn(oc)
+
+    try:
+        return trio.run(main)
+    except NoBridge as e:
+        raise CliError(f"{e}. Ask the bridge's owner for a current line (`homenode bridge "
+                       "line` on their box).") from None
+    except NoPath as e:
+        raise CliError(f"through the bridge: {e}") from None
+    except ProtocolError as e:
+        raise CliError(f"the network refused: [{e.code}] {e.msg}") from None
+    except trio.TooSlowError:
+        raise CliError(f"no answer through the bridge within {args.timeout * 4:g} s") from None
+    except (ConnectionError, OSError) as e:
+        raise CliError(f"through the bridge: {e}") from None

@@ -150,7 +150,8 @@ def run_client(args, fn, node=None):
         raise CliError(f"{host}:{port}: no answer within {args.timeout:g} s") from None
     except (ConnectionError, OSError) as e:
         raise CliError(f"cannot talk to the node at {host}:{port}: {e}; is it running "
-                       "(`homenode run`)?") from None
+                       "(`homenode run`)? If the network is blocked where you are, ask someone "
+                       "who runs a bridge for its line and add --bridge LINE") from None
 
 
 def load_user_key(path):

@@ -4,6 +4,7 @@ import base64
 import json
 import sys
 
+from firmware.cli.bridge import add_bridge_opt, bridge_lines, run_via_bridges
 from firmware.cli.common import (
     EXIT_OK,
     EXIT_USAGE,
@@ -27,6 +28,7 @@ def send_args(p):
                    help="the recipient's key file (needed for namespaces other than 0)")
     p.add_argument("message", nargs="?", help="text to send (default: read stdin)")
     add_direct_opt(p)
+    add_bridge_opt(p)
 
 
 def cmd_send(args) -> int:
@@ -51,7 +53,8 @@ def cmd_send(args) -> int:
         if ident.node_id != recipient:
             raise CliError("--key does not belong to --to", EXIT_USAGE)
         signing_key = ident.signing_key
-    node = locate_node(args)  # fail fast, before reading stdin
+    # fail fast, before reading stdin
+    node = None if args.bridge and bridge_lines(args) else locate_node(args)
     plaintext = (args.message.encode() if args.message is not None
                  else sys.stdin.buffer.read())
     sealed = seal_for(recipient, plaintext)
@@ -60,7 +63,7 @@ def cmd_send(args) -> int:
         return await client.store(recipient, sealed, ns=args.ns, ttl_ms=args.ttl,
                                   signing_key=signing_key)
 
-    r = run_client(args, send, node)
+    r = run_via_bridges(args, send) if args.bridge else run_client(args, send, node)
     print(r.hash.hex())
     return EXIT_OK
 
@@ -73,6 +76,7 @@ def fetch_args(p):
     p.add_argument("--delete", action="store_true", help="delete the messages once fetched")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     add_direct_opt(p)
+    add_bridge_opt(p)
 
 
 def cmd_fetch(args) -> int:
@@ -95,7 +99,7 @@ def cmd_fetch(args) -> int:
             await client.delete(ident.signing_key, [m.hash for m in msgs], ns=args.ns)
         return msgs
 
-    msgs = run_client(args, fetch)
+    msgs = run_via_bridges(args, fetch) if args.bridge else run_client(args, fetch)
     out = sys.stdout
     undecryptable = 0
     for m in msgs:
