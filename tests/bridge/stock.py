@@ -64,7 +64,7 @@ def free_port() -> int:
 
 
 class StockNginx:
-    def __init__(self, directory: str, key: str, cert: str):
+    def __init__(self, directory: str, key: str, cert: str, site_mtime: int = SITE_MTIME):
         self.dir = directory
         self.port = free_port()
         www = os.path.join(directory, "www")
@@ -72,7 +72,7 @@ class StockNginx:
         page = os.path.join(www, "index.nginx-debian.html")
         with open(page, "wb") as f:
             f.write(WELCOME_PAGE)
-        os.utime(page, (SITE_MTIME, SITE_MTIME))
+        os.utime(page, (site_mtime, site_mtime))
         conf = f"""
 worker_processes 1;
 user root;
@@ -148,6 +148,9 @@ class BridgeInThread:
         self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
         self._thread.start()
         assert self._ready.wait(10), "bridge did not start"
+
+    def link_count(self) -> int:
+        return len(self.links)
 
     async def _on_link(self, stream, host, port):
         self.links.append((host, port))
@@ -232,3 +235,47 @@ def read_answer(sock, *, head_request: bool = False, eof_wait: float = 8.0) -> b
 
 def normalize(answer: bytes) -> bytes:
     return re.sub(rb"Date: [^\r]*", b"Date: <now>", answer)
+
+
+class BridgeOfANode:
+    """The bridge port of a real `homenode run` (a relay node beside it: a bridge needs one),
+    with the same shortened deadlines as BridgeInThread. Its certificate, key and secret are the
+    ones the node made in its data directory; `site_mtime` is its decoy page's install time."""
+
+    def __init__(self, tmp_path):
+        import json
+
+        from tests.conftest import NodeProcess
+
+        self.relay = NodeProcess(tmp_path, {"nat": {"mode": "off"}}, name="relay").start()
+        boot = f"127.0.0.1:{self.relay.port}@{self.relay.node_id.hex()}"
+        self.node = NodeProcess(tmp_path, {
+            "network": {"bootstrap": [boot]},
+            "bridge": {"enabled": True, "host": "127.0.0.1", "port": 0,
+                       "public_host": "127.0.0.1", "web_host_name": HOST_NAME,
+                       "header_timeout": float(HEADER_TIMEOUT),
+                       "keepalive_timeout": float(KEEPALIVE_TIMEOUT)},
+        }, name="bridge-node")
+        try:
+            self.node.start()
+            with open(os.path.join(self.node.data_dir, "node.json")) as f:
+                self.port = json.load(f)["bridge_port"]
+        except BaseException:
+            self.stop()
+            raise
+        d = self.node.data_dir
+        self.key, self.cert = os.path.join(d, "bridge.key"), os.path.join(d, "bridge.crt")
+        with open(os.path.join(d, "bridge.secret")) as f:
+            self.secret = bytes.fromhex(f.read().strip())
+        self.site_mtime = int(os.stat(self.cert).st_mtime)
+
+    def link_count(self) -> int:
+        import json
+
+        r = self.node.cli("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)["bridge"]["links"]
+
+    def stop(self):
+        self.node.kill()
+        self.relay.kill()
