@@ -168,6 +168,7 @@ class Node:
         self._sock = self._bridge_sock = None
         self.store = None
         try:  # a refused key, store or address must not leave the data dir locked
+            self.bridge_mode = self._bridge_mode(cfg)  # a config error before touching anything
             self.identity, created = load_or_create_node_identity(self.data_dir)
             # a bridge's node port is loopback only: open to the internet, it gives it away
             self._sock = bind_tcp(node_listen_host(cfg.node.listen_host, cfg.bridge.enabled),
@@ -203,7 +204,7 @@ class Node:
         bandwidth = BandwidthService(cfg.bandwidth, self.data_dir, clock, log, hw.net)
         shaping = bandwidth.wrap  # always: it counts every link, shapes only when configured
         self.dialer = Dialer(wrap=shaping, timeout=cfg.network.link_timeout)
-        bridge_mode = self._bridge_mode(cfg)
+        bridge_mode = self.bridge_mode
         self.network = None
         if cfg.network.enabled:
             self.network = _Network(self, cfg, self.identity, self.dialer, self._respond,
