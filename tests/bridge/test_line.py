@@ -86,5 +86,34 @@ def test_bridge_identity_created_once_and_reloaded(tmp_path):
     with pytest.raises(identity.BridgeIdentityError, match="corrupt"):
         identity.load_or_create(str(tmp_path))
     os.unlink(tmp_path / "bridge.crt")
-    with pytest.raises(FileExistsError, match="only one of"):
-        identity.load_or_create(str(tmp_path))
+    with pytest.raises(identity.BridgeIdentityError, match="only one of"):
+        identity.load_or_create(str(tmp_path))  # the node says it as "cannot start: ..."
+
+
+def test_owner_view_reads_what_the_node_made_and_never_creates(tmp_path):
+    import json
+    import types
+
+    from firmware.bridge import identity
+    from firmware.bridge.line import parse_line
+    from firmware.bridge.owner import NoPublicAddress, bridge_for_owner
+
+    cfg = types.SimpleNamespace(public_host="", public_port=0, port=443)
+    with pytest.raises(identity.BridgeIdentityError, match="start the node once"):
+        bridge_for_owner(str(tmp_path), cfg)
+    assert list(tmp_path.iterdir()) == []
+    made = identity.load_or_create(str(tmp_path))
+    with pytest.raises(NoPublicAddress, match=r"\[bridge\] public_host"):
+        bridge_for_owner(str(tmp_path), cfg)
+    view = bridge_for_owner(str(tmp_path), cfg, host="bridge.example.org")
+    assert (view.port, view.listening_port) == (443, None)  # not running: the config's port
+    (tmp_path / "node.json").write_text(json.dumps({"bridge_port": 8443}))
+    cfg.public_host = "203.0.113.9"
+    view = bridge_for_owner(str(tmp_path), cfg)
+    line = parse_line(view.line)
+    assert (line.host, line.port, line.pin, line.secret) == ("203.0.113.9", 8443, made.pin,
+                                                             made.secret)
+    cfg.public_port = 443  # the router forwards 443 to the bridge's 8443
+    assert parse_line(bridge_for_owner(str(tmp_path), cfg).line).port == 443
+    assert made.secret.hex() not in repr(view)
+    assert "<svg" in view.svg_qr() and "▀" in view.terminal_qr()
