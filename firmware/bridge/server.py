@@ -114,8 +114,8 @@ class BridgeServer:
             await trio.aclose_forcefully(tcp)
             return
         self.counters["accepted"] += 1
+        raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
         try:
-            raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
             await self.serve_connection(raw, host, port)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -124,7 +124,7 @@ class BridgeServer:
                 self.log.error("bridge_connection_failed", error=f"{type(e).__name__}: {e}")
         finally:
             self.shares.release(host)
-            await trio.aclose_forcefully(tcp)
+            await trio.aclose_forcefully(raw)  # (closes tcp; a shaper's count ends now)
 
     async def serve_connection(self, tcp: trio.abc.Stream, host: str, port: int) -> None:
         """Everything after accept() for one connection (its share already counted): the
