@@ -93,7 +93,7 @@ class _Network:
         self.advertised = AdvertisedAddress(net.advertise_host, net.advertise_port, node.address)
         self.roster = Roster(identity, net, self.advertised, version=__version__,
                              clock_ms=clock, log=log,
-                             hidden_relays=bridge.relay_ids if bridge else ())
+                             hidden=bridge.record if bridge else None)
         if bridge is not None:
             dialer = bridge.dialer(dialer)
         self.peer_pool = LinkPool(
@@ -221,8 +221,8 @@ class Node:
                              info_sources=[self._status])
         # Onions: any node is a hop (a lone mailbox too); with the network, relayed next hops
         # are reached through the relay routes and final-hop retrieves follow placement.
-        if bridge_mode is not None:  # a bridge's onions go on through one of its relays
-            self.forward_pool = bridge_mode.forward_pool(net.peer_pool, clock_ms=clock)
+        if bridge_mode is not None:  # a bridge passes onions to its relays only
+            self.forward_pool = bridge_mode.forward_pool(net.peer_pool)
         else:
             self.forward_pool = LinkPool(direct_dial(self.dialer),
                                          routes=net.routes.link_to if net else None,
@@ -301,7 +301,7 @@ class Node:
             c = self.bridge.counters
             out["bridge"] = {"links": c["links"], "web_requests": c["requests"],
                              "connections": self.bridge.shares.active,
-                             **self.network.forward_pool.counters}
+                             **self.forward_pool.counters}
         return out
 
     def request_stop(self, exit_status: int = 0) -> None:

@@ -8,33 +8,30 @@ ordinary services as a constructor argument (`BridgeMode`, built once by `Node`)
 
 - `RelaysOnlyDialer`: the node's dialer, refusing every connection but those to its relays, so
   no gossip, reachability test, replication or reach test ever opens a connection elsewhere;
-- `ExtendingPool`: the onion relay's pool of next hops. An onion the bridge forwards goes to
-  one of its relays inside one more onion layer (addressed to the relay, naming the real next
-  hop), so the next hop sees the relay's address, never the bridge's; responses come back the
-  same way. No wire change: the relay just peels a layer, as for any onion;
+- `RelaysOnlyPool`: the onion relay's pool of next hops. An onion the bridge forwards may only
+  go on to one of its relays: its clients put a relay second on every path (they read the
+  relays from the bridge's signed record), so the third hop sees the relay's address, never the
+  bridge's. No wire change;
 - `NodesFromRelays`: the `nodes` op (records for the bridge's clients building paths) answered
   from a relay's list, since the bridge itself tests no node but its relays;
 - `BridgeReach`: stands in for the reachability service (no port mapping of the node port, no
   peer asked to connect back) and says in `info` what the bridge is doing.
 
-The bridge's own record names no address (`addrs: []`, flag relayed, its relays listed), and it
-does not poll its relays, so no node can reach it through them either: its record stays known
-but never live, it is in no swarm and in no `nodes` answer, and no client is ever handed it.
+The bridge's own record never names the bridge's address: it is relayed, lists its relays, and
+gives its first relay's address and port (every record must name an address). The bridge does
+not poll its relays, so no node can reach it through them either: its record stays known but
+never live, it is in no swarm and in no `nodes` answer, and no client is ever handed it.
 """
 
-import os
 import random
 
 import trio
 
 from firmware.link import LinkDown
-from firmware.proto import onion
-from firmware.proto.codec import decode_map, encode_map
-from firmware.proto.errors import BadResponse, Busy, MalformedFrame, ProtocolError
+from firmware.proto.errors import Busy, ProtocolError
 from firmware.proto.records import MAX_RELAYS
 
-__all__ = ["BridgeMode", "RelaysOnlyDialer", "ExtendingPool", "NodesFromRelays", "BridgeReach",
-           "extension_layer"]
+__all__ = ["BridgeMode", "RelaysOnlyDialer", "RelaysOnlyPool", "NodesFromRelays", "BridgeReach"]
 
 NODES_CACHE_S = 30.0  # a `nodes` answer from a relay is reused this long
 
@@ -60,39 +57,19 @@ class RelaysOnlyDialer:
         return await self.dialer.open(host, port, node_id, timeout=timeout)
 
 
-def extension_layer(relay_id: bytes, next_hop: onion.NextHop, inner: bytes, now_ms: int,
-                    rand=os.urandom) -> tuple[bytes, bytes]:
-    """One onion layer for `relay_id` telling it to pass `inner` (the next hop's layer) on to
-    `next_hop`: (blob, layer key). Same bytes as a middle layer of `onion.build_onion`."""
-    plaintext = encode_map({"next": next_hop.to_cbor(), "inner": inner, "ts": now_ms})
-    return onion.seal_layer(onion.x25519_public_of(relay_id), rand(onion.KEY_SIZE),
-                            rand(onion.NONCE_SIZE), plaintext)
+class RelaysOnlyPool:
+    """The onion relay's next-hop pool on a bridge: an onion goes on only to one of the
+    bridge's relays (over the link it keeps to it anyway); any other next hop - and anything
+    but an onion - is refused without a connection. Bridge clients put one of the relays second
+    on every path (firmware/bridge/entry.py), so the node after the bridge is always one that
+    knows the bridge's address already."""
 
-
-class _NextHopError(ProtocolError):
-    """The relay peeled our layer but could not use the next hop (its code kept)."""
-
-    def __init__(self, code: str, msg: str):
-        super().__init__(msg)
-        self.code = code
-
-
-class ExtendingPool:
-    """The onion relay's next-hop pool on a bridge: `request(node_id, address, "onion", args)`
-    goes through a relay in one more layer; a relay itself is reached directly (it knows the
-    bridge's address already). Anything but an onion is refused: a bridge sends nothing else to
-    other nodes."""
-
-    def __init__(self, relay_pool, relays, *, clock_ms, rand=os.urandom, rng=None):
+    def __init__(self, relay_pool, relays):
         """`relay_pool`: links to the relays (the node's peer pool); `relays`: [(host, port,
         node_id)]."""
         self.pool = relay_pool
-        self.relays = list(relays)
-        self.relay_ids = frozenset(r[2] for r in self.relays)
-        self.clock_ms = clock_ms
-        self.rand = rand
-        self.rng = rng or random.SystemRandom()
-        self.counters = {"extended": 0, "extend_failed": 0}
+        self.relay_ids = frozenset(r[2] for r in relays)
+        self.counters = {"to_relays": 0, "refused_next_hops": 0}
 
     def open_count(self) -> int:
         return self.pool.open_count()
@@ -103,44 +80,12 @@ class ExtendingPool:
 
     async def request(self, node_id: bytes, address, op: str, args: dict, *,
                       timeout: float | None = None) -> dict:
-        if node_id in self.relay_ids:
-            return await self.pool.request(node_id, address, op, args, timeout=timeout)
-        if op != "onion":
-            raise LinkDown(f"{_short(node_id)}: a bridge sends other nodes onions only, through "
-                           f"its relays ({op!r} is not sent)")
-        blob, pos = args.get("blob"), args.get("pos")
-        order = self.rng.sample(self.relays, len(self.relays))
-        last: Exception | None = None
-        for host, port, relay_id in order:  # the next relay when one cannot be reached at all
-            layer, key = extension_layer(relay_id, onion.NextHop(node_id, *address), blob,
-                                         self.clock_ms(), self.rand)
-            try:
-                ok = await self.pool.request(relay_id, (host, port), "onion",
-                                             {"blob": layer, "pos": pos}, timeout=timeout)
-            except LinkDown as e:
-                last = e
-                continue
-            self.counters["extended"] += 1
-            return self._opened(key, ok)
-        self.counters["extend_failed"] += 1
-        raise LinkDown(f"no relay of this bridge can be reached ({last})")
-
-    @staticmethod
-    def _opened(key: bytes, ok: dict) -> dict:
-        sealed = ok.get("blob")
-        if type(sealed) is not bytes:
-            raise BadResponse("the relay answered an onion without a blob")
-        tag, body = onion.open_response(key, sealed)
-        if tag == onion.TAG_CARRIED:
-            return {"blob": body}
-        if tag == onion.TAG_HOP_FAILED:
-            try:
-                m = decode_map(body, "relay's hop failure")
-            except MalformedFrame:
-                m = {}
-            raise _NextHopError(str(m.get("code", "unreachable"))[:40],
-                                str(m.get("msg", "the relay could not reach the next hop")))
-        raise BadResponse("the relay answered as a final hop")
+        if node_id not in self.relay_ids or op != "onion":
+            self.counters["refused_next_hops"] += 1
+            raise LinkDown(f"{_short(node_id)}: a bridge passes onions to its relays only (a "
+                           "connection elsewhere would give its address away)")
+        self.counters["to_relays"] += 1
+        return await self.pool.request(node_id, address, op, args, timeout=timeout)
 
 
 class NodesFromRelays:
@@ -211,12 +156,15 @@ class BridgeMode:
                              "node); add one or more HOST:PORT@NODEID entries")
         self.relays = list(relays)[:MAX_RELAYS]
         self.relay_ids = tuple(r[2] for r in self.relays)
+        # what our record says (for Roster): relayed through the relays, at the first relay's
+        # address - every record must name one, and ours must not be ours
+        self.record = (self.relays[0][:2], self.relay_ids)
 
     def dialer(self, dialer) -> RelaysOnlyDialer:
         return RelaysOnlyDialer(dialer, frozenset(self.relay_ids))
 
-    def forward_pool(self, relay_pool, *, clock_ms) -> ExtendingPool:
-        return ExtendingPool(relay_pool, self.relays, clock_ms=clock_ms)
+    def forward_pool(self, relay_pool) -> RelaysOnlyPool:
+        return RelaysOnlyPool(relay_pool, self.relays)
 
     def nodes_op(self, relay_pool) -> NodesFromRelays:
         return NodesFromRelays(relay_pool, self.relays)

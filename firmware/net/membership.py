@@ -88,7 +88,7 @@ class MembershipService:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         own = self.roster.own()
         self.log.info("network_start", k=self.cfg.k, bootstrap=len(self.candidates),
-                      record=f"{own.addrs[0]}:{own.port}" if own.addrs else "no address")
+                      record=f"{own.addrs[0]}:{own.port}")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._test_loop, nursery)
             nursery.start_soon(self._gossip_loop)

@@ -66,11 +66,12 @@ class Roster:
     """Records, our own record, the live set and placement. Not a service: no task of its own."""
 
     def __init__(self, identity, cfg, advertised: AdvertisedAddress, *, version: str, clock_ms,
-                 log, rng=None, hidden_relays=()):
-        """`cfg` is the [network] section. `hidden_relays` (a bridge's relay ids): our record
-        names no address at all, only these relays (firmware/bridge/node_side.py)."""
+                 log, rng=None, hidden=None):
+        """`cfg` is the [network] section. `hidden` (a bridge): ((host, port), relay ids) - our
+        record is relayed through those relays and names that address (its first relay's),
+        never our own (firmware/bridge/node_side.py)."""
         self.identity = identity
-        self.hidden_relays = tuple(hidden_relays)
+        self.hidden = hidden
         self.cfg = cfg
         self.advertised = advertised
         self.version = version
@@ -89,8 +90,7 @@ class Roster:
             fail_threshold=cfg.fail_threshold, max_push=cfg.max_push,
             max_test_rate=cfg.max_test_rate, max_records=cfg.max_records, denied=self.denied,
             address_ok=lambda host: address_allowed(host, self.state.own.addrs[0]
-                                                    if self.state.own.addrs
-                                                    else self.advertised.current()[0]),
+                                                    if self.state.own.addrs else ""),
         )  # fmt: skip
 
     # -- our record ----------------------------------------------------------------------------
@@ -100,11 +100,10 @@ class Roster:
 
     def _sign(self, seq, now, flags=FLAG_REACHABLE, relays=()):
         host, port = self.advertised.current()
-        addrs = [host]
-        if self.hidden_relays:
-            addrs, flags, relays = [], FLAG_RELAYED, self.hidden_relays
+        if self.hidden is not None:
+            (host, port), flags, relays = self.hidden[0], FLAG_RELAYED, self.hidden[1]
         lifetime = int(self.cfg.record_lifetime * 1000)
-        return make_record(self.identity.signing_key, seq=seq, addrs=addrs, port=port,
+        return make_record(self.identity.signing_key, seq=seq, addrs=[host], port=port,
                            version=self.version, flags=flags, relays=relays, issued=now,
                            expires=now + lifetime)  # fmt: skip
 

@@ -1,111 +1,63 @@
-"""The bridge's network parts in process: the extension layer a relay peels, the pool that sends
-every onion through a relay, the dialer that reaches relays only, and the settings rule."""
+"""The bridge's network parts in process: the pool that passes onions to relays only, the paths
+its clients build (a relay second), the dialer that reaches relays only, the settings rule."""
 
 import os
 
 import pytest
+import trio
 
-from firmware.bridge.node_side import (
-    BridgeMode,
-    ExtendingPool,
-    RelaysOnlyDialer,
-    extension_layer,
-)
+from firmware.bridge.node_side import BridgeMode, RelaysOnlyDialer, RelaysOnlyPool
 from firmware.bridge.settings import node_listen_host
-from firmware.identity import Identity
 from firmware.link import LinkDown
 from firmware.proto import onion
-from firmware.proto.codec import encode_map
-from firmware.proto.errors import ProtocolError
-
-NOW = 1_767_268_800_000
 
 
-def test_extension_layer_is_a_middle_layer_the_relay_peels():
-    relay, target = Identity.generate(), Identity.generate()
-    inner = os.urandom(300)
-    blob, key = extension_layer(relay.node_id, onion.NextHop(target.node_id, "198.51.100.7", 7070),
-                                inner, NOW)
-    peeled = onion.peel(blob, relay.x25519_private, relay.x25519_public, now_ms=NOW, position=1,
-                        replay=onion.ReplayCache())
-    assert peeled.next_hop == onion.NextHop(target.node_id, "198.51.100.7", 7070)
-    assert peeled.inner == inner and peeled.key == key
-
-
-class FakeRelayPool:
-    """Plays the relays: peels the extension layer like OnionRelay and answers as it would."""
-
-    def __init__(self, relays, fail_next=None, down=()):
-        self.relays = {r.node_id: r for r in relays}
-        self.fail_next, self.down = fail_next, set(down)
+class RecordingPool:
+    def __init__(self):
         self.sent = []
 
     def open_count(self):
         return 1
 
     async def request(self, node_id, address, op, args, *, timeout=None):
-        self.sent.append((node_id, address, op, args))
-        if node_id in self.down:
-            raise LinkDown("relay down")
-        relay = self.relays[node_id]
-        peeled = onion.peel(args["blob"], relay.x25519_private, relay.x25519_public, now_ms=NOW,
-                            position=args["pos"], replay=onion.ReplayCache())
-        nonce = os.urandom(onion.NONCE_SIZE)
-        if self.fail_next:
-            body = encode_map({"code": self.fail_next, "msg": "next hop gone"})
-            return {"blob": onion.seal_response(peeled.key, nonce, onion.TAG_HOP_FAILED, body)}
-        carried = b"next-hop-answer:" + peeled.inner[:8]
-        return {"blob": onion.seal_response(peeled.key, nonce, onion.TAG_CARRIED, carried)}
+        self.sent.append((node_id, address, op))
+        return {"blob": b"answer"}
 
 
-def _relays(n=2):
-    ids = [Identity.generate() for _ in range(n)]
-    return ids, [("198.51.100.1", 7070 + i, r.node_id) for i, r in enumerate(ids)]
-
-
-async def test_onion_to_another_node_goes_through_a_relay():
-    ids, relays = _relays()
-    fake = FakeRelayPool(ids)
-    pool = ExtendingPool(fake, relays, clock_ms=lambda: NOW)
-    target = Identity.generate().node_id
-    ok = await pool.request(target, ("198.51.100.9", 7070), "onion",
-                            {"blob": b"L" * 64, "pos": 1})
-    assert ok == {"blob": b"next-hop-answer:" + b"L" * 8}
-    (sent_to, address, op, args), = fake.sent
-    assert sent_to in {r[2] for r in relays} and op == "onion" and args["pos"] == 1
-    assert target not in {s[0] for s in fake.sent}  # never contacted directly
-
-
-async def test_a_relay_down_means_the_next_relay_and_failures_keep_their_code():
-    ids, relays = _relays()
-    fake = FakeRelayPool(ids, down=[relays[0][2]])
-    pool = ExtendingPool(fake, relays, clock_ms=lambda: NOW)
-    for _ in range(4):
-        await pool.request(os.urandom(32), ("198.51.100.9", 1), "onion", {"blob": b"x", "pos": 1})
-    fake.fail_next = "timeout"
-    with pytest.raises(ProtocolError) as e:
-        await pool.request(os.urandom(32), ("198.51.100.9", 1), "onion", {"blob": b"x", "pos": 1})
-    assert e.value.code == "timeout"
-    fake.down = {r[2] for r in relays}
-    with pytest.raises(LinkDown, match="no relay of this bridge"):
-        await pool.request(os.urandom(32), ("198.51.100.9", 1), "onion", {"blob": b"x", "pos": 1})
-
-
-async def test_nothing_but_onions_leaves_for_other_nodes_and_relays_are_direct():
-    ids, relays = _relays()
-    fake = FakeRelayPool(ids)
-    pool = ExtendingPool(fake, relays, clock_ms=lambda: NOW)
-    with pytest.raises(LinkDown, match="onions only"):
-        await pool.request(os.urandom(32), ("198.51.100.9", 1), "retrieve", {})
+async def test_onions_go_on_to_relays_only():
+    relays = [("198.51.100.1", 7070, os.urandom(32)), ("198.51.100.2", 7070, os.urandom(32))]
+    inner = RecordingPool()
+    pool = RelaysOnlyPool(inner, relays)
     relay = relays[1]
-    fake.request = _record_direct(fake)
-    assert await pool.request(relay[2], relay[:2], "retrieve", {"x": 1}) == {"direct": True}
+    assert await pool.request(relay[2], relay[:2], "onion", {"blob": b"x"}) == {"blob": b"answer"}
+    with pytest.raises(LinkDown, match="to its relays only"):
+        await pool.request(os.urandom(32), ("198.51.100.9", 1), "onion", {"blob": b"x"})
+    with pytest.raises(LinkDown, match="to its relays only"):  # nothing but onions, even there
+        await pool.request(relay[2], relay[:2], "retrieve", {})
+    assert inner.sent == [(relay[2], relay[:2], "onion")]
+    assert pool.counters == {"to_relays": 1, "refused_next_hops": 2}
 
 
-def _record_direct(fake):
-    async def request(node_id, address, op, args, *, timeout=None):
-        return {"direct": True}
-    return request
+def test_bridge_client_paths_put_a_relay_second():
+    from firmware.bridge.entry import BridgedOnionClient
+    from firmware.identity import Identity
+
+    nodes = [onion.Hop(Identity.generate().node_id, f"198.51.100.{i}", 7070) for i in range(1, 8)]
+    relays = [nodes[0].node_id, nodes[1].node_id]
+    bridge = onion.Hop(Identity.generate().node_id, "203.0.113.5", 443)
+    oc = BridgedOnionClient(bridge, relays, nodes, pool=None, hops=3)
+    seen_second = set()
+    for _ in range(200):
+        path = trio.run(_path, oc)
+        ids = [h.node_id for h in path]
+        assert ids[0] == bridge.node_id and ids[1] in relays
+        assert len(ids) == len(set(ids)) and len(ids) in (3, 4)
+        seen_second.add(ids[1])
+    assert seen_second == set(relays)
+
+
+async def _path(oc):
+    return oc.choose_path(os.urandom(32))
 
 
 async def test_dialer_reaches_relays_only():
