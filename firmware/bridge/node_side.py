@@ -28,16 +28,13 @@ import random
 import trio
 
 from firmware.link import LinkDown
+from firmware.logs import short_id
 from firmware.proto.errors import Busy, ProtocolError
 from firmware.proto.records import MAX_RELAYS
 
 __all__ = ["BridgeMode", "RelaysOnlyDialer", "RelaysOnlyPool", "NodesFromRelays", "BridgeReach"]
 
 NODES_CACHE_S = 30.0  # a `nodes` answer from a relay is reused this long
-
-
-def _short(node_id: bytes) -> str:
-    return node_id[:4].hex()
 
 
 class RelaysOnlyDialer:
@@ -52,7 +49,7 @@ class RelaysOnlyDialer:
     async def open(self, host: str, port: int, node_id: bytes, *, timeout: float | None = None):
         if node_id not in self.relay_ids:
             self.refused += 1
-            raise ConnectionError(f"{_short(node_id)}: a bridge connects to no node but its "
+            raise ConnectionError(f"{short_id(node_id)}: a bridge connects to no node but its "
                                   "relays (it would give its address away)")
         return await self.dialer.open(host, port, node_id, timeout=timeout)
 
@@ -82,7 +79,7 @@ class RelaysOnlyPool:
                       timeout: float | None = None) -> dict:
         if node_id not in self.relay_ids or op != "onion":
             self.counters["refused_next_hops"] += 1
-            raise LinkDown(f"{_short(node_id)}: a bridge passes onions to its relays only (a "
+            raise LinkDown(f"{short_id(node_id)}: a bridge passes onions to its relays only (a "
                            "connection elsewhere would give its address away)")
         self.counters["to_relays"] += 1
         return await self.pool.request(node_id, address, op, args, timeout=timeout)
@@ -141,7 +138,7 @@ class BridgeReach:
                       "answers yet: check that they are running and that this box reaches them")
         return {"reachability": "bridge" if live else "bridge_without_relays",
                 "reachability_advice": advice,
-                "relays": ",".join(_short(r[2]) for r in live),
+                "relays": ",".join(short_id(r[2]) for r in live),
                 "bridge_refused_dials": self.dialer.refused}
 
 
