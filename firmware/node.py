@@ -21,6 +21,7 @@ import trio
 
 from firmware import __version__
 from firmware.bridge.node_side import BridgeMode, bridge_server, open_bridge_port
+from firmware.bridge.portmap import BridgePortMapper
 from firmware.bridge.settings import node_listen_host
 from firmware.clock import wall_ms
 from firmware.config import ConfigError
@@ -258,8 +259,12 @@ class Node:
         if bridge_mode is not None:
             self.bridge, _ = bridge_server(cfg.bridge, self.data_dir, on_link=self._bridge_link,
                                            wrap_stream=shaping, log=log)
+            self.bridge_ports = BridgePortMapper(cfg.nat, self.data_dir,
+                                                 self._bridge_sock.getsockname()[:2], log=log)
         self._services = self.device.services() + [("forward_links", self.forward_pool.run),
                                                     ("onion_relay", self.relay.run)]
+        if self.bridge is not None:
+            self._services.append(("bridge_port_mapping", self.bridge_ports.run))
         if self.network is not None:
             self._services += self.network.services()
 
@@ -301,7 +306,7 @@ class Node:
             c = self.bridge.counters
             out["bridge"] = {"links": c["links"], "web_requests": c["requests"],
                              "connections": self.bridge.shares.active,
-                             **self.forward_pool.counters}
+                             **self.forward_pool.counters, **self.bridge_ports.info()}
         return out
 
     def request_stop(self, exit_status: int = 0) -> None:

@@ -7,7 +7,9 @@ directory, by the owner's own tools on the box - `homenode bridge line`, and the
 
 Where the line points: `[bridge] public_host` / `public_port` (the address friends reach the
 box at: the router's public address or a dynamic-DNS name, and the outside port the router
-forwards), else the port the running node's bridge listens on (node.json) or `[bridge] port`.
+forwards), else what the router said when the node asked it to forward the bridge port
+(bridge-public.json, firmware/bridge/portmap.py), else the port the running node's bridge
+listens on (node.json) or `[bridge] port`.
 """
 
 import json
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from firmware.bridge import identity
 from firmware.bridge.line import BridgeLine, BridgeLineError, format_line
+from firmware.bridge.portmap import read_public
 
 __all__ = ["BridgeForOwner", "bridge_for_owner", "NoPublicAddress"]
 
@@ -63,13 +66,16 @@ def bridge_for_owner(data_dir: str, bridge_cfg, *, host: str | None = None,
     yet, unreadable files) or NoPublicAddress, each with the fix in its message."""
     ident = identity.load_existing(data_dir)
     listening = _running_bridge_port(data_dir)
-    host = host or bridge_cfg.public_host
+    mapped = read_public(data_dir) if listening else None  # the router's word, while it runs
+    host = host or bridge_cfg.public_host or (mapped[0] if mapped else "")
     if not host:
-        raise NoPublicAddress("no public address for the bridge line: set [bridge] public_host "
-                              "in homenode.toml to the address or DNS name friends reach this "
-                              "box at (your router's public address, or a dynamic-DNS name), "
-                              "or give --host")
-    port = port or bridge_cfg.public_port or listening or bridge_cfg.port
+        raise NoPublicAddress("no public address for the bridge line: the router did not "
+                              "forward the bridge port when asked (UPnP/NAT-PMP), so set "
+                              "[bridge] public_host in homenode.toml to the address or DNS name "
+                              "friends reach this box at (your router's public address, or a "
+                              "dynamic-DNS name) and forward the port by hand, or give --host")
+    port = (port or bridge_cfg.public_port or (mapped[1] if mapped else 0) or listening
+            or bridge_cfg.port)
     try:
         line = format_line(BridgeLine(host.strip("[]"), port, ident.pin, ident.secret))
     except BridgeLineError as e:

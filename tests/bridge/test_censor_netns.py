@@ -1,18 +1,23 @@
 """A censor in network namespaces: the client's network drops every public node address, as a
 national firewall holding the public node list would; only the bridge's address gets through.
 
-Topology (made and removed by the fixture; namespaces `br-<pid>-*`, one per machine, all on
-one L2 switch; 198.51.100.0/24 exists only inside these namespaces)::
+Topology (made and removed by the fixture; namespaces `br-<pid>-*`, one per machine; the
+"internet" is one L2 switch; 192.0.1.0/24 exists only inside these namespaces - an address
+range miniupnpd accepts as public, as tests/net/test_nat_netns.py explains)::
 
     n0 .11   n1 .12   n2 .13        ordinary nodes (n0, n1: the bridge's relays)
-    bridge .20                      a node with [bridge] enabled on port 443
+    router .20 (wan) -- 192.168.77.1 (lan) -- bridge 192.168.77.10
+                                    a home router (nftables masquerade + Debian's miniupnpd)
+                                    and behind it a node with [bridge] enabled on port 443,
+                                    no public_host: it asks the router to forward 443 (UPnP)
     client .30                      nftables: output to .11 .12 .13 dropped
 
-What it shows: `homenode send` / `fetch` work with `--bridge LINE` and fail with a clear line
-without it; the client reaches nothing but the bridge's port 443 (the bridge's node port is not
-even open on its address) and a prober there gets nginx's welcome page; n2, which is not a
-relay, never receives a single packet from the bridge's address (an nftables counter says so),
-and no record any node holds names that address.
+What it shows: the router forwards 443 because the bridge asked, and `homenode bridge line`
+names the router's public address; `homenode send` / `fetch` work with `--bridge LINE` and
+fail with a clear line without it; the client reaches nothing but port 443 of that address,
+where a prober gets nginx's welcome page; n2, which is not a relay, never receives a single
+packet from the bridge's address (an nftables counter says so), and no record any node holds
+names that address.
 """
 
 import json
@@ -29,9 +34,10 @@ from tests.conftest import REPO, NodeProcess
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 P = f"br-{os.getpid() % 100000}-"
-NET = "198.51.100"
+NET = "192.0.1"
 NODES = {"n0": f"{NET}.11", "n1": f"{NET}.12", "n2": f"{NET}.13"}
-BRIDGE_IP, CLIENT_IP = f"{NET}.20", f"{NET}.30"
+BRIDGE_IP, CLIENT_IP = f"{NET}.20", f"{NET}.30"  # the bridge's address: its router's
+LAN_GW, HOME_IP = "192.168.77.1", "192.168.77.10"
 NODE_PORT = 7070
 FAST_NET = {"gossip_interval": 0.5, "test_interval": 1.0, "test_backoff_max": 2.0,
             "test_timeout": 3.0, "anti_entropy_interval": 2.0, "link_timeout": 3.0}
@@ -43,6 +49,41 @@ table inet censor {{
     ip daddr {{ {blocked} }} counter drop
   }}
 }}
+"""
+ROUTER_NFT = """
+table inet filter {
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    jump miniupnpd
+  }
+  chain miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority -100; policy accept;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100; policy accept;
+    jump postrouting_miniupnpd
+    oifname "wan" masquerade
+  }
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+}
+"""
+MINIUPNPD_CONF = """ext_ifname=wan
+listening_ip=lan
+port=0
+enable_natpmp=yes
+enable_upnp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=3e0b2a1c-2222-4222-8333-444455556666
+lease_file={dir}/upnp.leases
+allow 1-65535 192.168.77.0/24 1-65535
+deny 0-65535 0.0.0.0/0 0-65535
 """
 WATCH_NFT = """
 table inet watch {{
@@ -102,31 +143,54 @@ def wait_for(what, check, timeout=90.0):
 
 
 class Censored:
-    def __init__(self):
+    def __init__(self, workdir):
         self.namespaces = []
-        self.procs = []
+        self.dir = workdir
+        self.miniupnpd = None
+        self._veths = 0
 
     def build(self):
         sw = P + "sw"
         self._ns(sw)
         sh("ip", "-n", sw, "link", "add", "sw0", "type", "bridge")
         sh("ip", "-n", sw, "link", "set", "sw0", "up")
-        hosts = {**NODES, "bridge": BRIDGE_IP, "client": CLIENT_IP}
-        for i, (name, ip) in enumerate(hosts.items()):
-            ns = P + name
-            self._ns(ns)
-            a, b = f"br{os.getpid() % 10000}a{i}", f"br{os.getpid() % 10000}b{i}"
-            sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-            sh("ip", "link", "set", a, "netns", ns, "name", "eth0")
-            sh("ip", "link", "set", b, "netns", sw)
+        hosts = {**NODES, "router": BRIDGE_IP, "client": CLIENT_IP}
+        for name, ip in hosts.items():
+            self._ns(P + name)
+            port = "wan" if name == "router" else "eth0"
+            b = self._veth(P + name, port, ip, sw, None)
             sh("ip", "-n", sw, "link", "set", b, "master", "sw0")
             sh("ip", "-n", sw, "link", "set", b, "up")
-            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", "eth0")
-            sh("ip", "-n", ns, "link", "set", "eth0", "up")
+        self._ns(P + "bridge")  # at home, behind the router
+        self._veth(P + "router", "lan", LAN_GW, P + "bridge", HOME_IP, name_b="eth0")
+        sh("ip", "-n", P + "bridge", "route", "add", "default", "via", LAN_GW)
+        sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1", ns=P + "router")
+        sh("nft", "-f", "-", ns=P + "router", input=ROUTER_NFT)
         sh("nft", "-f", "-", ns=P + "client",
            input=CENSOR_NFT.format(blocked=", ".join(NODES.values())))
         for name in NODES:
             sh("nft", "-f", "-", ns=P + name, input=WATCH_NFT.format(bridge=BRIDGE_IP))
+        conf = os.path.join(self.dir, "miniupnpd.conf")
+        with open(conf, "w") as f:
+            f.write(MINIUPNPD_CONF.format(dir=self.dir))
+        self.miniupnpd_log = open(os.path.join(self.dir, "miniupnpd.log"), "wb")
+        self.miniupnpd = subprocess.Popen(
+            ["ip", "netns", "exec", P + "router", "miniupnpd", "-d", "-f", conf, "-P",
+             os.path.join(self.dir, "miniupnpd.pid")],
+            stdout=self.miniupnpd_log, stderr=subprocess.STDOUT)
+
+    def _veth(self, ns_a, name_a, ip_a, ns_b, ip_b, name_b=None):
+        self._veths += 1
+        a, b = f"br{os.getpid() % 10000}a{self._veths}", f"br{os.getpid() % 10000}b{self._veths}"
+        sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        sh("ip", "link", "set", a, "netns", ns_a, "name", name_a)
+        sh("ip", "link", "set", b, "netns", ns_b, *(["name", name_b] if name_b else []))
+        sh("ip", "-n", ns_a, "addr", "add", f"{ip_a}/24", "dev", name_a)
+        sh("ip", "-n", ns_a, "link", "set", name_a, "up")
+        if ip_b:
+            sh("ip", "-n", ns_b, "addr", "add", f"{ip_b}/24", "dev", name_b or b)
+            sh("ip", "-n", ns_b, "link", "set", name_b or b, "up")
+        return name_b or b
 
     def _ns(self, ns):
         sh("ip", "netns", "add", ns)
@@ -142,6 +206,13 @@ class Censored:
         raise AssertionError(f"no counter in {out}")
 
     def destroy(self):
+        if self.miniupnpd is not None and self.miniupnpd.poll() is None:
+            self.miniupnpd.terminate()
+            try:
+                self.miniupnpd.wait(5)
+            except subprocess.TimeoutExpired:
+                self.miniupnpd.kill()
+                self.miniupnpd.wait()
         for ns in reversed(self.namespaces):
             sh("ip", "netns", "del", ns, check=False)
 
@@ -149,18 +220,19 @@ class Censored:
 def _require():
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, nftables)")
-    missing = [t for t in ("ip", "nft", "curl") if shutil.which(t) is None]
-    assert not missing, f"missing {missing}: run scripts/setup.sh (iproute2 nftables curl)"
+    missing = [t for t in ("ip", "nft", "curl", "miniupnpd") if shutil.which(t) is None]
+    assert not missing, (f"missing {missing}: run scripts/setup.sh (iproute2 nftables curl "
+                         "miniupnpd)")
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     _require()
-    c = Censored()
+    base = tmp_path_factory.mktemp("censor")
+    c = Censored(str(base))
     nodes = []
     try:
         c.build()
-        base = tmp_path_factory.mktemp("censor")
         plain = []
         for name, ip in NODES.items():
             boot = [f"{NODES['n0']}:{NODE_PORT}@{plain[0].node_id.hex()}"] if plain else []
@@ -169,11 +241,13 @@ def world(tmp_path_factory):
                 "network": {**FAST_NET, "bootstrap": boot}, "nat": {"mode": "off"}}, name)
             nodes.append(n)
             plain.append(n.start())
-        bridge = NetnsNode(base, P + "bridge", {
+        bridge = NetnsNode(base, P + "bridge", {  # as a home user's box: no public_host
             "node": {"listen_host": "0.0.0.0", "listen_port": NODE_PORT},
             "network": {**FAST_NET, "bootstrap": [f"{NODES[x]}:{NODE_PORT}@{n.node_id.hex()}"
-                                                  for x, n in zip(("n0", "n1"), plain[:2], strict=True)]},
-            "bridge": {"enabled": True, "port": 443, "public_host": BRIDGE_IP},
+                                                  for x, n in zip(("n0", "n1"), plain[:2],
+                                                                  strict=True)]},
+            "bridge": {"enabled": True, "port": 443},
+            "nat": {"mode": "auto", "lease": 600},
         }, "bridge")
         nodes.append(bridge)
         bridge.start()
@@ -181,6 +255,8 @@ def world(tmp_path_factory):
                  lambda: all(n.status().get("peers_live", 0) >= 2 for n in plain))
         wait_for("the bridge's relays answer", lambda: bridge.status().get("reachability")
                  == "bridge")
+        wait_for("the router forwards the bridge port", lambda: bridge.status().get(
+            "bridge", {}).get("port_mapping") == "upnp")
         c.plain, c.bridge, c.base = plain, bridge, base
         yield c
     finally:
@@ -191,7 +267,7 @@ def world(tmp_path_factory):
 
 def _line(world) -> str:
     r = cli(P + "bridge", "bridge", "line", "--config", world.bridge.config_path,
-            "--data-dir", world.bridge.data_dir)
+            "--data-dir", world.bridge.data_dir)  # no public_host: the router's address
     assert r.returncode == 0, r.stderr
     assert "▄" in r.stdout or "▀" in r.stdout  # and its QR code
     return r.stdout.splitlines()[0]
@@ -233,10 +309,17 @@ def test_the_client_meets_only_a_web_server(world):
     r = sh("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
            f"https://{BRIDGE_IP}/homenode", ns=cl, check=False)
     assert r.stdout == "404"
-    # the bridge's node port is not open on its address: only loopback there
+    # the router forwards 443 because the bridge asked, nothing else
+    rules = sh("nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd",
+               ns=P + "router").stdout
+    assert f"dnat ip to {HOME_IP}:443" in rules and str(NODE_PORT) not in rules, rules
     r = sh("curl", "-sk", "--max-time", "5", f"https://{BRIDGE_IP}:{NODE_PORT}/", ns=cl,
            check=False)
     assert r.returncode == 7, (r.returncode, r.stderr)  # 7: could not connect (refused)
+    # and on the bridge's own address the node port is not open either: loopback only
+    r = sh("curl", "-sk", "--max-time", "5", f"https://{HOME_IP}:{NODE_PORT}/",
+           ns=P + "router", check=False)
+    assert r.returncode == 7, (r.returncode, r.stderr)
 
 
 def test_only_the_relays_ever_hear_from_the_bridge_address(world):
