@@ -283,9 +283,9 @@ class Node:
         except ValueError as e:
             raise ConfigError([str(e)]) from None
 
-    async def _bridge_link(self, stream, host, port):
+    async def _bridge_link(self, stream, host, port, raw=None):
         """An authenticated bridge client: its link runs as any client's would."""
-        await self.listener.serve_stream(stream, ConnInfo(host, port))
+        await self.listener.serve_stream(stream, ConnInfo(host, port), raw=raw)
 
     async def _respond(self, frame, conn, now_ms):
         """Relayed mode serves work passed down by a relay through the whole pipeline."""

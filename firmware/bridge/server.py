@@ -1,11 +1,12 @@
 """The bridge port: nginx's default HTTPS site to everyone, a homenode link to key holders.
 
 Per connection: read the ClientHello (`tls.client_hello_verdict`: plain HTTP and ALPN without
-http/1.1 are answered as nginx answers them), TLS handshake (`TlsServerStream`), then HTTP/1.1
+http/1.1 are answered as nginx answers them), TLS handshake (`firmware.link.tlsstream.TlsStream`, which flushes whatever OpenSSL writes at once, as nginx does), then HTTP/1.1
 requests answered by the `DecoySite` - until a request is a WebSocket upgrade whose
 `Sec-WebSocket-Key` is the authenticator for this TLS session (`auth`). That one gets
 `101 Switching Protocols` and its connection, wrapped as a `WebSocketStream`, goes to
-`on_link(stream, peer_host, peer_port)`; the connection closes when on_link returns.
+`on_link(stream, peer_host, peer_port, raw=)` (`raw`: the stream below TLS, the shaper's when
+there is one); the connection closes when on_link returns.
 
 Every request gets the same work: the expected authenticator is computed once per session and
 every request's key (absent or not) is compared in constant time, so a probe's answer does not
@@ -27,9 +28,9 @@ from firmware.bridge import auth, tls
 from firmware.bridge.decoy import DecoySite, http_date
 from firmware.bridge.http1 import NEED_DATA, HttpError, Request, RequestReader
 from firmware.bridge.stream import WebSocketStream
-from firmware.bridge.tlsstream import TlsServerStream
 from firmware.bridge.webcert import pem_to_der
 from firmware.bridge.websocket import accept_value
+from firmware.link.tlsstream import TlsStream
 
 
 class ConnectionShares:
@@ -149,7 +150,7 @@ class BridgeServer:
             self.counters["alpn_refused"] += 1
             await tcp.send_all(tls.ALERT_NO_APPLICATION_PROTOCOL)
             return
-        stream = TlsServerStream(tcp, self.ssl_context, initial=buf)
+        stream = TlsStream(tcp, self.ssl_context, server_side=True, initial=buf)
         with trio.move_on_at(deadline) as cs:
             try:
                 await stream.do_handshake()
@@ -168,11 +169,11 @@ class BridgeServer:
         self.counters["links"] += 1
         link = WebSocketStream(stream, client=False, initial=upgraded)
         try:
-            await self.on_link(link, host, port)
+            await self.on_link(link, host, port, raw=tcp)
         finally:
             await trio.aclose_forcefully(link)
 
-    async def _http(self, stream: TlsServerStream, expected: bytes | None,
+    async def _http(self, stream: TlsStream, expected: bytes | None,
                     deadline: float) -> bytes | None:
         """Serve requests; return the bytes after an authenticated upgrade request, or None once
         the connection is done."""

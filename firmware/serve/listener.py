@@ -202,9 +202,10 @@ class Listener:
             self._forget(conn)
             await trio.aclose_forcefully(raw)  # (closes tcp; the shaper's count ends now)
 
-    async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo) -> None:
+    async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo, *, raw=None) -> None:
         """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the
-        connection still takes a slot of its address's share."""
+        connection still takes a slot of its address's share. `raw`: the stream below its TLS
+        (the shaper's), whose held reads are left out of deadlines."""
         key = object()
         verdict = self.table.admit(key, info.client, trio.current_time())
         if not verdict.ok or self._draining:
@@ -214,7 +215,7 @@ class Listener:
             return
         if verdict.victim is not None:
             self._shed(verdict.victim)
-        conn = self._conns[key] = _Conn(key, info)
+        conn = self._conns[key] = _Conn(key, info, raw, self.reads_held)
         conn.policy = ConnPolicy(self.limits, trio.current_time(), handshaken=True)
         self.table.set_stage(key, FRESH)
         try:

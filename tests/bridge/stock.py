@@ -152,7 +152,7 @@ class BridgeInThread:
     def link_count(self) -> int:
         return len(self.links)
 
-    async def _on_link(self, stream, host, port):
+    async def _on_link(self, stream, host, port, raw=None):
         self.links.append((host, port))
         while data := await stream.receive_some():
             await stream.send_all(data)

@@ -15,7 +15,7 @@ def _line(cert_path, port, secret) -> str:
     return format_line(BridgeLine("127.0.0.1", port, pin, secret))
 
 
-async def echo(stream, host, port):
+async def echo(stream, host, port, raw=None):
     while True:
         data = await stream.receive_some()
         if not data:
@@ -27,7 +27,7 @@ async def test_authenticated_client_round_trips_bytes(web_identity, secret):
     key_path, cert_path = web_identity
     seen = []
 
-    async def on_link(stream, host, port):
+    async def on_link(stream, host, port, raw=None):
         seen.append(host)
         await echo(stream, host, port)
 

@@ -26,7 +26,7 @@ from firmware.bridge.webcert import pem_to_der
 def make_server(web_identity, secret, on_link=None, **kw):
     key_path, cert_path = web_identity
 
-    async def echo(stream, host, port):
+    async def echo(stream, host, port, raw=None):
         while data := await stream.receive_some():
             await stream.send_all(data)
 
