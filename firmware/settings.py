@@ -11,7 +11,9 @@ import ipaddress
 from firmware.bridge.settings import SECTIONS as BRIDGE_SECTIONS
 from firmware.config import EachParses, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
 from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
+from firmware.join.settings import SECTIONS as JOIN_SECTIONS
 from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
+from firmware.web.settings import SECTIONS as WEB_SECTIONS
 
 __all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "default_schema"]
 
@@ -74,7 +76,8 @@ STORE = Section("store", "the message store (SQLite on the data partition)", [
 CORE_SECTIONS = (NODE, LIMITS, STORE)
 
 # Sections declared by the other parts, one line each.
-PART_SECTIONS = NETWORK_SECTIONS + DEVICE_SECTIONS + BRIDGE_SECTIONS
+PART_SECTIONS = (NETWORK_SECTIONS + DEVICE_SECTIONS + BRIDGE_SECTIONS + WEB_SECTIONS
+                 + JOIN_SECTIONS)
 
 
 def default_schema(extra_sections=()) -> Schema:

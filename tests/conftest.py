@@ -47,7 +47,8 @@ class NodeProcess:
         self.dir = tmp_path / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = str(self.dir / data_dir_name)
-        self.config = {"node": {"listen_port": 0, "log_level": "debug"}}
+        self.config = {"node": {"listen_port": 0, "log_level": "debug"},
+                       "web": {"port": 0}}  # the status page on a free port too
         for section, keys in (config or {}).items():
             self.config.setdefault(section, {}).update(keys)
         self.config_path = write_toml(self.dir / "homenode.toml", self.config)
