@@ -8,6 +8,7 @@ status` and this page must say the same thing, so all of them read the one table
 import html
 import time
 
+from firmware.status_text import bootstrap_note, human_bytes, human_duration
 from firmware.web.charts import line_chart
 from firmware.web.history import History
 from hal.core import led
@@ -45,33 +46,9 @@ def esc(v) -> str:
     return html.escape("-" if v is None or v == "" else str(v))
 
 
-def human_bytes(n) -> str:
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_duration(s) -> str:
-    if s is None:
-        return "-"
-    s = int(s)
-    d, s = divmod(s, 86_400)
-    h, s = divmod(s, 3600)
-    m, s = divmod(s, 60)
-    if d:
-        return f"{d} d {h} h"
-    if h:
-        return f"{h} h {m} min"
-    return f"{m} min {s} s" if m else f"{s} s"
-
-
 def css_colour(rgb) -> str:
-    return "#%02x%02x%02x" % tuple(rgb)
+    r, g, b = rgb
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def led_css(name: str) -> str:
@@ -110,20 +87,6 @@ def _bar(used, total) -> str:
     return f'<div class=bar><i style="width:{pct:.1f}%"></i></div>'
 
 
-def join_note(info: dict) -> str | None:
-    """Words for a box that cannot find the network, or None."""
-    join = info.get("join") or {}
-    if (info.get("peers_live") or 0) > 0:
-        return None
-    if join.get("bootstrap") == "none":
-        return ("No bootstrap configured: this box knows no other node. Add one under "
-                "[network] bootstrap in homenode.toml on the SD card, or put a second box on "
-                "this home network" + ("" if join.get("lan_discovery") == "on" else
-                                       " (finding boxes on the LAN is off here: "
-                                       + str(join.get("lan_discovery", "unknown")) + ")") + ".")
-    return None
-
-
 def render_page(info: dict, history: History | None, *, token: str, qr_svg: str,
                 now_s: float | None = None, flash: str = "") -> str:
     """`info` after `jsonable`. `token` goes into the identify form (see guard.post_allowed)."""
@@ -153,7 +116,7 @@ def render_page(info: dict, history: History | None, *, token: str, qr_svg: str,
         f"<div class=todo><b>What to do:</b> {esc(pat.action)}</div>"
         + (f'<div class=why>Showing now: {esc(overlay)} (button feedback)</div>' if overlay
            else "") + "</div></section>")
-    note = join_note(info)
+    note = bootstrap_note(info)
     if flash:
         parts.append(f"<p class=note>{esc(flash)}</p>")
     facts = [
