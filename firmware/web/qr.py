@@ -162,9 +162,10 @@ class _Symbol:
             self.set(6, i, i % 2 == 0)
             self.set(i, 6, i % 2 == 0)
         pos = ALIGN[self.version]
+        corners = {(pos[0], pos[0]), (pos[0], pos[-1]), (pos[-1], pos[0])} if pos else set()
         for r in pos:
             for c in pos:
-                if self.fixed[r][c]:  # overlaps a finder
+                if (r, c) in corners:  # would overlap a finder
                     continue
                 for dr in range(-2, 3):
                     for dc in range(-2, 3):
