@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from firmware import __version__, flash
-from firmware.cli import bridge, config_cmds, daemon, keys, messages, status
+from firmware.cli import bridge, config_cmds, daemon, diag, keys, messages, status
 from firmware.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, Command
 
 __all__ = ["COMMANDS", "Command", "CliError", "build_parser", "main",
@@ -30,6 +30,8 @@ COMMANDS = [
             messages.send_args, messages.cmd_send),
     Command("fetch", "fetch and decrypt your messages", messages.fetch_args, messages.cmd_fetch),
     Command("status", "show the node's state", status.status_args, status.cmd_status),
+    Command("diag", "write a diagnostics bundle (.tar.gz, no keys or messages)", diag.diag_args,
+            diag.cmd_diag),
     Command("config check", "validate a homenode.toml (exit 0 ok, 2 invalid)",
             config_cmds.check_args, config_cmds.cmd_config_check),
     Command("config defaults", "print every setting with its default and help",

@@ -24,7 +24,7 @@ from firmware import __version__
 from firmware.status_text import jsonable
 
 HEX_RUN = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{40,}(?![0-9A-Fa-f])")
-B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-z0-9+/_=-])")
+B64_RUN = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2}(?![A-Za-z0-9+/_=-])")
 SECRET_KEY_NAME = re.compile(r"secret|passphrase|password|psk|token|private|authorized_keys",
                              re.IGNORECASE)
 LOG_LINES = 3000
@@ -258,7 +258,8 @@ def node_bundle(cfg, data_dir: str, info: dict | None, history=None, *,
         "status.json": (json.dumps(info, indent=2, sort_keys=True) + "\n" if info else
                         f"the node did not answer: {status_error}\n"),
         "history.json": (json.dumps(history.as_json()) + "\n" if history is not None else
-                         "no history available\n"),
+                         "no chart history saved yet (the node writes it every "
+                         f"{cfg.web.history_save_interval:g} s and when it stops)\n"),
         "log.txt": log_text(extra_log),
         "throttling.txt": throttle_text(cfg.hal.sysfs_root),
         "disk.txt": disk_text(data_dir, cfg.hal.sysfs_root),
