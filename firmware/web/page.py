@@ -36,7 +36,8 @@ table{border-collapse:collapse;width:100%;font-size:.9rem}td,th{border-top:1px s
 padding:5px 4px;text-align:left;vertical-align:top}
 button{font:inherit;padding:8px 14px;border-radius:8px;border:1px solid var(--line);
 background:var(--card);color:var(--ink)}
-.qr{background:#fff;padding:6px;border-radius:6px;display:inline-block;line-height:0}
+.qr{background:#fff;padding:4px;border-radius:6px;line-height:0;flex:none}
+.idrow{display:flex;gap:14px;align-items:center;flex-wrap:wrap}.idrow p{margin:4px 0}
 .note{background:#fff4d6;color:#3b2f00;border-radius:8px;padding:8px 10px;margin:8px 0 0}
 a{color:#2f7de1}footer{color:var(--mute);font-size:.85rem;text-align:center;margin:10px 0 20px}
 """
@@ -119,8 +120,10 @@ def render_page(info: dict, history: History | None, *, token: str, qr_svg: str,
     note = bootstrap_note(info)
     if flash:
         parts.append(f"<p class=note>{esc(flash)}</p>")
+    lone = (info.get("join") or {}).get("bootstrap") == "off"
     facts = [
-        ("Reachable", f"{esc(info.get('reachability'))}"
+        ("Reachable", "not on the network: a lone mailbox ([network] enabled = false)" if lone
+         else f"{esc(info.get('reachability'))}"
          + (f"<br><span class=why>{esc(info.get('reachability_advice'))}</span>"
             if info.get("reachability_advice") else "")),
         ("Peers", f"{esc(info.get('peers_live', 0))} live of {esc(info.get('peers_known', 0))} "
@@ -148,10 +151,10 @@ def render_page(info: dict, history: History | None, *, token: str, qr_svg: str,
                  + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
                  + (f"<p class=note id=join>{esc(note)}</p>" if note else "") + "</section>")
     parts.append(
-        "<section class=card id=identity><h2>Its id</h2>"
+        "<section class=card id=identity><h2>Its id</h2><div class=idrow>"
+        f'<div class=qr title="the full node id as a QR code">{qr_svg}</div><div>'
         f"<p>Short id <b class=mono>{esc(nid[:16])}</b></p>"
-        f'<details><summary>Full id and QR code</summary><p class=mono>{esc(nid)}</p>'
-        f'<div class=qr>{qr_svg}</div></details>'
+        f'<p class="mono why">{esc(nid)}</p></div></div>'
         '<form method=post action="/identify"><input type=hidden name=token '
         f'value="{esc(token)}"><p><button type=submit>Blink the light</button> '
         "<span class=why>so you know which box this is</span></p></form></section>")

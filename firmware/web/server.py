@@ -174,7 +174,7 @@ class WebService:
 
     def _qr(self, node_id: str) -> str:
         if self._qr_for != node_id:  # the id never changes while the node runs: encode once
-            self._qr_svg = qr.to_svg(qr.encode(node_id), module_px=4, title="node id")
+            self._qr_svg = qr.to_svg(qr.encode(node_id), module_px=3, title="node id")
             self._qr_for = node_id
         return self._qr_svg
 
