@@ -19,6 +19,8 @@ APT_PACKAGES=(
   openssh-client
   # bridge tests compare the bridge with a stock Debian nginx + snakeoil cert (tests/bridge)
   nginx ssl-cert openssl curl
+  # status page tests: headless Chromium loads the page; zbarimg decodes its QR code
+  chromium zbar-tools
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
