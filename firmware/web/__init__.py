@@ -28,7 +28,7 @@ def install_web(node):
     from firmware.proto import InfoRequest
     from firmware.rpc import ConnInfo
     from firmware.web.activation import systemd_socket
-    from firmware.web.diag import node_bundle
+    from firmware.web.diag import child_request
     from firmware.web.recorder import HISTORY_FILE, HistoryRecorder
     from firmware.web.server import WebService
 
@@ -45,9 +45,19 @@ def install_web(node):
             device.leds.overlay("identify", now_ms, int(node.cfg.hal.identify_s * 1000))
 
     async def diag():
+        """Built by a short-lived child process (see diag.child_main): the node keeps none of
+        the bundle's imports and its event loop never waits on journalctl."""
+        import sys
+
         info = await status()
-        return await trio.to_thread.run_sync(
-            lambda: node_bundle(node.cfg, node.data_dir, info, recorder.history))
+        req = child_request(node.cfg, node.data_dir, info, recorder.history)
+        with trio.fail_after(120):
+            p = await trio.run_process([sys.executable, "-m", "firmware.web.diag"], stdin=req,
+                                       capture_stdout=True, capture_stderr=True, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"diagnostics child failed: {p.stderr.decode()[-300:]}")
+        name, _, data = p.stdout.partition(b"\n")
+        return name.decode(), data
 
     web = WebService(cfg, status=status, identify=identify, history=lambda: recorder.history,
                      diag=diag, log=node.log, sock=systemd_socket("web"))

@@ -276,3 +276,40 @@ def _own_id(data_dir: str) -> str | None:
             return json.load(f).get("node_id")
     except (OSError, ValueError):
         return None
+
+
+# -- a child process builds the page's bundle --------------------------------------------------
+# Why: making a bundle imports tarfile, gzip, platform and importlib.metadata (~1.5 MiB that a
+# long-running node would keep for good) and runs journalctl and vcgencmd; a short-lived child
+# keeps all of that out of the node and off its event loop.
+
+
+def child_request(cfg, data_dir: str, info: dict, history) -> bytes:
+    """What the node sends the child on stdin (JSON: no secrets in any of it)."""
+    import base64
+
+    return json.dumps({"config": cfg.as_dict(), "source": cfg.source, "data_dir": data_dir,
+                       "info": jsonable(info),
+                       "history": base64.b64encode(history.to_bytes()).decode()
+                       if history is not None else None}).encode()
+
+
+def child_main(stdin=None, stdout=None) -> int:
+    import base64
+
+    from firmware.config import Config
+    from firmware.web.history import History
+
+    req = json.loads((stdin or sys.stdin.buffer).read())
+    cfg = Config(req["config"], req["source"])
+    history = (History.from_bytes(base64.b64decode(req["history"]))
+               if req.get("history") else None)
+    name, data = node_bundle(cfg, req["data_dir"], req["info"], history)
+    out = stdout or sys.stdout.buffer
+    out.write(name.encode() + b"\n" + data)
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

@@ -1,9 +1,9 @@
 """`/metrics`: the node's `info` map in the Prometheus text format (version 0.0.4), pure.
 
-Why not `prometheus_client` at run time: importing it costs ~3 MiB of RSS in the node (measured:
-28.7 -> 31.6 MiB over the daemon's own imports; it pulls in http.server, wsgiref, threading
-helpers) while the idle budget leaves ~2 MiB; the format is a few lines of text, and the tests
-parse our output with prometheus_client's own parser, so a mistake cannot hide.
+Why not `prometheus_client` at run time: importing it adds ~2.3 MiB to an idle node (bench/
+web_rss.py: 36.3 -> 38.6 MiB median, 1.27x -> 1.34x the 28.7 MiB floor, over the 1.3x budget;
+it pulls in http.server, wsgiref, threading helpers), while the format is a few lines of text;
+the tests parse our output with prometheus_client's own parser, so a mistake cannot hide.
 
 Names follow Prometheus conventions: a `homenode_` prefix, base units in the name (`_bytes`,
 `_seconds`, `_celsius`), `_total` for counters, one-hot gauges for states.

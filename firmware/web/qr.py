@@ -1,10 +1,10 @@
 """A QR code encoder (byte mode, versions 1-10, ISO/IEC 18004), pure, for the node id on the page.
 
-Why our own and not `segno` (a fine library, used by the tests to check this one): importing it
-costs ~2.1 MiB of RSS in the node (measured: 28.7 -> 30.8 MiB on top of the daemon's imports),
-while the node's idle budget leaves ~2 MiB in all; this file is all the page needs - one short
-string, one level - and a test compares its matrices module for module with segno's and decodes
-the rendered image with zbarimg.
+Why our own and not `segno` (a fine, pure-Python library, used by the tests to check this one):
+importing it adds ~1.8 MiB to an idle node (bench/web_rss.py: 36.3 -> 38.1 MiB median, 1.27x ->
+1.33x the floor, over the 1.3x budget); this file is all the page needs - one short string, byte
+mode, versions 1-10 - and the tests compare its matrices module for module with segno's at every
+version, level and mask, and decode what it renders with zbarimg.
 
     matrix = encode("b516...c37")      # list of rows of bools, True = dark
     svg = to_svg(matrix)               # with the 4-module quiet zone
