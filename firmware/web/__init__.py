@@ -23,6 +23,10 @@ def install_web(node):
     cfg = node.cfg.web
     if not cfg.enabled:
         return None
+    if cfg.port and cfg.port == node.cfg.node.listen_port:
+        node.log.error("web_unavailable", error=f"[web] port = {cfg.port} is the node's own "
+                       "port; the page never shares it: pick another (default 8080)")
+        return None
     import trio
 
     from firmware.proto import InfoRequest

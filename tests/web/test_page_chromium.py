@@ -31,6 +31,7 @@ import gpiozero
 import pytest
 import trio
 from gpiozero.pins.mock import MockFactory, MockPWMPin
+from prometheus_client.parser import text_string_to_metric_families
 
 from firmware.identity import NODE_KEY_FILE
 from firmware.logs import Log
@@ -114,6 +115,18 @@ async def test_page_follows_the_sensors_of_a_node_process(tmp_path):
         fake.thermal_zone(0, "76000\n")
         html = await check_page(url, args, "throttled")
         assert "76.0 °C (hot)" in html
+        # /metrics of the same node says the same, through prometheus_client's parser
+        web_host, web_port = info["web"]["address"].rsplit(":", 1)
+        s = await trio.open_tcp_stream(web_host, int(web_port))
+        await s.send_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        raw = b""
+        while chunk := await s.receive_some(65536):
+            raw += chunk
+        fams = {f.name: f for f in text_string_to_metric_families(
+            raw.split(b"\r\n\r\n", 1)[1].decode())}
+        states = {x.labels["state"]: x.value for x in fams["homenode_health_state"].samples}
+        assert states["throttled"] == 1 and sum(states.values()) == 1
+        assert fams["homenode_temperature_celsius"].samples[0].value == 76.0
         fake.thermal_zone(0, "50000\n")
         await wait_health(args, "healthy")
         fake.throttled("0x1\n")
