@@ -104,7 +104,7 @@ def render_page(info: dict, history: History | None, *, token: str, qr_svg: str,
     overlay = dev.get("led_overlay")
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f'<meta name=viewport content="width=device-width,initial-scale=1">'
-             f'<meta http-equiv=refresh content="15">'
+             f'<meta http-equiv=refresh content="15;url=/">'
              f"<title>homenode {esc(nid[:8])}: {esc(pat.meaning)}</title>"
              f"<style>{CSS}{led_css(pat.name)}</style></head><body><main>"]
     parts.append(f"<h1>homenode <span class=mono>{esc(nid[:8])}</span></h1>")
