@@ -29,6 +29,7 @@ from firmware.device.hardware import open_device_hardware
 from firmware.device.services import DeviceServices
 from firmware.device.shaping import BandwidthService, reads_held
 from firmware.identity import ensure_data_dir, load_or_create_node_identity
+from firmware.join import JoinParts
 from firmware.link import Dialer, LinkPool, direct_dial, server_ssl_context
 from firmware.logs import Log
 from firmware.net.membership import MembershipService
@@ -47,6 +48,7 @@ from firmware.serve.listener import Listener, bind_tcp
 from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
 from firmware.serve.storage_ops import StorageOps
 from firmware.store import DB_FILENAME, MessageStore
+from firmware.web import WebParts
 from hal.core.health import Actions
 
 ADDRESS_FILE = "node.json"  # public facts for local CLIs: node id, address, pid
@@ -217,6 +219,8 @@ class Node:
             stop=self.request_stop, peers_live=net.roster.live_count if net else None,
             has_bootstrap=lambda: bool(net and net.membership.candidates),
             update_phase=update_phase)
+        self.join = JoinParts(cfg, self.data_dir, self.identity.node_id, clock_ms=clock, log=log,
+                              add_candidate=net.membership.add_candidate if net else None)
         admit_new = [self.device.refuse_when_hot]
         storage = StorageOps(self.store, self.identity.node_id, state=lambda: self.state,
                              info_sources=[self._status])
@@ -261,12 +265,15 @@ class Node:
                                            wrap_stream=shaping, log=log)
             self.bridge_ports = BridgePortMapper(cfg.nat, self.data_dir,
                                                  self._bridge_sock.getsockname()[:2], log=log)
+        self.web = WebParts(cfg, self.data_dir, status=lambda: storage.info(clock()),
+                            leds=self.device.leds, log=log)
         self._services = self.device.services() + [("forward_links", self.forward_pool.run),
                                                     ("onion_relay", self.relay.run)]
         if self.bridge is not None:
             self._services.append(("bridge_port_mapping", self.bridge_ports.run))
         if self.network is not None:
             self._services += self.network.services()
+        self._services += self.join.services() + self.web.services()
 
     # -- the node's own seams -----------------------------------------------------------------
 
@@ -298,7 +305,8 @@ class Node:
     def _status(self) -> dict:
         """The status map's parts beyond the store's totals (`info`, `homenode status`)."""
         out = {"connections": self.listener.active, "listener": self.listener.info(),
-               "requests": self.pipeline.counters["requests"], **self.device.info()}
+               "requests": self.pipeline.counters["requests"], **self.device.info(),
+               **self.join.info(), **self.web.info()}
         out["onion"] = {**self.relay.info(), **self.swarm_executor.counters}
         if self.network is not None:
             out.update(self.network.info())

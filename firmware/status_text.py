@@ -89,6 +89,8 @@ def bootstrap_note(info: dict) -> str | None:
     join = info.get("join") or {}
     if (info.get("peers_live") or 0) > 0 or join.get("bootstrap") != "none":
         return None
+    if str(info.get("health_reason", "")).startswith("no bootstrap configured"):
+        return None  # the health line already says it
     lan = join.get("lan_discovery", "unknown")
     return ("no bootstrap configured: this box knows no other node; add one under [network] "
             "bootstrap in homenode.toml, or put a second box on this home network"

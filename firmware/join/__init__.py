@@ -1,11 +1,11 @@
 """Joining without a terminal: a signed seed list shipped in the image, and LAN discovery.
 
-``install_join(node)`` gives the node:
-  service   join_lan (LanDiscovery: avahi-browse of _homenode._tcp, ids read from TLS)
-  info      a `join` map: where the bootstrap comes from (config / seed list / lan / none),
-            the seed list's state and LAN discovery's state, so status and the page can say
-            "no bootstrap configured" when nothing at all can help the box find the network.
-  .bootstrap_entries()  [network] bootstrap if set, else the signed seed list's entries
+``JoinParts(cfg, data_dir, own_id, add_candidate=membership.add_candidate, ...)`` gives the node:
+  candidates  the signed seed list's entries, handed to membership when [network] bootstrap is
+              empty; LAN neighbours as they are found
+  services    join_lan (LanDiscovery: avahi-browse of _homenode._tcp, ids read from TLS)
+  info        a `join` map: where the bootstrap comes from (config / seed list / lan / none),
+              the seed list's state and LAN discovery's state
 Config: ``[join]`` in firmware/join/settings.py.
 """
 
@@ -13,7 +13,7 @@ import os
 
 from firmware.join.settings import JOIN, SECTIONS
 
-__all__ = ["JOIN", "SECTIONS", "JoinState", "install_join"]
+__all__ = ["JOIN", "SECTIONS", "JoinParts", "JoinState"]
 
 DATA_DIR_SEEDS = "seeds.json"  # where an update drops a newer signed list
 
@@ -54,27 +54,38 @@ class JoinState:
         return {"join": d}
 
 
-def install_join(node, on_found=None):
-    """Plug seed list + LAN discovery into `node`; `on_found(host, port, node_id)` defaults to
-    membership's `add_candidate` when it has one (integrator wiring), else a log line."""
-    from firmware.join.discovery import LanDiscovery
-    from firmware.join.seeds import best_seed_list
+class JoinParts:
+    """Seed list + LAN discovery for one node, built once with its collaborators.
 
-    cfg = node.cfg.join
-    seed_list, note = best_seed_list([os.path.join(node.data_dir, DATA_DIR_SEEDS),
-                                      cfg.seed_file], cfg.release_key_file, node.clock_ms())
-    if seed_list is None and cfg.seed_file and os.path.exists(cfg.seed_file):
-        node.log.warning("seed_list_unusable", reason=note)
-    if on_found is None:
-        membership = getattr(getattr(node, "network", None), "membership", None)
-        on_found = getattr(membership, "add_candidate", None) or (lambda h, p, i: None)
-    discovery = None
-    if cfg.lan_discovery and node.cfg.network.enabled:
-        discovery = LanDiscovery(interval=cfg.lan_browse_interval, on_found=on_found,
-                                 own_id=node.identity.node_id, log=node.log)
-        node.add_service("join_lan", discovery.run)
-    state = JoinState(bootstrap=node.cfg.network.bootstrap,
-                      network_enabled=node.cfg.network.enabled, seed_list=seed_list,
-                      seed_note=note, discovery=discovery)
-    node.handler.add_info(state.info)
-    return state
+    `add_candidate(host, port, node_id)`: membership's (None when networking is off). With an
+    empty `[network] bootstrap` every seed of the newest valid signed list is handed to it at
+    once, so the node asks them at its first gossip round; neighbours found on the LAN are
+    handed to it as they appear."""
+
+    def __init__(self, cfg, data_dir: str, own_id: bytes, *, add_candidate, clock_ms, log):
+        from firmware.join.discovery import LanDiscovery
+        from firmware.join.seeds import best_seed_list
+        from firmware.net.settings import parse_bootstrap
+
+        jc = cfg.join
+        seed_list, note = best_seed_list([os.path.join(data_dir, DATA_DIR_SEEDS), jc.seed_file],
+                                         jc.release_key_file, clock_ms())
+        if seed_list is None and jc.seed_file and os.path.exists(jc.seed_file):
+            log.warning("seed_list_unusable", reason=note)
+        enabled = cfg.network.enabled and add_candidate is not None
+        if enabled and seed_list is not None and not cfg.network.bootstrap:
+            for entry in seed_list.seeds:
+                add_candidate(*parse_bootstrap(entry))
+            log.info("seed_list", seeds=len(seed_list.seeds), source=seed_list.source)
+        self.discovery = None
+        if jc.lan_discovery and enabled:
+            self.discovery = LanDiscovery(interval=jc.lan_browse_interval,
+                                          on_found=add_candidate, own_id=own_id, log=log)
+        self.state = JoinState(bootstrap=cfg.network.bootstrap, network_enabled=enabled,
+                               seed_list=seed_list, seed_note=note, discovery=self.discovery)
+
+    def services(self):
+        return [("join_lan", self.discovery.run)] if self.discovery is not None else []
+
+    def info(self) -> dict:
+        return self.state.info()

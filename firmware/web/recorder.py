@@ -64,7 +64,7 @@ def load_history(path: str, log=None) -> History:
 
 
 class HistoryRecorder:
-    """`async def run(*, task_status)`; `status` is `async () -> info map`."""
+    """`async def run(*, task_status)`; `status()` returns the node's info map."""
 
     def __init__(self, path: str, *, status, save_interval: float, log=None,
                  sample_s: float = SAMPLE_S, offload=None):
@@ -82,7 +82,7 @@ class HistoryRecorder:
         self._last_save = None  # trio time of the last write (start counts: no write loops)
 
     async def sample(self) -> None:
-        info = await self.status()
+        info = self.status()
         self.history.add(info.get("time", 0) / 1000, sample_from_info(info, self.deltas))
 
     async def save(self) -> None:

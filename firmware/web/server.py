@@ -5,7 +5,7 @@ its request and sending the answer; connections are admitted by `guard.ConnTable
 source address, the greediest shed when full) and by source address (`allow_from`). The one
 action, POST /identify, blinks the LED (see guard.post_allowed for why it is CSRF-safe).
 
-    web = WebService(cfg.web, status=<async () -> info map>, identify=<() -> None>,
+    web = WebService(cfg.web, status=<() -> info map>, identify=<() -> None>,
                      history=<() -> History or None>, diag=<async () -> (name, bytes)>,
                      log=log, sock=<a listening socket from systemd, or None>)
     address = await nursery.start(web.run)
@@ -169,8 +169,8 @@ class WebService:
         status, body, ctype, extra = await handler(req)
         return http.response_bytes(status, body, ctype, extra, head_only=head)
 
-    async def _info(self) -> dict:
-        return jsonable(await self.status())
+    def _info(self) -> dict:
+        return jsonable(self.status())
 
     def _qr(self, node_id: str) -> str:
         if self._qr_for != node_id:  # the id never changes while the node runs: encode once
@@ -179,7 +179,7 @@ class WebService:
         return self._qr_svg
 
     async def _page(self, req):
-        info = await self._info()
+        info = self._info()
         flash = ""
         if "identified" in req.query:
             flash = "The light on the box is blinking white now."
@@ -191,11 +191,11 @@ class WebService:
         return 200, body.encode(), "text/html; charset=utf-8", ()
 
     async def _status_json(self, req):
-        body = json.dumps(await self._info(), sort_keys=True).encode()
+        body = json.dumps(self._info(), sort_keys=True).encode()
         return 200, body, "application/json", ()
 
     async def _metrics(self, req):
-        return 200, metrics.metrics_text(await self._info()).encode(), metrics.CONTENT_TYPE, ()
+        return 200, metrics.metrics_text(self._info()).encode(), metrics.CONTENT_TYPE, ()
 
     async def _diag(self, req):
         if self.diag is None:

@@ -90,7 +90,7 @@ async def test_recorder_samples_each_minute_saves_at_most_each_interval_and_at_s
     clock = {"ms": 1_700_000_000_000}
     calls = []
 
-    async def status():
+    def status():
         clock["ms"] += 60_000
         calls.append(clock["ms"])
         return {"time": clock["ms"], "messages": len(calls), "peers_live": 1,

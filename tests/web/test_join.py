@@ -158,3 +158,47 @@ async def test_discovery_off_says_why():
     with trio.fail_after(1):
         await missing.run()  # returns at once: nothing to browse with
     assert missing.info()["lan_discovery"] == "off: avahi-browse is not installed"
+
+
+def _cfg(tmp_path, **sections):
+    from firmware.settings import default_schema
+    from tests.conftest import write_toml
+
+    return default_schema().load(write_toml(tmp_path / "homenode.toml", sections))
+
+
+def test_join_parts_hand_the_seed_list_to_membership_only_without_a_bootstrap(tmp_path):
+    from firmware.join import JoinParts
+    from firmware.logs import Log
+
+    release = Identity.generate()
+    (tmp_path / "release.pub").write_text(release.id_hex)
+    seeds = write(tmp_path / "seeds.json", sign_seed_list(release.signing_key, [SEED], NOW,
+                                                          NOW + 365 * DAY))
+    join = {"seed_file": seeds, "release_key_file": str(tmp_path / "release.pub"),
+            "lan_discovery": False}
+    log = Log("debug", stream=__import__("io").StringIO())
+    got = []
+    parts = JoinParts(_cfg(tmp_path, join=join), str(tmp_path), b"\x01" * 32,
+                      add_candidate=lambda *a: got.append(a), clock_ms=lambda: NOW, log=log)
+    assert got == [("203.0.113.7", 7070, bytes.fromhex("ab" * 32))]
+    assert parts.info()["join"]["bootstrap"] == "seed list" and parts.services() == []
+    # a newer list dropped into the data dir by an update wins
+    newer = "198.51.100.2:7070@" + "cd" * 32
+    (tmp_path / "seeds.json").rename(tmp_path / "image-seeds.json")
+    write(tmp_path / "seeds.json", sign_seed_list(release.signing_key, [newer], NOW + DAY,
+                                                  NOW + 365 * DAY))
+    got.clear()
+    JoinParts(_cfg(tmp_path, join=dict(join, seed_file=str(tmp_path / "image-seeds.json"))),
+              str(tmp_path), b"\x01" * 32, add_candidate=lambda *a: got.append(a),
+              clock_ms=lambda: NOW + 2 * DAY, log=log)
+    assert [g[0] for g in got] == ["198.51.100.2"]
+    # the operator's own bootstrap: the seed list is not used
+    got.clear()
+    own = JoinParts(_cfg(tmp_path, join=join, network={"bootstrap": [SEED]}), str(tmp_path),
+                    b"\x01" * 32, add_candidate=lambda *a: got.append(a), clock_ms=lambda: NOW,
+                    log=log)
+    assert got == [] and own.info()["join"]["bootstrap"] == "config"
+    off = JoinParts(_cfg(tmp_path, join=join, network={"enabled": False}), str(tmp_path),
+                    b"\x01" * 32, add_candidate=None, clock_ms=lambda: NOW, log=log)
+    assert off.info()["join"]["bootstrap"] == "off" and off.services() == []

@@ -22,7 +22,7 @@ def cfg(**over):
 def service(**over):
     blinks = []
 
-    async def status():
+    def status():
         return info()
 
     async def diag():
