@@ -1,7 +1,7 @@
 """`/metrics`: the node's `info` map in the Prometheus text format (version 0.0.4), pure.
 
-Why not `prometheus_client` at run time: importing it adds ~2.2 MiB to an idle node (bench/
-web_rss.py: 35.7 -> 37.9 MiB median, 1.24x -> 1.32x the 28.7 MiB floor, over the 1.3x budget;
+Why not `prometheus_client` at run time: importing it adds ~2.1 MiB to an idle node (bench/
+web_rss.py: 35.6 -> 37.7 MiB median, 1.24x -> 1.31x the 28.8 MiB floor, over the 1.3x budget;
 it pulls in http.server, wsgiref, threading helpers), while the format is a few lines of text;
 the tests parse our output with prometheus_client's own parser, so a mistake cannot hide.
 

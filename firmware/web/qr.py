@@ -1,8 +1,8 @@
 """A QR code encoder (byte mode, versions 1-10, ISO/IEC 18004), pure, for the node id on the page.
 
 Why our own and not `segno` (a fine, pure-Python library, used by the tests to check this one):
-importing it adds ~2.0 MiB to an idle node (bench/web_rss.py: 35.7 -> 37.7 MiB median, 1.24x ->
-1.31x the floor, over the 1.3x budget); this file is all the page needs - one short string, byte
+importing it adds ~1.9 MiB to an idle node (bench/web_rss.py: 35.6 -> 37.5 MiB median, 1.24x ->
+1.30x the floor, at the edge of the 1.3x budget with nothing else left); this file is all the page needs - one short string, byte
 mode, versions 1-10 - and the tests compare its matrices module for module with segno's at every
 version, level and mask, and decode what it renders with zbarimg.
 
