@@ -231,6 +231,12 @@ async def test_page_booting_updating_fatal_error_and_safe_to_unplug_in_process(t
         pin.drive_high()
         await trio.sleep(0.1)
 
+    with trio.fail_after(300):  # a hang anywhere below fails with its traceback
+        await _drive_in_process(node, update, hold, boot_done, release)
+    assert node.device.health.state == "safe_to_unplug"
+
+
+async def _drive_in_process(node, update, hold, boot_done, release):
     async with trio.open_nursery() as n:
         n.start_soon(node.run)
         with trio.fail_after(20):
@@ -293,7 +299,6 @@ async def test_page_booting_updating_fatal_error_and_safe_to_unplug_in_process(t
         await browser.screenshot(url, "safe_to_unplug-desktop.png", browser.DESKTOP)
         SEEN["safe_to_unplug"] = url
         release.write_text("done")  # the shutdown command ends; the node stops itself
-    assert node.device.health.state == "safe_to_unplug"
 
 
 @pytest.mark.netns
