@@ -61,8 +61,10 @@ def pi_config(fake, **sections):
 
 
 async def status_json(args) -> dict:
-    r = await trio.run_process([sys.executable, "-m", "firmware.cli", "status", "--json", *args],
-                               capture_stdout=True, capture_stderr=True, check=False)
+    with trio.fail_after(60):  # the CLI bounds itself (--timeout 10); this bounds the test
+        r = await trio.run_process([sys.executable, "-m", "firmware.cli", "status", "--json",
+                                    *args], capture_stdout=True, capture_stderr=True,
+                                   check=False)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
