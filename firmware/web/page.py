@@ -37,7 +37,8 @@ padding:5px 4px;text-align:left;vertical-align:top}
 button{font:inherit;padding:8px 14px;border-radius:8px;border:1px solid var(--line);
 background:var(--card);color:var(--ink)}
 .qr{background:#fff;padding:4px;border-radius:6px;line-height:0;flex:none}
-.idrow{display:flex;gap:14px;align-items:center;flex-wrap:wrap}.idrow p{margin:4px 0}
+.idrow{display:flex;gap:14px;align-items:center;flex-wrap:wrap}.idrow p{margin:4px 0;overflow-wrap:anywhere}
+.idrow>div:last-child{min-width:0;flex:1 1 220px}
 .note{background:#fff4d6;color:#3b2f00;border-radius:8px;padding:8px 10px;margin:8px 0 0}
 a{color:#2f7de1}footer{color:var(--mute);font-size:.85rem;text-align:center;margin:10px 0 20px}
 """
