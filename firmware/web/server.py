@@ -17,8 +17,9 @@ import socket
 
 import trio
 
+from firmware import qr
 from firmware.status_text import jsonable
-from firmware.web import guard, http, metrics, page, qr
+from firmware.web import guard, http, metrics, page
 
 READ_CHUNK = 4096
 IDENTIFY_GAP_S = 2.0

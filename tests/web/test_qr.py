@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import segno
 
-from firmware.web import qr
+from firmware import qr
 from tests.web.pngs import matrix_png
 
 NODE_ID = "b5165e7ff8291b94dc8bfa1f24f8417651251777c6834b270967b2c90da15c37"
@@ -83,3 +83,27 @@ def test_svg_is_self_contained_and_has_a_quiet_zone():
 def test_too_long_is_a_clear_error():
     with pytest.raises(ValueError, match="do not fit a version-10"):
         qr.encode("x" * 400, level="H")
+
+
+def test_the_bridge_line_in_a_terminal_decodes(tmp_path):
+    """terminal_qr's half blocks, redrawn as pixels, decode (zbarimg) to the line itself."""
+    import subprocess
+
+    line = "homenode-bridge://203.0.113.7:443/" + "A" * 43 + "?s=" + "b" * 43
+    rows = qr.terminal_qr(line).splitlines()
+    top = {"\u2588": (1, 1), "\u2580": (1, 0), "\u2584": (0, 1), " ": (0, 0)}
+    pixels = []  # light = 1 in the terminal drawing
+    for text in rows:
+        pairs = [top[ch] for ch in text]
+        pixels.append([p[0] for p in pairs])
+        pixels.append([p[1] for p in pairs])
+    scale = 6
+    w, h = len(pixels[0]) * scale, len(pixels) * scale
+    pgm = tmp_path / "t.pgm"
+    with open(pgm, "wb") as f:  # light modules white, dark black, as a terminal shows them
+        f.write(b"P5 %d %d 255\n" % (w, h))
+        for row in pixels:
+            line_px = bytes(255 if v else 0 for v in row for _ in range(scale))
+            f.write(line_px * scale)
+    out = subprocess.run(["zbarimg", "--raw", "-q", str(pgm)], capture_output=True, text=True)
+    assert out.stdout.strip() == line, out.stderr
