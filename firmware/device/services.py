@@ -80,20 +80,27 @@ class DeviceServices:
     # -- button actions -------------------------------------------------------------------
 
     async def safe_shutdown(self, why):
+        """Stop taking requests, get everything onto the card, show "safe to unplug", run the
+        shutdown command, stop the node. Whatever fails on the way, the node still stops: the
+        owner asked for it and will pull the plug."""
         self.log.info("safe_shutdown", reason=why)
-        await self.quiesce()
-        self.bandwidth.save(fsync=True)
-        self.health.stopped = True
-        self.health.set_state("safe_to_unplug", "shut down cleanly")
-        self.leds.keep_on_exit = True
-        self.leds.show_now()
-        argv = shutdown_argv(self.cfg.hal.shutdown_command)
         status = 0
-        if argv:
-            await run_command(argv, self.log, "shutdown")
-        elif self.cfg.hal.shutdown_command == "auto" and self.hw.kind == "pi":
-            status = EXIT_POWEROFF
-        self.stop(status)
+        try:
+            await self.quiesce()
+            self.bandwidth.save(fsync=True)
+            self.health.stopped = True
+            self.health.set_state("safe_to_unplug", "shut down cleanly")
+            self.leds.keep_on_exit = True
+            self.leds.show_now()
+            argv = shutdown_argv(self.cfg.hal.shutdown_command)
+            if argv:
+                await run_command(argv, self.log, "shutdown")
+            elif self.cfg.hal.shutdown_command == "auto" and self.hw.kind == "pi":
+                status = EXIT_POWEROFF
+        except Exception as e:  # noqa: BLE001 - reported, and the node stops all the same
+            self.log.error("safe_shutdown_step_failed", error=f"{type(e).__name__}: {e}")
+        finally:
+            self.stop(status)
 
     async def factory_reset(self, why):
         self.log.warning("factory_reset", reason=why, data_dir=self.data_dir)
