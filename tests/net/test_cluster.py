@@ -287,7 +287,7 @@ def test_a_member_that_was_down_catches_up_after_restart(cluster):
         run(_info, n)["repairs_out"] for n in nodes if n is not late) >= 1
 
 
-def test_a_store_refused_for_heat_is_held_by_no_swarm_member(tmp_path):
+def test_a_store_refused_for_heat_is_held_by_no_swarm_member(tmp_path, node_factory):
     """The bug that started the request-path rewrite: a node too hot to take a store answered
     `busy`, yet had already started copying it to the swarm. Three real nodes (k = 3, so all
     three are every swarm), the first one hot through its fake sysfs: the store is refused and,
@@ -297,10 +297,10 @@ def test_a_store_refused_for_heat_is_held_by_no_swarm_member(tmp_path):
     from tests.hal.fakesys import FakeSys
 
     fake = FakeSys(tmp_path / "sys").pi(temp="90000\n")
-    hot = NodeProcess(tmp_path, {**config(k=3), "hal": {
-        "backend": "pi", "sysfs_root": str(fake.root), "vcgencmd": "", "poll_interval": 0.05}},
-        name="hot").start()
-    others = [NodeProcess(tmp_path, config([hot], k=3), name=f"n{i}").start() for i in range(2)]
+    hot = node_factory("hot", **config(k=3), hal={
+        "backend": "pi", "sysfs_root": str(fake.root), "vcgencmd": "", "poll_interval": 0.05})
+    hot.start()
+    others = [node_factory(f"n{i}", **config([hot], k=3)).start() for i in range(2)]
     nodes = [hot, *others]
     wait_for("membership", lambda: converged(nodes))
     wait_for("the hot node to know it",
