@@ -12,6 +12,15 @@ validator. A section is data::
 and the schema lists it (firmware/settings.py, `default_schema`). Values come out as
 `cfg.thermal.warm_c`. Unknown sections and keys are errors with a did-you-mean, because a typo
 silently falling back to a default is the worst kind of config bug on a headless box.
+
+Rules between keys of a section are data too, checked after every key on its own::
+
+    Rule(("warm_c", "hot_c", "critical_c"), lambda v: v["warm_c"] < v["hot_c"] < v["critical_c"],
+         "warm_c < hot_c < critical_c")
+
+`Schema.validate` is THE validator: `homenode config check`, `homenode run` and the image's
+first boot (image/device/bootconfig.py) all call it, so they accept and refuse the same files
+with the same messages.
 """
 
 import difflib
@@ -79,6 +88,7 @@ class Key:
     default: Any
     help: str
     check: Check | None = None
+    normalize: Any = field(default=None, compare=False)  # e.g. one string -> a list of one
 
     @property
     def type(self) -> type:
@@ -90,6 +100,8 @@ class Key:
     def coerce(self, value: Any) -> Any:
         """Return the typed value or raise ValueError('what is allowed')."""
         t = self.type
+        if self.normalize is not None:
+            value = self.normalize(value)
         if isinstance(value, bool) and t is not bool:
             raise ValueError(self.allowed())
         if t is float and isinstance(value, int):
@@ -102,23 +114,37 @@ class Key:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A condition on several keys of one section: `ok(values)` gets the section's values (a
+    dict, defaults filled in); `allowed` says what must hold, e.g. "warm_c < hot_c"."""
+
+    keys: tuple[str, ...]
+    ok: Any = field(compare=False)
+    allowed: str = ""
+
+
+@dataclass(frozen=True)
 class Section:
     name: str
     help: str
     keys: tuple[Key, ...]
+    rules: tuple[Rule, ...] = ()
 
-    def __init__(self, name: str, help: str, keys):
+    def __init__(self, name: str, help: str, keys, rules=()):
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "help", help)
         object.__setattr__(self, "keys", tuple(keys))
+        object.__setattr__(self, "rules", tuple(rules))
+        for rule in self.rules:
+            for k in rule.keys:
+                if self.key(k) is None:
+                    raise ValueError(f"rule of [{name}] names unknown key {k}")
 
     def key(self, name: str) -> Key | None:
         for k in self.keys:
             if k.name == name:
                 return k
         return None
-
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +189,24 @@ class Config:
         return {s: dict(v) for s, v in self._values.items()}
 
 
+def read_toml(path: str) -> dict:
+    """Parse a TOML file; ConfigError with one line saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e} (fix the line it names; a text value "
+                           "needs double quotes)"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not valid TOML: not UTF-8 text"]) from None
+
+
 class Schema:
     def __init__(self, sections):
         self.sections = {}
@@ -175,11 +219,40 @@ class Schema:
         return {s.name: {k.name: k.default for k in s.keys} for s in self.sections.values()}
 
     def validate(self, data: dict, where: str) -> tuple[dict, list[str]]:
-        """Merge `data` (parsed TOML) over the defaults. Returns (values, problems)."""
-        values = self.defaults()
+        """Merge `data` (parsed TOML) over the defaults, then check the rules between keys.
+        Returns (values, problems): every problem, one line each."""
+        values, problems, given, bad = self._merge(data, where)
+        problems += self.check_rules(values, given, bad, where)
+        return values, problems
+
+    def check_rules(self, values: dict, given: set, bad: set, where: str) -> list[str]:
+        """Problems of the sections' rules; rules over a key that was itself bad are skipped
+        (its own message says enough). `given`: (section, key) set in a file or flag."""
         problems = []
+        for section in self.sections.values():
+            table = values[section.name]
+            for rule in section.rules:
+                if any((section.name, k) in bad for k in rule.keys) or rule.ok(table):
+                    continue
+                shown = ", ".join(f"{k} = {_show(table[k])}"
+                                  + ("" if (section.name, k) in given else " (default)")
+                                  for k in rule.keys)
+                problems.append(f"{where}: [{section.name}] {shown} do not fit together: "
+                                f"expected {rule.allowed}")
+        return problems
+
+    def _merge(self, data: dict, where: str):
+        values = self.defaults()
+        problems, given, bad = [], set(), set()
         for sname, table in data.items():
             section = self.sections.get(sname)
+            if section is None and not isinstance(table, dict):
+                owners = [s.name for s in self.sections.values() if s.key(sname)]
+                hint = (f": it is a key of [{owners[0]}]; write it under [{owners[0]}]" if owners
+                        else "; settings go under a [section] heading")
+                problems.append(f"{where}: {sname} = {_show(table)} must be inside a section"
+                                + hint)
+                continue
             if section is None:
                 problems.append(f"{where}: unknown section [{sname}]"
                                 + _did_you_mean(sname, self.sections, "[{}]")
@@ -198,38 +271,32 @@ class Schema:
                                     + _did_you_mean(kname, names, "{}")
                                     + " (keys of [" + sname + "]: " + ", ".join(names) + ")")
                     continue
+                given.add((sname, kname))
                 try:
                     values[sname][kname] = key.coerce(value)
                 except ValueError as e:
+                    bad.add((sname, kname))
                     problems.append(f"{where}: [{sname}] {kname} = {_show(value)} is not "
                                     f"allowed: expected {e}")
-        return values, problems
+        return values, problems, given, bad
 
     def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
         """Read `path` (None: defaults only), apply `overrides` {"section.key": value}."""
-        problems = []
-        data = {}
-        if path is not None:
-            try:
-                with open(path, "rb") as f:
-                    data = tomllib.load(f)
-            except FileNotFoundError:
-                raise ConfigError([f"{path}: no such file"]) from None
-            except OSError as e:
-                raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-            except UnicodeDecodeError:
-                raise ConfigError([f"{path}: not valid TOML: not UTF-8 text"]) from None
-        values, problems = self.validate(data, path or "defaults")
+        data = {} if path is None else read_toml(path)
+        where = path or "defaults"
+        values, problems, given, bad = self._merge(data, where)
         for dotted, value in (overrides or {}).items():
             sname, _, kname = dotted.partition(".")
             key = self.sections[sname].key(kname)  # programming error if missing
+            given.add((sname, kname))
             try:
                 values[sname][kname] = key.coerce(value)
+                bad.discard((sname, kname))
             except ValueError as e:
+                bad.add((sname, kname))
                 problems.append(f"command line: {dotted} = {_show(value)} is not allowed: "
                                 f"expected {e}")
+        problems += self.check_rules(values, given, bad, where)
         if problems:
             raise ConfigError(problems)
         return Config(values, path)
@@ -239,6 +306,7 @@ class Schema:
         out = []
         for s in self.sections.values():
             out.append(f"# {s.help}")
+            out.extend(f"# must hold: {r.allowed}" for r in s.rules)
             out.append(f"[{s.name}]")
             for k in s.keys:
                 out.append(f"# {k.help}; {k.allowed()}")

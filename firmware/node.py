@@ -47,6 +47,7 @@ from firmware.serve.conn_table import TableLimits
 from firmware.serve.listener import Listener, bind_tcp
 from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
 from firmware.serve.storage_ops import StorageOps
+from firmware.setup_report import setup_report_source
 from firmware.store import DB_FILENAME, MessageStore
 from firmware.web import WebParts
 from hal.core.health import Actions
@@ -223,7 +224,7 @@ class Node:
                               add_candidate=net.membership.add_candidate if net else None)
         admit_new = [self.device.refuse_when_hot]
         storage = StorageOps(self.store, self.identity.node_id, state=lambda: self.state,
-                             info_sources=[self._status])
+                             info_sources=[self._status, setup_report_source(self.data_dir)])
         # Onions: any node is a hop (a lone mailbox too); with the network, relayed next hops
         # are reached through the relay routes and final-hop retrieves follow placement.
         if bridge_mode is not None:  # a bridge passes onions to its relays only

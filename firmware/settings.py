@@ -8,6 +8,8 @@ new part adds its sections with one line in `PART_SECTIONS`.
 
 import ipaddress
 
+from firmware.boot_settings import SECTIONS as BOX_SECTIONS
+from firmware.boot_settings import fixed_key_problems
 from firmware.bridge.settings import SECTIONS as BRIDGE_SECTIONS
 from firmware.config import EachParses, FloatRange, IntRange, Key, NonEmpty, OneOf, Schema, Section
 from firmware.device.settings import SECTIONS as DEVICE_SECTIONS
@@ -15,7 +17,9 @@ from firmware.join.settings import SECTIONS as JOIN_SECTIONS
 from firmware.net.settings import SECTIONS as NETWORK_SECTIONS
 from firmware.web.settings import SECTIONS as WEB_SECTIONS
 
-__all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "default_schema"]
+__all__ = ["NODE", "LIMITS", "STORE", "CORE_SECTIONS", "PART_SECTIONS", "BOOT_SECTIONS",
+           "default_schema", "file_schema", "is_boot_file", "check_data"]
+
 
 NODE = Section("node", "identity, data and listening address", [
     Key("data_dir", ".homenode", "directory for the identity key and the message store "
@@ -80,6 +84,32 @@ PART_SECTIONS = (NETWORK_SECTIONS + DEVICE_SECTIONS + BRIDGE_SECTIONS + WEB_SECT
                  + JOIN_SECTIONS)
 
 
+# Sections only the box's first boot applies (they configure the system, not the node), one
+# line each; a homenode.toml may hold them anywhere: `config check` and `run` know them, the
+# node ignores them.
+BOOT_SECTIONS = BOX_SECTIONS
+
+
 def default_schema(extra_sections=()) -> Schema:
     """The node's schema: the core sections, the parts' sections, then `extra_sections`."""
     return Schema(CORE_SECTIONS + PART_SECTIONS + tuple(extra_sections))
+
+
+def file_schema() -> Schema:
+    """What a homenode.toml may hold: the node's sections and the box's boot sections."""
+    return default_schema(BOOT_SECTIONS)
+
+
+def is_boot_file(data: dict) -> bool:
+    """A file with any boot section is the boot partition's (checked with the image's rules)."""
+    return any(s.name in data for s in BOOT_SECTIONS)
+
+
+def check_data(data: dict, where: str, *, boot: bool) -> tuple[dict, list[str]]:
+    """THE check of a parsed homenode.toml, for `config check`, `run` and the box's first
+    boot: every key, every rule between keys, and on the box the keys the image fixes.
+    Returns (values, problems), every problem one line."""
+    values, problems = file_schema().validate(data, where)
+    if boot:
+        problems += fixed_key_problems(data, where)
+    return values, problems

@@ -7,15 +7,18 @@ where `add_args(parser)` declares its options and `run(args) -> int` does the wo
 a space ("config check") becomes a nested subcommand.
 
 Exit codes: 0 ok, 1 operational error (node unreachable, refused request, bad key file),
-2 usage or configuration error. Expected errors print one line, never a traceback.
+2 usage or configuration error. Every error prints one line, never a traceback: expected ones
+as CliError, argparse's through OneLineParser, and a bug as "internal error" (set
+HOMENODE_DEBUG=1 for its traceback; `run` prints it to its log before the line).
 """
 
-import argparse
+import os
 import sys
+import traceback
 
 from firmware import __version__, flash
-from firmware.cli import bridge, config_cmds, daemon, diag, keys, messages, status
-from firmware.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, Command
+from firmware.cli import bridge, config_cmds, daemon, diag, identity_cmds, keys, messages, status
+from firmware.cli.common import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CliError, Command, OneLineParser
 
 __all__ = ["COMMANDS", "Command", "CliError", "build_parser", "main",
            "EXIT_OK", "EXIT_FAIL", "EXIT_USAGE"]
@@ -26,6 +29,10 @@ COMMANDS = [
             keys.cmd_keygen),
     Command("id", "print the node's public id (or a key file's with --key)", keys.id_args,
             keys.cmd_id),
+    Command("identity export", "write the node's key (or --key FILE) to a passphrase-encrypted "
+            "backup file", identity_cmds.export_args, identity_cmds.cmd_export),
+    Command("identity import", "restore the node's key (or --out FILE) from a backup file",
+            identity_cmds.import_args, identity_cmds.cmd_import),
     Command("send", "encrypt a message to a recipient and store it on the node",
             messages.send_args, messages.cmd_send),
     Command("fetch", "fetch and decrypt your messages", messages.fetch_args, messages.cmd_fetch),
@@ -43,8 +50,8 @@ COMMANDS = [
 ]
 
 
-def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="homenode", description="homenode node and client")
+def build_parser(commands=COMMANDS) -> OneLineParser:
+    parser = OneLineParser(prog="homenode", description="homenode node and client")
     parser.add_argument("--version", action="version", version=f"homenode {__version__}")
     groups = {(): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)}
     for cmd in commands:
@@ -56,12 +63,16 @@ def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
                                                          required=True)
         sub = groups[words[:-1]].add_parser(words[-1], help=cmd.help, description=cmd.help)
         cmd.add_args(sub)
-        sub.set_defaults(_run=cmd.run)
+        sub.set_defaults(_run=cmd.run, _prog=sub.prog)
     return parser
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv=None, commands=COMMANDS) -> int:
+    parser = build_parser(commands)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the subcommand, whose --help lists what it takes
+        parser.exit(EXIT_USAGE, f"{args._prog}: unrecognized arguments: {' '.join(extra)} "
+                                f"(see: {args._prog} --help)\n")
     try:
         return args._run(args)
     except CliError as e:
@@ -69,3 +80,11 @@ def main(argv=None) -> int:
         return e.code
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("HOMENODE_DEBUG"):
+            raise
+        if args._prog.endswith(" run"):  # the daemon's log is where a crash gets diagnosed
+            traceback.print_exc()
+        print(f"homenode: internal error: {type(e).__name__}: {e} (a bug; please report it, "
+              "with the traceback HOMENODE_DEBUG=1 shows)", file=sys.stderr)
+        return EXIT_FAIL

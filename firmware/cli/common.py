@@ -3,6 +3,7 @@ running one client call against it with failures mapped to one-line errors."""
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -11,6 +12,13 @@ from typing import Any
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DEFAULT_DATA_DIR = ".homenode"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the command and where its help is."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
 class CliError(Exception):
@@ -49,7 +57,8 @@ def add_node_opts(p):
                    help="node address (default: the local node found in the data directory)")
     p.add_argument("--node-id", metavar="HEX",
                    help="the node's public id to pin (default: read from the data directory)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    p.add_argument("--timeout", type=positive_seconds, default=10.0,
+                   help="seconds to wait (default 10)")
 
 
 def add_direct_opt(p):
@@ -60,10 +69,10 @@ def add_direct_opt(p):
 
 def load_config(args, overrides=None):
     from firmware.config import ConfigError
-    from firmware.settings import default_schema
+    from firmware.settings import file_schema
 
-    try:
-        return default_schema().load(args.config, overrides)
+    try:  # the same schema as `config check`: a boot-partition file's sections are known
+        return file_schema().load(args.config, overrides)
     except ConfigError as e:
         raise CliError(str(e), EXIT_USAGE) from None
 
@@ -91,14 +100,27 @@ def locate_node(args) -> tuple[str, int, bytes]:
         pass
     except (OSError, ValueError) as e:
         raise CliError(f"cannot read {path}: {e}") from None
+    if local:
+        try:
+            local = {"host": str(local["host"]), "port": int(local["port"]),
+                     "node_id": parse_node_id(local["node_id"])}
+        except (KeyError, TypeError, ValueError) as e:
+            raise CliError(f"{path} is damaged ({type(e).__name__}: {e}); restart the node "
+                           "(it rewrites the file), or give --node HOST:PORT --node-id HEX") \
+                from None
     if args.node:
         host, sep, port = args.node.rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise CliError(f"--node {args.node!r}: expected HOST:PORT, e.g. 127.0.0.1:7070",
-                           EXIT_USAGE)
+        if not sep or not port.isdigit() or not host or not 1 <= int(port) <= 65535:
+            raise CliError(f"--node {args.node!r}: expected HOST:PORT with a port from 1 to "
+                           "65535, e.g. 127.0.0.1:7070", EXIT_USAGE)
         host, port = host.strip("[]"), int(port)
+        if not args.node_id and not (local and (local.get("host"), local.get("port"))
+                                     == (host, port)):
+            raise CliError(f"--node {args.node} needs --node-id HEX too: the CLI talks only to "
+                           "the node whose id it pins (`homenode id` on that node prints it)",
+                           EXIT_USAGE)
     elif local:
-        host, port = local["host"], int(local["port"])
+        host, port = local["host"], local["port"]
     else:
         cfg = load_config(args)
         host, port = cfg.node.listen_host, cfg.node.listen_port
@@ -110,7 +132,7 @@ def locate_node(args) -> tuple[str, int, bytes]:
         except ValueError as e:
             raise CliError(f"--node-id: {e}", EXIT_USAGE) from None
     elif local:
-        node_id = bytes.fromhex(local["node_id"])
+        node_id = local["node_id"]
     else:
         raise CliError(
             f"no running node found in {os.path.abspath(data_dir)} (no {ADDRESS_FILE}); start "
@@ -124,7 +146,7 @@ def run_client(args, fn, node=None):
     import trio
 
     from firmware.client import PinMismatch, connect, run_via_onion
-    from firmware.proto.errors import ProtocolError
+    from firmware.proto.errors import FrameTooLarge, ProtocolError
 
     host, port, node_id = node or locate_node(args)
 
@@ -144,6 +166,8 @@ def run_client(args, fn, node=None):
         return trio.run(main)
     except PinMismatch as e:
         raise CliError(str(e)) from None
+    except FrameTooLarge as e:  # raised here, before sending: not the node's refusal
+        raise CliError(f"request not sent: {e}") from None
     except ProtocolError as e:
         raise CliError(f"the node refused: [{e.code}] {e.msg}") from None
     except trio.TooSlowError:
@@ -163,12 +187,38 @@ def load_user_key(path):
         raise CliError(str(e)) from None
 
 
+def positive_seconds(text: str) -> float:
+    """--timeout: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0, e.g. 10")
+    return value
+
+
 _TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration_ms(text: str) -> int:
-    """'90', '90s', '15m', '2h', '14d' -> milliseconds."""
+@dataclass(frozen=True)
+class Duration:
+    """A duration as the user typed it (`text`, unit `unit`) and in milliseconds."""
+
+    ms: int
+    text: str
+    unit: str
+
+    def show(self, ms: int) -> str:
+        """`ms` in this duration's unit, e.g. 14d for 1_209_600_000 when the user typed days."""
+        n = ms / (_TTL_UNITS[self.unit] * 1000)
+        return f"{n:g}{self.unit}"
+
+
+def parse_duration(text: str) -> Duration:
+    """'90', '90s', '15m', '2h', '14d' -> Duration."""
     m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 15m, 2h or 14d")
-    return int(m.group(1)) * _TTL_UNITS[m.group(2) or "s"] * 1000
+    unit = m.group(2) or "s"
+    return Duration(int(m.group(1)) * _TTL_UNITS[unit] * 1000, text.strip(), unit)

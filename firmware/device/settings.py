@@ -6,7 +6,7 @@ without importing hardware code; the message quota itself is ``[store] quota_byt
 
 import ipaddress
 
-from firmware.config import Check, EachParses, FloatRange, IntRange, Key, OneOf, Section
+from firmware.config import Check, EachParses, FloatRange, IntRange, Key, OneOf, Rule, Section
 from hal.core.civil import parse_window
 
 __all__ = ["BANDWIDTH", "HAL", "SECTIONS", "STORAGE", "THERMAL"]
@@ -15,6 +15,11 @@ __all__ = ["BANDWIDTH", "HAL", "SECTIONS", "STORAGE", "THERMAL"]
 def _pins_ok(v):
     return v == [] or (len(v) == 3 and all(type(x) is int and 0 <= x <= 27 for x in v)
                        and len(set(v)) == 3)
+
+
+def _pins_apart(v):
+    used = [p for p in (v["led_pin"], v["button_pin"], *v["rgb_pins"]) if p >= 0]
+    return len(used) == len(set(used))
 
 
 HAL = Section("hal", "device hardware: LEDs, button, sensors", [
@@ -44,6 +49,11 @@ HAL = Section("hal", "device hardware: LEDs, button, sensors", [
     Key("vcgencmd", "vcgencmd", "command for the firmware throttle flags when the sysfs file is "
         "missing (empty: do not run it)"),
     Key("poll_interval", 5.0, "seconds between sensor readings", FloatRange(0.01, 300, "seconds")),
+], rules=[
+    Rule(("shutdown_hold_s", "reset_hold_s"), lambda v: v["shutdown_hold_s"] < v["reset_hold_s"],
+         "shutdown_hold_s < reset_hold_s (a hold for a reset passes the shutdown hold first)"),
+    Rule(("led_pin", "button_pin", "rgb_pins"), _pins_apart,
+         "a different GPIO for the LED, the button and each RGB colour"),
 ])  # fmt: skip
 
 THERMAL = Section("thermal", "CPU temperature tiers (act before the firmware throttles)", [
@@ -60,6 +70,9 @@ THERMAL = Section("thermal", "CPU temperature tiers (act before the firmware thr
         IntRange(1, 100)),
     Key("critical_bandwidth_percent", 5, "bandwidth allowed while critical, in % of normal",
         IntRange(1, 100)),
+], rules=[
+    Rule(("warm_c", "hot_c", "critical_c"),
+         lambda v: v["warm_c"] < v["hot_c"] < v["critical_c"], "warm_c < hot_c < critical_c"),
 ])  # fmt: skip
 
 BANDWIDTH = Section("bandwidth", "link speed limits, monthly cap and quiet hours", [

@@ -49,14 +49,21 @@ def _semantic_refuser(tag):
     return refuse
 
 
+# cbor2's max_depth counts containers that hold something: an empty array or map inside
+# `max_depth` others passes, one level deeper than docs/protocol.md allows (at most 16
+# containers around any value, empty ones included). So cbor2 gets one level less, and a frame
+# it refuses for depth alone (a 16-deep shape, which no legit request has) is decoded again
+# with one level more and its containers counted exactly: exact, and free on the hot path.
 _DECODER_OPTIONS = {
     "tag_hook": _refuse_tag,
     "semantic_decoders": {tag: _semantic_refuser(tag) for tag in _BUILTIN_TAGS},
-    "max_depth": MAX_DEPTH,
+    "max_depth": MAX_DEPTH - 1,
     "allow_indefinite": False,
     "allow_duplicate_keys": False,
     "strict_hashable_types": True,
 }
+_DEEP_OPTIONS = {**_DECODER_OPTIONS, "max_depth": MAX_DEPTH}
+_DEPTH_ERROR = "maximum container nesting depth"
 
 
 def _refusal_reason(exc):
@@ -81,8 +88,16 @@ def decode_map(body, what="frame"):
     Raises MalformedFrame (only) on anything else. ``what`` names the thing in messages.
     """
     fp = _BytesIO(body)
+    deep = False
     try:
-        obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
+        try:
+            obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
+        except cbor2.CBORDecodeError as exc:
+            if _DEPTH_ERROR not in str(exc):
+                raise
+            fp = _BytesIO(body)
+            obj = _Decoder(fp, **_DEEP_OPTIONS).decode()
+            deep = True
     except cbor2.CBORDecodeError as exc:
         detail = _refusal_reason(exc)
         raise MalformedFrame(
@@ -103,7 +118,29 @@ def decode_map(body, what="frame"):
             f"{what} body has {len(body) - fp.tell()} trailing bytes after the CBOR map; "
             "put exactly one map in a frame"
         )
+    if deep and _container_depth(obj) > MAX_DEPTH:
+        raise MalformedFrame(
+            f"{what} body is not valid CBOR for this protocol (maximum container nesting depth "
+            f"({MAX_DEPTH}) exceeded); send one CBOR map with text keys, definite lengths, no tags"
+        )
     return obj
+
+
+def _container_depth(obj):
+    """Containers on the deepest path through `obj`, empty ones included (only reached for a
+    frame at least MAX_DEPTH deep, so at most MAX_DEPTH + 1 levels)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def encode_map(obj):

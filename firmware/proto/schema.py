@@ -156,7 +156,14 @@ def _parse_store(rid, args):
     f.check_keys(args, _STORE_KEYS, _BR, rid, "store args")
     recipient, ns = _common(args, rid)
     ts = f.get_int(args, "ts", TIME_MIN, TIME_MAX, _BR, rid)
-    ttl = f.get_int(args, "ttl", TTL_MIN, max_ttl(ns), TtlOutOfRange, rid)
+    ttl = args.get("ttl", f.MISSING)
+    if type(ttl) is not int:  # a type error is bad_request; only a range error is ttl_out_of_range
+        what = "missing" if ttl is f.MISSING else f"got {f.type_name(ttl)}"
+        raise BadRequest(f"must be an integer {TTL_MIN}..{max_ttl(ns)} (ms), {what}", field="ttl",
+                         request_id=rid)
+    if not TTL_MIN <= ttl <= max_ttl(ns):
+        raise TtlOutOfRange(f"{ttl} is out of range, must be {TTL_MIN}..{max_ttl(ns)} (ms) in "
+                            f"namespace {ns}", field="ttl", request_id=rid)
     if ts > TIME_MAX - ttl:
         raise BadRequest(f"ts + ttl overflows {TIME_MAX}; send a real time", field="ts",
                          request_id=rid)  # fmt: skip
@@ -329,11 +336,21 @@ def check_store_times(req, now_ms):
 
 
 def check_expire_times(req, now_ms):
-    """The new expiry must be in the future (the per-message cap ts + max_ttl(ns) is the node's)."""
+    """The new expiry must be in the future and at most now + max_ttl(ns), else no message
+    could take it (`ttl_out_of_range`). The per-message cap ts + max_ttl(ns) is the node's:
+    a message it would take beyond its own cap is left as it is and not listed as updated."""
     if req.expiry <= now_ms:
         raise BadRequest(
             f"{req.expiry} is not in the future (node clock {now_ms}); to drop messages now use "
             "delete",
+            field="expiry",
+            request_id=req.id,
+        )
+    latest = now_ms + max_ttl(req.ns)
+    if req.expiry > latest:
+        raise TtlOutOfRange(
+            f"{req.expiry} is {req.expiry - now_ms} ms from the node clock ({now_ms}); at most "
+            f"{max_ttl(req.ns)} ms (the longest ttl in namespace {req.ns}) allowed",
             field="expiry",
             request_id=req.id,
         )

@@ -3,7 +3,6 @@ mkfs.vfat + mtools, mkfs.ext4 -d, sfdisk on a file, dd into the sparse image; th
 sfdisk, mtools, e2fsck and debugfs. No emulation, a few seconds."""
 
 import hashlib
-import shutil
 import subprocess
 
 import pytest
@@ -11,11 +10,14 @@ import pytest
 from image import assemble
 from image.progress import Progress
 from qemu.harness import extract_partition, fat_files, fat_read, partitions
+from tests.tools import require_tools
 
 TOOLS = ("mkfs.vfat", "mcopy", "mdir", "mkfs.ext4", "sfdisk", "e2fsck", "debugfs")
-pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                                reason="needs dosfstools, mtools, e2fsprogs, fdisk "
-                                       "(bash scripts/setup.sh installs them)")
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tools(*TOOLS, package="dosfstools mtools e2fsprogs fdisk")
 
 
 @pytest.fixture

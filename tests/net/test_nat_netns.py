@@ -26,6 +26,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, NodeProcess
+from tests.tools import require_tools
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -41,9 +42,7 @@ FAST_NET = {"gossip_interval": 0.5, "test_interval": 1.0, "test_backoff_max": 2.
 def _why_not():
     if os.geteuid() != 0:
         return "needs root (network namespaces, nftables, miniupnpd)"
-    for tool in ("ip", "nft", "miniupnpd"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install iproute2 nftables miniupnpd)"
+    require_tools("ip", "nft", "miniupnpd", package="iproute2 nftables miniupnpd")
     probe = P + "x"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode:

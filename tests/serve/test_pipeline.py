@@ -120,9 +120,9 @@ async def test_store_retrieve_delete_expire(rpc):
     r = await ok(rpc, "retrieve", **signed("retrieve"))
     assert [(m["data"], m["expiry"]) for m in r["messages"]] == [(b"m0", new_exp),
                                                                  (b"m2", new_exp)]
-    # beyond ts + 14 days (ns 0): not updated
-    r = await ok(rpc, "expire", **signed("expire", hashes=hashes, expiry=ts + 15 * DAY))
-    assert r == {"updated": []}
+    # beyond now + 14 days (ns 0): no message could take it, an error (docs/protocol.md)
+    code, msg = await err(rpc, "expire", **signed("expire", hashes=hashes, expiry=ts + 15 * DAY))
+    assert code == "ttl_out_of_range" and msg.startswith("expiry")
     code, msg = await err(rpc, "expire", **signed("expire", hashes=hashes, expiry=now_ms() - 1))
     assert code == "bad_request" and msg.startswith("expiry")
 
