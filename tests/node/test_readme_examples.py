@@ -14,7 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BIN = str(Path(sys.executable).parent)
 NOT_HERE = {"run": "starts a daemon (the fixture runs one)",
-            "flash": "writes an SD card or image (tests/image/test_flash.py)"}
+            "flash": "writes an SD card or image (tests/image/test_flash.py)",
+            "bridge": "needs a bridge node and its line (tests/bridge)"}
+PLACEHOLDER = re.compile(r"<[a-z ]+>|\.\.\.")  # `<id>`, '...': to be filled in by the reader
 
 
 def code_blocks(text):
@@ -51,7 +53,7 @@ def test_every_runnable_command_line_runs(node_factory):
     ran, skipped = [], []
     for cmd in homenode_lines():
         verb = cmd.split()[1] if len(cmd.split()) > 1 else ""
-        if verb in NOT_HERE:
+        if verb in NOT_HERE or PLACEHOLDER.search(cmd):
             skipped.append(cmd)
             continue
         r = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True,
