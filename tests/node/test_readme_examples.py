@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from firmware.cli import COMMANDS
+
 REPO = Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
 BIN = str(Path(sys.executable).parent)
+VERBS = {c.name.split()[0] for c in COMMANDS}
 NOT_HERE = {"run": "starts a daemon (the fixture runs one)",
             "flash": "writes an SD card or image (tests/image/test_flash.py)",
             "bridge": "needs a bridge node and its line (tests/bridge)"}
@@ -35,8 +38,9 @@ def homenode_lines():
         for line in body.splitlines():
             cmd = re.sub(r"\s+#.*$", "", line).strip()
             cmd = re.sub(r"^(sudo )?\.venv/bin/", "", cmd)
-            if re.match(r"homenode( |$)", cmd):
-                lines.append(cmd)
+            words = cmd.split()
+            if words[:1] == ["homenode"] and len(words) > 1 and words[1] in VERBS:
+                lines.append(cmd)  # (not a line of output such as "homenode 19e2...: ...")
     return lines
 
 
