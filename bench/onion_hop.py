@@ -159,7 +159,8 @@ def start_node(base, name, extra_toml=""):
                 "[limits]\nrate_per_sec = 1000000.0\nrate_burst = 1000000\n"
                 "max_inflight_per_conn = 256\n"
                 # onions are served by network nodes; no bootstrap: a network of its own
-                "[network]\nenabled = true\n" + extra_toml)
+                # pow_bits: a loopback bench lowers the id proof of work (network parameter)
+                "[network]\nenabled = true\npow_bits = 0\n" + extra_toml)
     data = os.path.join(d, "data")
     log = open(os.path.join(d, "log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", cfg,

@@ -280,3 +280,40 @@ def write_store_owner(data_dir: str, ident: Identity) -> None:
 
 def node_key_path(data_dir: str) -> str:
     return os.path.join(data_dir, NODE_KEY_FILE)
+
+
+# -- the id's proof of work (firmware/proto/pow.py), kept next to the key -----------------------
+
+ID_WORK_FILE = "node.pow"
+_WORK_HEADER = "# homenode id proof of work (public; made once per key). id: "
+
+
+def load_id_work(data_dir: str, node_id: bytes) -> bytes | None:
+    """The proof of work saved for `node_id`, or None (none yet, another key's, or unreadable:
+    the node makes a new one, which costs time and loses nothing)."""
+    try:
+        with open(os.path.join(data_dir, ID_WORK_FILE), encoding="ascii") as f:
+            lines = f.read(1024).splitlines()
+        if len(lines) == 2 and lines[0] == _WORK_HEADER + node_id.hex():
+            return bytes.fromhex(lines[1].strip())
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
+    return None
+
+
+def save_id_work(data_dir: str, node_id: bytes, nonce: bytes) -> None:
+    """Write the proof atomically (temp file, fsync, rename): it took a minute to make."""
+    path = os.path.join(data_dir, ID_WORK_FILE)
+    fd, tmp = tempfile.mkstemp(prefix=".pow-", dir=data_dir)
+    try:
+        os.write(fd, f"{_WORK_HEADER}{node_id.hex()}\n{nonce.hex()}\n".encode("ascii"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -28,10 +28,16 @@ from firmware.config import ConfigError
 from firmware.device.hardware import open_device_hardware
 from firmware.device.services import DeviceServices
 from firmware.device.shaping import BandwidthService, reads_held
-from firmware.identity import ensure_data_dir, load_or_create_node_identity
+from firmware.identity import (
+    ensure_data_dir,
+    load_id_work,
+    load_or_create_node_identity,
+    save_id_work,
+)
 from firmware.join import JoinParts
 from firmware.link import Dialer, LinkPool, direct_dial, server_ssl_context
 from firmware.logs import Log
+from firmware.net.id_work import IdentityWork
 from firmware.net.membership import MembershipService
 from firmware.net.onion_relay import OnionRelay, SwarmExecutor
 from firmware.net.peers import PeerAuth, authenticated_dial
@@ -86,6 +92,21 @@ def _trusted(addresses) -> frozenset:
     return frozenset(addresses) | frozenset(f"::ffff:{a}" for a in addresses if ":" not in a)
 
 
+def _first_phase(*providers):
+    """One phase provider for the health monitor out of several (an update in progress, the id's
+    proof of work being made): the first that has something to say."""
+    live = [p for p in providers if p is not None]
+
+    def phase():
+        for p in live:
+            got = p()
+            if got is not None:
+                return got
+        return None
+
+    return phase if live else None
+
+
 class _Network:
     """The network parts of one node (absent when `[network] enabled = false`). On a bridge
     (`bridge`: a BridgeMode) four of them differ: the dialer reaches only the relays, onions go
@@ -93,11 +114,17 @@ class _Network:
 
     def __init__(self, node, cfg, identity, dialer, pipeline_respond, bridge=None):
         net, log, clock = cfg.network, node.log, node.clock_ms
-        self.hub = RelayHub()
         self.advertised = AdvertisedAddress(net.advertise_host, net.advertise_port, node.address)
+        proof = load_id_work(node.data_dir, identity.node_id)
         self.roster = Roster(identity, net, self.advertised, version=__version__,
-                             clock_ms=clock, log=log,
+                             clock_ms=clock, log=log, pow=proof or b"",
                              hidden=bridge.record if bridge else None)
+        # the id's proof of work: made at first start; membership and reachability (what shows
+        # our record to others) start once it exists
+        self.id_work = IdentityWork(
+            identity.node_id, net.pow_bits, proof, log=log, on_made=self.roster.set_pow,
+            save=lambda nonce: save_id_work(node.data_dir, identity.node_id, nonce))
+        self.hub = RelayHub(record_of=self.roster.get, on_record=self.roster.merge_from)
         if bridge is not None:
             dialer = bridge.dialer(dialer)
         self.peer_pool = LinkPool(
@@ -119,7 +146,8 @@ class _Network:
                              on_record=self.roster.merge_from, denied=self.roster.denied)
         self.reach_ops = ReachOps(identity, dialer, self.roster)
         self.relayed = RelayedMode(self.peer_pool, pipeline_respond, clock_ms=clock, log=log,
-                                   polls_per_relay=cfg.nat.polls_per_relay)
+                                   polls_per_relay=cfg.nat.polls_per_relay,
+                                   own_record=self.roster.own)
         if bridge is None:
             self.reach = ReachabilityService(cfg.nat, identity, self.roster, self.peer_pool,
                                              self.advertised, self.relayed,
@@ -138,18 +166,22 @@ class _Network:
             "replicate": self.replicator.op_replicate, "handoff": self.replicator.op_replicate,
             "summary": self.replicator.op_summary,
             "fetch_missing": self.replicator.op_fetch_missing,
+            "tombstones": self.replicator.op_tombstones,
             "nodes": self.op_nodes, "reach_test": self.reach_ops.op_reach_test,
             "relay_poll": self.hub.op_poll, "relay_reply": self.hub.op_reply,
             "relay_forward": self.hub.op_forward,
         }
 
     def services(self):
-        return [("peer_links", self.peer_pool.run),
-                ("membership", self.membership.run), ("replication", self.replicator.run),
-                ("relayed_mode", self.relayed.run), ("reachability", self.reach.run)]
+        after_work = self.id_work.after
+        return [("peer_links", self.peer_pool.run), ("identity_work", self.id_work.run),
+                ("membership", after_work(self.membership.run)),
+                ("replication", self.replicator.run), ("relayed_mode", self.relayed.run),
+                ("reachability", after_work(self.reach.run))]
 
     def info(self) -> dict:
         return {**self.membership.info(), **self.replicator.info(), **self.reach.info(),
+                **self.id_work.info(),
                 "peer_links": self.peer_pool.open_count(),
                 "relayed_for": len(self.hub.attached()),
                 "relayed_passed_down": self.hub.counters["passed_down"]}
@@ -219,7 +251,7 @@ class Node:
             clock_ms=clock, log=log, node_phase=lambda: self.state, quiesce=self._quiesce,
             stop=self.request_stop, peers_live=net.roster.live_count if net else None,
             has_bootstrap=lambda: bool(net and net.membership.candidates),
-            update_phase=update_phase)
+            update_phase=_first_phase(update_phase, net.id_work.phase if net else None))
         self.join = JoinParts(cfg, self.data_dir, self.identity.node_id, clock_ms=clock, log=log,
                               add_candidate=net.membership.add_candidate if net else None)
         admit_new = [self.device.refuse_when_hot]

@@ -19,6 +19,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_POW_BITS = 8  # see NodeProcess
 
 
 def _toml_value(v):
@@ -47,8 +48,13 @@ class NodeProcess:
         self.dir = tmp_path / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = str(self.dir / data_dir_name)
+        # Test networks lower the id proof of work ([network] pow_bits, a network parameter):
+        # the real default (24 bits) costs each fresh node ~5 s of CPU here before it joins.
+        # 8 bits still makes every node grind, keep and show a real proof (256 tries on
+        # average), so records without one are refused in every test network too.
         self.config = {"node": {"listen_port": 0, "log_level": "debug"},
-                       "web": {"port": 0}}  # the status page on a free port too
+                       "web": {"port": 0},  # the status page on a free port too
+                       "network": {"pow_bits": TEST_POW_BITS}}
         for section, keys in (config or {}).items():
             self.config.setdefault(section, {}).update(keys)
         self.config_path = write_toml(self.dir / "homenode.toml", self.config)

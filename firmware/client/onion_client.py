@@ -11,12 +11,21 @@ with `firmware.proto.onion` so that no single node learns both who asks and what
 - the final hop sees the request (recipient, namespace), not the client;
 - middle hops see neither.
 
-Path choice: the final hop is a member of the recipient's swarm (rendezvous placement over the
-known nodes, so the request lands where the mail lives); the other hops are drawn at random from
-the nodes outside that swarm (when there are enough), all distinct. A hop that fails
-(unreachable, busy, timeout, rejected) is avoided for `penalty_s` and the request is rebuilt
-with fresh keys on another path, up to `attempts` times. Store and delete are idempotent
-(messages dedupe by hash), so a retry is safe.
+Path choice (firmware/proto/paths.py): the final hop is a member of the recipient's swarm
+(placement over the known nodes' addresses, as the nodes compute it, so the request lands where
+the mail lives); the other hops are drawn by network, outside that swarm, no two in one /16 (a
+relayed node counting in its relays' networks too) and none in the client's own /16 when it is
+known (``client_host``); small networks relax those rules in a fixed order (``last_level``). A
+hop that fails (unreachable, busy, timeout, rejected) is avoided for `penalty_s` and the request
+is rebuilt with fresh keys on another path, up to `attempts` times. Store and delete are
+idempotent (messages dedupe by hash), so a retry is safe.
+
+Sizes: every packet and answer has a fixed size class (firmware/proto/onion.py) that each hop
+sees. The client waits longer than every hop's own forward timeout together
+(``onion.client_timeout``), so a dead hop deep in the path is reported by its neighbour, not
+mistaken for the first hop. A mailbox's first ``retrieve`` page asks for at most 60,000 bytes,
+whose answer fits the 80 KiB class (an empty or small mailbox never moves a 1020 KiB answer
+through every hop); later pages of a big mailbox ask for 900,000 bytes (the 1020 KiB class).
 
 Paging: a `retrieve` page's `after` is a position in the answering member's own insertion
 order, so `retrieve_all` asks every page of one walk of the same swarm member; if that member
@@ -36,14 +45,19 @@ from firmware.proto import onion
 from firmware.proto.codec import encode_map
 from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
 from firmware.proto.limits import PROTOCOL_VERSION, PUBLIC_NS
-from firmware.proto.placement import DEFAULT_K, rank
+from firmware.proto.paths import NoPath as _NoPathHere
+from firmware.proto.paths import PathPicker
+from firmware.proto.placement import DEFAULT_K, Member, Placement, address_nets
 from firmware.proto.records import FLAG_RELAYED, RecordError, verify_record
 from firmware.proto.responses import Err, parse_response
 
 from .node_client import StorageCalls, connect
 
 __all__ = ["OnionClient", "open_onion_client", "NoPath", "FinalHopFailed", "hops_from_records",
-           "bootstrap", "run_via_onion"]
+           "bootstrap", "run_via_onion", "member_of_hop", "FIRST_PAGE_BYTES", "PAGE_BYTES"]
+
+FIRST_PAGE_BYTES = 60_000  # a first retrieve page: its answer fits the 80 KiB class
+PAGE_BYTES = 900_000  # later pages of a big mailbox: the 1020 KiB class
 
 
 class NoPath(ConnectionError):
@@ -54,26 +68,42 @@ class FinalHopFailed(NoPath):
     """The final hop a caller insisted on could not be used (retrieve_all moves to another)."""
 
 
+def member_of_hop(hop) -> Member:
+    """A hop as placement sees it: its own networks and its relays' (as a node's record)."""
+    net16, net24 = address_nets(hop.host)
+    nets16, nets24 = {net16}, {net24}
+    for host in hop.relay_hosts:
+        r16, r24 = address_nets(host)
+        nets16.add(r16)
+        nets24.add(r24)
+    return Member(hop.node_id, net16, net24, frozenset(nets16), frozenset(nets24))
+
+
 class OnionClient(StorageCalls):
-    def __init__(self, nodes, pool: LinkPool, *, hops=3, attempts=4, timeout=15.0,
-                 penalty_s=60.0, swarm_k=DEFAULT_K, final_choices=None, clock_ms=wall_ms,
-                 rng=None, rand=os.urandom):
+    def __init__(self, nodes, pool: LinkPool, *, hops=3, attempts=4, timeout=None,
+                 penalty_s=60.0, swarm_k=DEFAULT_K, final_choices=None, client_host=None,
+                 clock_ms=wall_ms, rng=None, rand=os.urandom):
+        """`timeout`: per onion (default `onion.client_timeout(hops)`); `client_host`: this
+        client's own public address when known (no hop is drawn from its /16)."""
         # convert each node id to its X25519 onion key once, not per onion
         self.nodes = {n.node_id: n if n.x25519_pub else dataclasses.replace(
             n, x25519_pub=onion.x25519_public_of(n.node_id)) for n in nodes}
+        self.placement = Placement([member_of_hop(n) for n in self.nodes.values()], k=swarm_k)
         self.pool = pool
         self.hops = hops
         self.attempts = attempts
-        self.timeout = timeout
+        self.timeout = onion.client_timeout(hops) if timeout is None else timeout
         self.penalty_s = penalty_s
         self.swarm_k = swarm_k
         # how many of the swarm's top members may serve as final hop (None: all k)
         self.final_choices = final_choices
+        self.client_host = client_host
         self._clock_ms = clock_ms
         self.rng = rng or random.SystemRandom()
         self.rand = rand
         self._penalised: dict[bytes, float] = {}
         self.last_path: list[onion.Hop] = []
+        self.last_level = 0  # the path rules' relaxation level of the last path (0: all held)
         self.counters = {"requests": 0, "attempts": 0, "retries": 0}
 
     # -- paths ------------------------------------------------------------------------------
@@ -87,50 +117,36 @@ class OnionClient(StorageCalls):
 
     def swarm_of(self, recipient: bytes) -> list[bytes]:
         """The members of `recipient`'s swarm that may serve as its final hop, best first."""
-        swarm = list(rank(list(self.nodes), recipient, self.swarm_k))
+        swarm = list(self.placement.swarm(recipient))
         return swarm[: self.final_choices] if self.final_choices else swarm
 
-    def _pick_final(self, recipient: bytes, usable) -> bytes:
+    def _finals(self, recipient, usable):
         usable_ids = {n.node_id for n in usable}
         swarm = self.swarm_of(recipient)
-        return self.rng.choice([nid for nid in swarm if nid in usable_ids] or swarm)
+        return [self.nodes[i] for i in swarm if i in usable_ids] or [self.nodes[i] for i in swarm]
+
+    def _pick_final(self, recipient: bytes, usable) -> bytes:
+        return self.rng.choice(self._finals(recipient, usable)).node_id
 
     def choose_path(self, recipient: bytes | None, final: bytes | None = None):
-        """`hops` distinct usable nodes; the last one `final`, else from `recipient`'s swarm."""
+        """`hops` distinct usable nodes by the path rules; the last one `final`, else from
+        `recipient`'s swarm (none given: any)."""
         usable = self._usable()
         if len(usable) < self.hops:
             usable = list(self.nodes.values())  # everyone penalised: try anyway
-        if len(usable) < self.hops:
-            raise NoPath(f"an onion path needs {self.hops} distinct nodes, only {len(usable)} "
-                         "known; bootstrap from a node that knows the network")
-        if recipient is None and final is None:
-            path = self.rng.sample(usable, self.hops)
-            return self._direct_first(path, usable)
-        if final is None:
-            final = self._pick_final(recipient, usable)
-        # other hops from outside the swarm when we can: a swarm member as first hop would see
-        # both the client's address and (as a replica) the recipient of what it relays
-        full_swarm = set(rank(list(self.nodes), recipient, self.swarm_k)) if recipient else set()
-        rest = [n for n in usable if n.node_id not in full_swarm and n.node_id != final]
-        if len(rest) < self.hops - 1:
-            rest = [n for n in usable if n.node_id != final]
-        if len(rest) < self.hops - 1:
-            rest = [n for n in self.nodes.values() if n.node_id != final]
-        path = self.rng.sample(rest, self.hops - 1) + [self.nodes[final]]
-        return self._direct_first(path, rest)
-
-    def _direct_first(self, path, pool):
-        """The client connects to the first hop itself: it must not be a relayed node."""
-        if not path[0].relayed:
-            return path
-        for i, hop in enumerate(path[1:-1], 1):
-            if not hop.relayed:
-                path[0], path[i] = path[i], path[0]
-                return path
-        spare = [n for n in pool if not n.relayed and n not in path]
-        if not spare:
-            raise NoPath("every known node is relayed: none can be a first hop")
-        path[0] = self.rng.choice(spare)
+        if final is not None:
+            finals = [self.nodes[final]]
+        elif recipient is not None:
+            finals = self._finals(recipient, usable)
+        else:
+            finals = []
+        swarm = self.placement.swarm(recipient) if recipient is not None else ()
+        try:
+            path, self.last_level = PathPicker(usable).pick(
+                hops=self.hops, finals=finals, swarm=swarm, client_host=self.client_host,
+                rng=self.rng)  # fmt: skip
+        except _NoPathHere as e:
+            raise NoPath(str(e)) from None
         return path
 
     # -- requests ---------------------------------------------------------------------------
@@ -206,10 +222,11 @@ class OnionClient(StorageCalls):
         first = self._pick_final(recipient, self._usable())  # as a single request would
         members = [first] + [m for m in self.swarm_of(recipient) if m != first]
         for member in members:
-            cursor = after
+            cursor, first = after, True
             try:
                 while True:
-                    msgs, more = await self._page(signing_key, ns, cursor, member)
+                    msgs, more = await self._page(signing_key, ns, cursor, member, first)
+                    first = False
                     for m in msgs:
                         if m.hash not in seen:
                             seen.add(m.hash)
@@ -221,18 +238,23 @@ class OnionClient(StorageCalls):
                 last = e
         raise NoPath(f"no member of the swarm answered every page; last error: {last}")
 
-    async def _page(self, signing_key, ns, after, member):
+    async def _page(self, signing_key, ns, after, member, first=True):
         recipient = bytes(signing_key.verify_key)
         args = {"recipient": recipient, "ns": ns, "after": after, "max_count": 100,
-                "max_bytes": 900_000, **self._sig(signing_key, "retrieve", recipient, ns)}
+                "max_bytes": FIRST_PAGE_BYTES if first else PAGE_BYTES,
+                **self._sig(signing_key, "retrieve", recipient, ns)}
         r = await self.request("retrieve", args, recipient=recipient, final=member)
         return r.messages, r.more
 
 
 def hops_from_records(records) -> list[onion.Hop]:
-    """Onion hops from verified node records (``firmware.proto.records.NodeRecord``)."""
-    return [onion.Hop(r.id, r.addrs[0], r.port, relayed=bool(r.flags & FLAG_RELAYED))
-            for r in records if r.addrs]
+    """Onion hops from verified node records (``firmware.proto.records.NodeRecord``); a relayed
+    node's relays are looked up among the same records (their networks count for it)."""
+    records = [r for r in records if r.addrs]
+    host_of = {r.id: r.addrs[0] for r in records}
+    return [onion.Hop(r.id, r.addrs[0], r.port, relayed=bool(r.flags & FLAG_RELAYED),
+                      relay_hosts=tuple(host_of[i] for i in r.relays if i in host_of))
+            for r in records]  # fmt: skip
 
 
 async def bootstrap(host, port, node_id, *, timeout=10.0, clock_ms=wall_ms,
@@ -263,7 +285,11 @@ async def run_via_onion(host, port, node_id, fn, *, timeout=10.0, hops=3):
         return False, None
     if len(nodes) < hops:
         return False, (f"the node knows {len(nodes)} live node(s), an onion needs {hops}")
-    async with open_onion_client(nodes, hops=hops, timeout=timeout) as oc:
+    # the local node's address is this box's: no hop from its /16 (a neighbour could watch both
+    # ends); each onion gets the time every hop may take
+    local = next((n.host for n in nodes if n.node_id == node_id), None)
+    async with open_onion_client(nodes, hops=hops, client_host=local,
+                                 timeout=max(timeout, onion.client_timeout(hops))) as oc:
         return True, await fn(oc)
 
 

@@ -35,7 +35,8 @@ __all__ = ["OnionRelay", "SwarmExecutor", "STORAGE_OPS"]
 
 class OnionRelay:
     def __init__(self, identity, pool, *, execute, log, clock_ms=wall_ms, rand=os.urandom,
-                 max_inflight=512, max_per_link=64, forward_timeout=10.0, replay_max=100_000):
+                 max_inflight=512, max_per_link=64, forward_timeout=onion.HOP_TIMEOUT_S,
+                 replay_max=100_000):  # fmt: skip
         """`pool`: pinned links to next hops (a LinkPool that also routes to relayed nodes);
         `execute(frame, conn, now_ms) -> response map` runs a final layer's request."""
         self.node_id = identity.node_id
@@ -53,9 +54,18 @@ class OnionRelay:
         self.inflight = 0
         self.counters = {"peeled": 0, "forwarded": 0, "final": 0, "rejected": 0, "busy": 0,
                          "next_hop_failed": 0}
+        # bytes of every layer taken and every answer given, by size: the size classes are all
+        # an observer of this hop learns, and status shows that nothing else ever passed
+        self.sizes = {"in": {}, "out": {}}
 
     def info(self) -> dict:
-        return {**self.counters, "inflight": self.inflight, "links": self.pool.open_count()}
+        return {**self.counters, "inflight": self.inflight, "links": self.pool.open_count(),
+                "sizes_in": dict(self.sizes["in"]), "sizes_out": dict(self.sizes["out"])}
+
+    def _count_size(self, way, n):
+        seen, key = self.sizes[way], str(n)  # text keys: status travels as CBOR
+        if key in seen or len(seen) < 16:  # a flood of odd sizes is not worth remembering
+            seen[key] = seen.get(key, 0) + 1
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         """Housekeeping: forget replay entries whose timestamps left the window."""
@@ -100,9 +110,13 @@ class OnionRelay:
                 e.request_id = rid
                 raise
             self.counters["peeled"] += 1
+            self._count_size("in", len(blob))
             if peeled.is_final:
-                return {"blob": await self._run_final(peeled, conn, now_ms)}
-            return {"blob": await self._forward(peeled)}
+                answer = await self._run_final(peeled, conn, now_ms)
+            else:
+                answer = await self._forward(peeled)
+            self._count_size("out", len(answer))
+            return {"blob": answer}
         finally:
             self.inflight -= 1
             conn.state["onion_inflight"] -= 1

@@ -6,6 +6,14 @@ here; whatever is addressed to it (``relay_forward`` from anyone, or our own oni
 ``lookup``) is handed out as the answer to one of those polls, and the relayed node sends the
 result back with ``relay_reply``. Wire details: firmware/net/reachability.py and
 docs/protocol.md.
+
+A relayed node counts in its relays' networks *and* in the network of the address its record
+names (placement, onion paths), and it names where its relays see it connect from. The hub
+holds it to that: a poll is served only when the link's source address is in the /24 (IPv6
+/48) of the poller's record's ``addrs[0]``. Otherwise a node anywhere could claim an honest
+network's address through an honest relay and take that network's places. The poll carries
+the poller's current record (``record``), merged first, so a node that just became relayed is
+not judged by the record it had before.
 """
 
 import itertools
@@ -15,8 +23,9 @@ import trio
 from firmware.link import Link, LinkDown, LinkTimeout, result_of
 from firmware.link.link import request_frame
 from firmware.proto.errors import BadRequest, Busy
+from firmware.proto.placement import address_nets
 
-from .peers import require_peer
+from .peers import args_of, require_peer
 
 __all__ = ["RelayHub", "FORWARDABLE", "POLL_WAIT"]
 
@@ -35,14 +44,20 @@ class _Box:
 class RelayHub:
     """Served by every reachable node: relayed peers poll it for work addressed to them."""
 
-    def __init__(self, *, max_attached=32, queue=64, poll_wait=POLL_WAIT, timeout=15.0):
+    def __init__(self, *, max_attached=32, queue=64, poll_wait=POLL_WAIT, timeout=15.0,
+                 record_of=None, on_record=None):
+        """`record_of(node_id)` -> the record we hold for a poller (None: no address check, for
+        tests of the polling alone); `on_record(node_id, wire)` merges the record a poll
+        carries (the roster's merge_from)."""
+        self.record_of = record_of
+        self.on_record = on_record
         self.max_attached = max_attached
         self.queue = queue
         self.poll_wait = poll_wait
         self.timeout = timeout
         self._boxes: dict[bytes, _Box] = {}
         self._tokens = itertools.count(1)
-        self.counters = {"passed_down": 0, "answered": 0, "expired": 0}
+        self.counters = {"passed_down": 0, "answered": 0, "expired": 0, "refused_address": 0}
 
     def attached(self):
         now = trio.current_time()
@@ -62,8 +77,26 @@ class RelayHub:
             return None
         return _HubLink(self, box)
 
+    def _check_address(self, peer, conn, args):
+        if self.record_of is None:
+            return
+        wire = args.get("record")
+        if wire is not None and self.on_record is not None:
+            self.on_record(peer, wire)
+        rec = self.record_of(peer)
+        if rec is None:
+            self.counters["refused_address"] += 1
+            raise BadRequest("relay_poll: this node holds no valid record of yours; send your "
+                             "current record with the poll (record)", field="record")
+        if address_nets(conn.client)[1] != address_nets(rec.addrs[0])[1]:
+            self.counters["refused_address"] += 1
+            raise BadRequest(f"relay_poll: your record names {rec.addrs[0]} but you connect "
+                             f"from {conn.client}; a relayed node's record names the address "
+                             "its relays see it at (reach_test's seen_ip)", field="record")
+
     async def op_poll(self, frame, conn, now_ms):
         peer = require_peer(conn, "relay_poll")
+        self._check_address(peer, conn, args_of(frame))
         box = self._boxes.get(peer)
         if box is None:
             if len(self._boxes) >= self.max_attached:

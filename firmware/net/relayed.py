@@ -16,7 +16,7 @@ import trio
 
 from firmware.link import Link, LinkDown
 from firmware.logs import short_id as short
-from firmware.proto.errors import ProtocolError
+from firmware.proto.errors import BadRequest, ProtocolError
 from firmware.proto.records import FLAG_RELAYED, RecordError, verify_ping
 from firmware.serve.pipeline import ConnInfo, error_map
 
@@ -75,8 +75,11 @@ class RelayRoutes:
 class RelayedMode:
     """The relayed node's side: poll `relays` for work, run it with `respond`, reply."""
 
-    def __init__(self, peer_pool, respond, *, clock_ms, log, polls_per_relay=4):
+    def __init__(self, peer_pool, respond, *, clock_ms, log, polls_per_relay=4, own_record=None):
+        """`own_record()` -> our current record, sent with every poll (the relay checks the
+        address it names against the one we connect from)."""
         self.pool = peer_pool
+        self.own_record = own_record
         self.respond = respond  # (frame, conn, now_ms) -> response map: the node's pipeline
         self.clock_ms = clock_ms
         self.log = log
@@ -130,11 +133,15 @@ class RelayedMode:
         backoff = 1.0
         while True:
             try:
-                ok = await self.pool.request(nid, addr, "relay_poll", {}, timeout=POLL_WAIT + 10)
+                args = {"record": self.own_record().wire} if self.own_record else {}
+                ok = await self.pool.request(nid, addr, "relay_poll", args,
+                                             timeout=POLL_WAIT + 10)
                 backoff = 1.0
                 self.last_ok[nid] = trio.current_time()
             except (LinkDown, ProtocolError) as e:
-                self.log.debug("relay_poll_failed", relay=short(nid), error=str(e)[:200])
+                refused = isinstance(e, BadRequest)  # the relay refuses us: worth a look
+                (self.log.warning if refused else self.log.debug)(
+                    "relay_poll_failed", relay=short(nid), error=str(e)[:300])
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue

@@ -34,6 +34,10 @@ NETWORK = Section("network", "how this node finds and joins the network", [
     Key("advertise_port", 0, "port other nodes should connect to (0: the listen port)",
         IntRange(0, 65535)),
     Key("k", 5, "copies of each mailbox: the swarm size", IntRange(1, 16)),
+    # firmware/proto/pow.py DEFAULT_BITS (not imported: the schema loads no network code)
+    Key("pow_bits", 24, "proof of work a node id needs, in bits (a network parameter: every "
+        "node of one network must use the same; a new node grinds ~2^bits hashes once, about "
+        "a minute on a Pi Zero 2 W at 24; only test networks lower it)", IntRange(0, 48)),
     Key("gossip_interval", 5.0, "seconds between membership exchanges",
         FloatRange(0.05, 3600, "seconds")),
     Key("gossip_fanout", 2, "peers asked per exchange round", IntRange(1, 16)),

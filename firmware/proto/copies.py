@@ -17,6 +17,19 @@ Wire map of one copy::
 
     {"recipient": bytes32, "ns": int, "ts": int, "expiry": int, "data": bytes,
      "proof": bytes72 (ns != 0 only), "fresh": true (optional)}
+
+Deletes travel the same way (op ``tombstones``): a swarm member that was off while the owner
+deleted keeps its copy, so the members that hold the tombstone send it the owner's signed
+delete again. The delete signature covers the digest of *all* hashes of that delete
+(hashing.op_binding), so a tombstone is proved as a **group**: every tombstone kept with one
+proof (``i64be(sig_ts) || sig`` of the delete, 72 bytes) is one delete, sent whole::
+
+    {"recipient": bytes32, "ns": int, "hashes": [bytes32, 1..1000], "proof": bytes72}
+
+and re-verified by the receiver (:func:`verify_delete`) with no age check on ``sig_ts``: it
+can only ever delete exactly those hashes of that mailbox, which is what the owner asked for.
+A group whose tombstones were partly swept (the oldest message of the delete outlived its max
+ttl) or re-proved by a later delete of an overlapping set no longer verifies and is dropped.
 """
 
 import struct
@@ -27,9 +40,20 @@ from nacl.exceptions import CryptoError
 
 from .errors import BadRequest, BadSignature
 from .hashing import message_hash, op_binding, signed_bytes
-from .limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, PUBLIC_NS, SIG_SIZE, max_ttl
+from .limits import (
+    MAX_DATA,
+    MAX_FUTURE_TS,
+    MAX_HASHES,
+    NS_MAX,
+    NS_MIN,
+    PUBLIC_NS,
+    SIG_SIZE,
+    max_ttl,
+)
 
-__all__ = ["PROOF_SIZE", "Copy", "store_proof", "verify_copy", "copy_wire", "parse_copy"]
+__all__ = ["PROOF_SIZE", "Copy", "store_proof", "verify_copy", "copy_wire", "parse_copy",
+           "DeleteGroup", "delete_proof", "verify_delete", "delete_groups", "delete_wire",
+           "parse_delete"]  # fmt: skip
 
 _I64 = struct.Struct(">q")
 PROOF_SIZE = 8 + SIG_SIZE
@@ -115,3 +139,67 @@ def parse_copy(item, now_ms):
     if exp <= now_ms:
         return None
     return Copy(h, r, ns, ts, exp, data, proof, fresh)
+
+
+# -- deletes ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteGroup:
+    """One owner-signed delete: the mailbox, every hash it named, and its proof."""
+
+    recipient: bytes
+    ns: int
+    hashes: tuple
+    proof: bytes
+
+
+def delete_proof(sig_ts, sig):
+    """The proof kept with the tombstones of a delete: its ``sig_ts`` and ``sig``."""
+    return store_proof(sig_ts, sig)
+
+
+def verify_delete(recipient, ns, hashes, proof):
+    """Raise BadSignature unless ``proof`` is the owner's delete signature over exactly the set
+    ``hashes`` (any order). One Ed25519 verify."""
+    if type(proof) is not bytes or len(proof) != PROOF_SIZE:
+        raise BadSignature(f"a delete's proof is {PROOF_SIZE} bytes", field="proof")
+    (sig_ts,) = _I64.unpack_from(proof)
+    msg = signed_bytes("delete", recipient, ns, sig_ts, op_binding("delete", hashes=hashes))
+    try:
+        crypto_sign_open(proof[8:] + msg, recipient)
+    except (CryptoError, ValueError, TypeError):
+        raise BadSignature("this delete's proof is not its owner's signature over these hashes",
+                           field="proof") from None  # fmt: skip
+
+
+def delete_groups(tombstones):
+    """Tombstones (anything with hash, recipient, ns, proof) -> DeleteGroups, one per proof.
+    Tombstones without a proof (made before proofs were kept) cannot be shown to anyone."""
+    groups = {}
+    for t in tombstones:
+        if t.proof and len(t.proof) == PROOF_SIZE:
+            groups.setdefault((t.recipient, t.ns, t.proof), []).append(t.hash)
+    return [DeleteGroup(r, ns, tuple(sorted(set(hs))), proof)
+            for (r, ns, proof), hs in groups.items()]  # fmt: skip
+
+
+def delete_wire(g):
+    return {"recipient": g.recipient, "ns": g.ns, "hashes": list(g.hashes), "proof": g.proof}
+
+
+def parse_delete(item):
+    """A delete group's wire map -> DeleteGroup (shape only; :func:`verify_delete` next)."""
+    if type(item) is not dict or set(item) != {"recipient", "ns", "hashes", "proof"}:
+        raise BadRequest("each delete is a map {recipient, ns, hashes, proof}", field="deletes")
+    r, ns, hashes, proof = item["recipient"], item["ns"], item["hashes"], item["proof"]
+    if type(r) is not bytes or len(r) != 32:
+        raise BadRequest("must be 32 bytes", field="recipient")
+    if type(ns) is not int or not NS_MIN <= ns <= NS_MAX:
+        raise BadRequest(f"must be an int in {NS_MIN}..{NS_MAX}", field="ns")
+    if (type(hashes) is not list or not 1 <= len(hashes) <= MAX_HASHES
+            or any(type(h) is not bytes or len(h) != 32 for h in hashes)):  # fmt: skip
+        raise BadRequest(f"must be 1..{MAX_HASHES} 32-byte hashes", field="hashes")
+    if type(proof) is not bytes or len(proof) != PROOF_SIZE:
+        raise BadRequest(f"must be {PROOF_SIZE} bytes", field="proof")
+    return DeleteGroup(r, ns, tuple(hashes), proof)

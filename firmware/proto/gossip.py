@@ -78,6 +78,9 @@ PENALTIES = {
     "expired": 1,
     "flood": 20,
     "pow": 5,  # an id below the network's difficulty: junk, or a node made before a raise
+    # a private-namespace copy without its owner's valid proof (replicate, handoff,
+    # fetch_missing): honest nodes only ever send copies they checked, so it is never an accident
+    "copy_proof": 25,
 }
 
 
@@ -207,6 +210,12 @@ class GossipState:
         self.refused[reason] = self.refused.get(reason, 0) + times
         if peer_id is not None:
             self.scores[peer_id] = self.score(peer_id) - PENALTIES[reason] * times
+
+    def charge(self, peer_id, reason):
+        """A peer misbehaved outside gossip (``reason`` from PENALTIES, e.g. ``copy_proof``):
+        its score drops (``refused`` counts records only)."""
+        if peer_id is not None:
+            self.scores[peer_id] = self.score(peer_id) - PENALTIES[reason]
 
     def merge(self, sender_id, wires, now):
         """Take records pushed by ``sender_id`` (None: not attributable); return a MergeResult."""

@@ -65,6 +65,8 @@ from firmware.proto.limits import PROTOCOL_VERSION
 
 __all__ = [
     "MAX_HOPS",
+    "HOP_TIMEOUT_S",
+    "client_timeout",
     "TS_WINDOW",
     "SIZE_CLASSES",
     "SLOT",
@@ -95,6 +97,16 @@ __all__ = [
 VERSION = b"\x02"
 MAX_HOPS = 5
 TS_WINDOW = 60_000  # ms either side of the hop's clock
+# How long a hop waits for the next one. No hop knows its position (v2), so every hop waits the
+# same; a client must wait longer than the whole chain (``client_timeout``), or it gives up
+# before the hop next to a dead one can tell it which hop failed.
+HOP_TIMEOUT_S = 10.0
+
+
+def client_timeout(hops, hop_timeout=HOP_TIMEOUT_S):
+    """The time a client gives an onion of ``hops`` hops: every hop's wait, plus slack."""
+    return hops * hop_timeout + 5.0
+
 PERSON = b"homenode-onion-2"  # 16 bytes, BLAKE2b personalisation
 PERSON_RESP = b"homenode-oresp-2"
 KEY_SIZE = 32

@@ -24,6 +24,9 @@ until a path exists, and ``pick_path`` says which level it used:
     level 3: two hops may share a /16 (never a /24 / IPv6 /48)
     level 4: any distinct nodes (the first hop still direct)
 
+At every level a non-final hop is drawn from outside the swarm when any eligible node is; the
+relaxation only lets swarm members in when nothing else fits (a one-network test cluster).
+
 Randomness comes from the caller's ``rng`` (``random.SystemRandom`` in production, seeded in
 tests); candidates are any objects with ``node_id``, ``host``, ``relayed`` and ``relay_hosts``
 (``firmware.proto.onion.Hop``).
@@ -119,13 +122,17 @@ def _try(pool, finals, swarm, client16, hops, level, rng):
         if final is None:
             return None
         take(final)
+    def draw(pred):  # outside the swarm whenever possible, whatever the level
+        c = pool.draw(lambda c: pred(c) and c.node.node_id not in swarm, rng)
+        return c if c is not None or level < 1 else pool.draw(pred, rng)
+
     if hops - (final is not None) > 0:
-        first = pool.draw(lambda c: ok(c, first=True), rng)
+        first = draw(lambda c: ok(c, first=True))
         if first is None:
             return None
         take(first)
     while len(chosen) < hops:
-        c = pool.draw(ok, rng)
+        c = draw(ok)
         if c is None:
             return None
         take(c)
@@ -157,7 +164,8 @@ class PathPicker:
         if distinct < hops:
             raise NoPath(f"an onion path needs {hops} distinct nodes, only {distinct} known; "
                          "bootstrap from a node that knows the network")  # fmt: skip
-        raise NoPath("every usable node is relayed or in the swarm: none can be a first hop")
+        raise NoPath("every usable node is relayed: none can be a first hop (the client "
+                     "connects to it directly)")
 
 
 def pick_path(candidates, *, hops=3, finals=(), swarm=(), client_host=None, rng):

@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 
 from firmware import __version__
+from firmware.proto.copies import delete_proof, store_proof
 from firmware.proto.hashing import message_hash
-from firmware.proto.limits import max_ttl
+from firmware.proto.limits import PUBLIC_NS, max_ttl
 from firmware.store import Message
 
 __all__ = ["StorageOps"]
@@ -44,8 +45,11 @@ class StorageOps:
 
     async def _store(self, req, now_ms):
         h = message_hash(req.recipient, req.ns, req.ts, req.data)
+        # a private namespace's message keeps its owner's signature (over the hash): every copy
+        # carries it, and every swarm member checks it (firmware/proto/copies.py)
+        proof = store_proof(req.sig_ts, req.sig) if req.ns != PUBLIC_NS else None
         is_new, expiry = await self.store.put(
-            Message(h, req.recipient, req.ns, req.ts, req.ts + req.ttl, req.data)
+            Message(h, req.recipient, req.ns, req.ts, req.ts + req.ttl, req.data, proof)
         )
         return {"hash": h, "new": is_new, "expiry": expiry}
 
@@ -61,7 +65,10 @@ class StorageOps:
         }
 
     async def _delete(self, req, now_ms):
-        return {"deleted": await self.store.delete(req.recipient, req.ns, list(req.hashes))}
+        # the tombstones keep the owner's signed delete: a swarm member that missed it is
+        # shown it later and checks it itself (firmware/net/replication.py)
+        return {"deleted": await self.store.delete(req.recipient, req.ns, list(req.hashes),
+                                                   proof=delete_proof(req.sig_ts, req.sig))}
 
     async def _expire(self, req, now_ms):
         updated = await self.store.set_expiry(

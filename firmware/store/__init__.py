@@ -28,6 +28,7 @@ API (trio; times are integer ms since the epoch)::
         # replication: store.recipients(), store.hashes_for(recipient),
         #   store.get_many(recipient, ns, hashes), store.get_by_hash(hashes),
         #   store.is_deleted(hashes) -> set, store.tombstones(recipient) -> [Tombstone],
+        #   store.tombstones_of(hashes) -> [Tombstone],
         #   store.drop_copies(recipient, ns, hashes)   # hand-off: no tombstone
         #   await store.release_wal_space()            # full disk: give the WAL's space back
     store.close()

@@ -364,3 +364,12 @@ def tombstones_for(conn: sqlite3.Connection, recipient: bytes, now: int) -> list
     return [Tombstone(h, recipient, ns, until, proof) for ns, h, until, proof in conn.execute(
         "SELECT ns, hash, until, proof FROM tombstones WHERE recipient=? AND until>? "
         "ORDER BY ns, hash", (recipient, now))]
+
+
+def tombstones_by_hash(conn: sqlite3.Connection, hashes: Iterable[bytes], now: int) -> list[Tombstone]:
+    out: list[Tombstone] = []
+    for chunk in _chunks(list(dict.fromkeys(hashes))):
+        out += [Tombstone(h, r, ns, until, proof) for h, r, ns, until, proof in conn.execute(
+            "SELECT hash, recipient, ns, until, proof FROM tombstones WHERE hash IN "
+            f"({','.join('?' * len(chunk))}) AND until>?", [*chunk, now])]
+    return out

@@ -348,6 +348,12 @@ class MessageStore:
         now = self._clock_ms()
         return await self._read(lambda c: ops.tombstones_for(c, recipient, now))
 
+    async def tombstones_of(self, hashes: list[bytes]) -> list[Tombstone]:
+        """The unexpired tombstones among `hashes`, whatever their mailbox: which deletes to
+        show a swarm member that still holds a deleted message."""
+        now = self._clock_ms()
+        return await self._read(lambda c: ops.tombstones_by_hash(c, hashes, now))
+
     # ---------------------------------------------------------------- running totals
 
     def totals(self) -> dict:

@@ -22,6 +22,7 @@ T0 = 1_800_000_000_000
 
 def cfg(**over):
     values = {k.name: k.default for k in NETWORK.keys}
+    values["pow_bits"] = 0  # an in-process test network without id work (tests/proto/test_pow*)
     values.update(over)
     return types.SimpleNamespace(**values)
 

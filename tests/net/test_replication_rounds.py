@@ -1,6 +1,6 @@
-"""Anti-entropy and hand-off rounds in-process: real SQLite stores, the real Replicator ops, and
-links that hand each request (CBOR round-tripped, as on the wire) straight to the peer's op.
-Exact counts; no sockets, no timing."""
+"""Anti-entropy, hand-off, owners' proofs and delete exchange in-process: real SQLite stores,
+the real Replicator ops, and links that hand each request (CBOR round-tripped, as on the wire)
+straight to the peer's op. Exact counts; no sockets, no timing."""
 
 import os
 
@@ -13,7 +13,10 @@ from firmware.identity import Identity
 from firmware.link import LinkDown
 from firmware.logs import Log
 from firmware.net.replication import Replicator, message_wire
-from firmware.proto.hashing import message_hash
+from firmware.proto.copies import delete_proof, store_proof
+from firmware.proto.errors import BadSignature
+from firmware.proto.gossip import PENALTIES
+from firmware.proto.hashing import message_hash, sign_request
 from firmware.proto.placement import Placement, rank
 from firmware.serve.pipeline import ConnInfo
 from firmware.store import Message, MessageStore
@@ -33,6 +36,13 @@ class StaticRoster:
 
     def __init__(self, ids, k):
         self.placement = Placement(ids, k=k)
+        self.scores = {}
+
+    def charge(self, peer, reason):
+        self.scores[peer] = self.scores.get(peer, 0) - PENALTIES[reason]
+
+    def banned(self, peer):
+        return self.scores.get(peer, 0) <= -100
 
     def address_of(self, node_id):
         return ("127.0.0.1", 1)
@@ -57,15 +67,25 @@ class DirectLinks:
             raise LinkDown("down")
         r = self.nodes[node_id]
         fn = {"replicate": r.op_replicate, "handoff": r.op_replicate, "summary": r.op_summary,
-              "fetch_missing": r.op_fetch_missing}[op]  # fmt: skip
+              "fetch_missing": r.op_fetch_missing, "tombstones": r.op_tombstones}[op]  # fmt: skip
         frame = cbor2.loads(cbor2.dumps({"op": op, "args": args}))
         result = await fn(frame, ConnInfo("127.0.0.1", peer_id=self.me), NOW)
         return cbor2.loads(cbor2.dumps(result))
 
 
-def msg(recipient, data, ns=0):
+def msg(recipient, data, ns=0, owner=None):
+    """A message; in a private namespace signed by ``owner`` (its proof kept, as a store does)."""
     ts = NOW - 1000
-    return Message(message_hash(recipient, ns, ts, data), recipient, ns, ts, NOW + 3_600_000, data)
+    h = message_hash(recipient, ns, ts, data)
+    proof = None
+    if owner is not None:
+        proof = store_proof(NOW, sign_request(owner, "store", recipient, ns, NOW, msg_hash=h))
+    return Message(h, recipient, ns, ts, NOW + 3_600_000, data, proof)
+
+
+def signed_delete(owner, ns, hashes):
+    r = bytes(owner.verify_key)
+    return delete_proof(NOW, sign_request(owner, "delete", r, ns, NOW, hashes=hashes))
 
 
 @pytest.fixture
@@ -171,41 +191,111 @@ async def test_replicate_rejects_a_bad_message_and_stores_nothing_of_it(trio_nod
     assert await hashes(a, b"\x01" * 32) == set()
 
 
-async def test_a_deleted_message_is_not_brought_back(trio_nodes):
+def owner_where(pred):
+    while True:
+        k = nacl.signing.SigningKey(os.urandom(32))
+        if pred(rank([i.node_id for i in IDS], bytes(k.verify_key), 2)):
+            return k
+
+
+async def test_a_member_that_missed_a_delete_is_shown_it_and_deletes_too(trio_nodes):
     a, b, _ = await trio_nodes(k=3)
-    r = recipient_where(lambda s: True)
-    m = msg(r, b"secret")
-    await a.store.put(m)
-    await b.store.put(m)  # b missed the delete (it was off)
-
-    class Delete:
-        op, recipient, ns, hashes, sig_ts, sig = "delete", r, 0, (m.hash,), NOW, bytes(64)
-
-    assert await a.store.delete(r, 0, [m.hash]) == [m.hash]
-    from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)  # as if forwarded: no re-forwarding
-    assert await a.after_write(Delete, {"deleted": [m.hash]}, from_node, NOW) == {}
+    owner = owner_where(lambda s: True)
+    r = bytes(owner.verify_key)
+    m, keep = msg(r, b"secret"), msg(r, b"kept")
+    for node in (a, b):
+        await node.store.put(m)
+        await node.store.put(keep)  # b was off during the delete: it still holds m
+    proof = signed_delete(owner, 0, [m.hash])
+    assert await a.store.delete(r, 0, [m.hash], proof=proof) == [m.hash]
     await a._sync_with(b.node_id)
-    assert await hashes(a, r) == set() and a.counters["repairs_in"] == 0
-    res = await a.op_replicate({"op": "handoff", "args": {"messages": [message_wire(m)]}},
-                               from_node, NOW)  # fmt: skip
-    assert res == {"stored": [m.hash]}  # "handled": the sender may drop its copy
-    assert await hashes(a, r) == set()
-    assert a._is_dead(m.hash, NOW + 30 * 86_400_000) is False  # tombstones end with max ttl
+    assert await hashes(a, r) == await hashes(b, r) == {keep.hash}
+    assert a.counters["repairs_in"] == 0  # never fetched back
+    assert (a.counters["deletes_sent"], b.counters["deletes_applied"]) == (1, 1)
+    assert await b.store.is_deleted([m.hash]) == {m.hash}  # b's own durable tombstone now
+    # a copy of it sent to either is "handled" (the sender may drop it) and not stored
+    from_a = ConnInfo("127.0.0.1", peer_id=a.node_id)
+    res = await b.op_replicate({"op": "handoff", "args": {"messages": [message_wire(m)]}},
+                               from_a, NOW)  # fmt: skip
+    assert res == {"stored": [m.hash]} and await hashes(b, r) == {keep.hash}
+    # converged: the next round shows nothing again
+    await a._sync_with(b.node_id)
+    assert a.counters["deletes_sent"] == 1
 
 
-async def test_a_fresh_client_store_clears_the_tombstone(trio_nodes):
+async def test_a_delete_not_signed_by_the_owner_deletes_nothing(trio_nodes):
+    a, b, _ = await trio_nodes(k=3)
+    owner, other = owner_where(lambda s: True), nacl.signing.SigningKey.generate()
+    r = bytes(owner.verify_key)
+    m, m2 = msg(r, b"mine"), msg(r, b"also mine")
+    await b.store.put(m)
+    await b.store.put(m2)
+    from_a = ConnInfo("127.0.0.1", peer_id=a.node_id)
+    forged = {"recipient": r, "ns": 0, "hashes": [m.hash],
+              "proof": delete_proof(NOW, sign_request(other, "delete", r, 0, NOW,
+                                                      hashes=[m.hash]))}  # fmt: skip
+    # and the owner's real delete of m2, replayed for m: the signature covers the hashes
+    moved = {"recipient": r, "ns": 0, "hashes": [m.hash], "proof": signed_delete(owner, 0, [m2.hash])}
+    res = await b.op_tombstones({"op": "tombstones", "args": {"deletes": [forged, moved]}}, from_a, NOW)
+    assert res == {"deleted": 0} and b.counters["deletes_unverified"] == 2
+    assert await hashes(b, r) == {m.hash, m2.hash} and await b.store.is_deleted([m.hash]) == set()
+
+
+async def test_a_fresh_store_of_a_deleted_message_stays_deleted(trio_nodes):
+    """v1 let a client's "fresh" copy clear the tombstone; the store's tombstones are final (to
+    send it again, a client sends a new message), so nobody can undo the owner's delete."""
     a, b, _ = await trio_nodes(k=3)
     m = msg(b"\x09" * 32, b"again")
-    a._tombstone([m.hash], NOW)
+    await a.store.delete(m.recipient, 0, [m.hash])
     from_b = ConnInfo("127.0.0.1", peer_id=b.node_id)
-    item = message_wire(m)
+    item = dict(message_wire(m), fresh=True)
     assert await a.op_replicate({"op": "replicate", "args": {"messages": [item]}}, from_b, NOW) \
         == {"stored": [m.hash]}
-    assert await hashes(a, m.recipient) == set()  # repair traffic: still deleted
-    item["fresh"] = True
-    assert await a.op_replicate({"op": "replicate", "args": {"messages": [item]}}, from_b, NOW) \
-        == {"stored": [m.hash]}
-    assert await hashes(a, m.recipient) == {m.hash}
+    assert await hashes(a, m.recipient) == set()
+
+
+async def test_a_private_copy_needs_its_owners_proof_and_a_bad_one_costs_the_peer(trio_nodes):
+    a, b, _ = await trio_nodes(k=3)
+    owner = owner_where(lambda s: True)
+    r = bytes(owner.verify_key)
+    good = msg(r, b"signed", ns=7, owner=owner)
+    unsigned = dict(message_wire(good), data=b"injected")
+    del unsigned["proof"]
+    stolen = dict(message_wire(good), data=b"other data, the proof of another message")
+    from_b = ConnInfo("127.0.0.1", peer_id=b.node_id)
+    for bad in (unsigned, stolen):
+        with pytest.raises(BadSignature) as info:
+            await a.op_replicate({"op": "replicate", "args": {"messages": [message_wire(good),
+                                                                           bad]}}, from_b, NOW)
+        assert info.value.field == "proof"
+    assert await hashes(a, r) == set()  # the batch is refused whole
+    assert a.counters["copies_refused"] == 2 and a.roster.scores[b.node_id] == -50
+    res = await a.op_replicate({"op": "replicate", "args": {"messages": [message_wire(good)]}},
+                               from_b, NOW)  # fmt: skip
+    assert res == {"stored": [good.hash]}
+    assert (await a.store.get_by_hash([good.hash]))[0].proof == good.proof
+    # two more forgeries: b is below the ban score, and its copies are not even looked at
+    for _ in range(2):
+        with pytest.raises(BadSignature):
+            await a.op_replicate({"op": "replicate", "args": {"messages": [unsigned]}}, from_b, NOW)
+    from firmware.proto.errors import BadRequest
+
+    with pytest.raises(BadRequest, match="takes no copies from yours"):
+        await a.op_replicate({"op": "replicate", "args": {"messages": [message_wire(good)]}},
+                             from_b, NOW)  # fmt: skip
+
+
+async def test_anti_entropy_carries_owners_proofs(trio_nodes):
+    a, b, c = await trio_nodes(k=3)
+    owner = owner_where(lambda s: True)
+    r = bytes(owner.verify_key)
+    m = msg(r, b"private", ns=-3, owner=owner)
+    await b.store.put(m)
+    await a._sync_with(b.node_id)  # fetched from b
+    await b._sync_with(c.node_id)  # sent to c
+    for node in (a, c):
+        assert (await node.store.get_by_hash([m.hash]))[0].proof == m.proof
+    assert a.counters["repairs_in"] == 1 and b.counters["repairs_out"] == 1
 
 
 async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
@@ -223,6 +313,20 @@ async def test_store_is_forwarded_while_written_here(trio_nodes, nursery):
     assert await copies.finish(result) == {"replicas": 3}
     assert await hashes(b, r) == await hashes(c, r) == {h}
     assert a.counters["replicas_last"] == 3
+
+    # a private store's copies carry the owner's signature over the hash: every member keeps it
+    owner = nacl.signing.SigningKey.generate()
+    ro = bytes(owner.verify_key)
+    hp = message_hash(ro, 4, NOW - 1000, b"private")
+    sig = sign_request(owner, "store", ro, 4, NOW, msg_hash=hp)
+    preq = StoreRequest(id=8, recipient=ro, ns=4, ts=NOW - 1000, ttl=60_000, data=b"private",
+                        sig_ts=NOW, sig=sig)  # fmt: skip
+    copies = a.start_store(preq, client, NOW)
+    await a.store.put(Message(hp, ro, 4, NOW - 1000, NOW + 59_000, b"private",
+                              store_proof(NOW, sig)))  # fmt: skip
+    assert await copies.finish({"hash": hp, "new": True, "expiry": NOW + 59_000}) == {"replicas": 3}
+    for node in (b, c):
+        assert (await node.store.get_by_hash([hp]))[0].proof == store_proof(NOW, sig)
 
     calls = len(a.pool.calls)
     from_node = ConnInfo("127.0.0.1", peer_id=b.node_id)
