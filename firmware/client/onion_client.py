@@ -121,9 +121,14 @@ class OnionClient(StorageCalls):
         return swarm[: self.final_choices] if self.final_choices else swarm
 
     def _finals(self, recipient, usable):
+        """Swarm members to end a path at: usable ones, outside the client's /16 if any are."""
         usable_ids = {n.node_id for n in usable}
-        swarm = self.swarm_of(recipient)
-        return [self.nodes[i] for i in swarm if i in usable_ids] or [self.nodes[i] for i in swarm]
+        swarm = [self.nodes[i] for i in self.swarm_of(recipient)]
+        finals = [n for n in swarm if n.node_id in usable_ids] or swarm
+        if self.client_host:
+            mine = address_nets(self.client_host)[0]
+            finals = [n for n in finals if mine not in member_of_hop(n).nets16] or finals
+        return finals
 
     def _pick_final(self, recipient: bytes, usable) -> bytes:
         return self.rng.choice(self._finals(recipient, usable)).node_id
@@ -134,12 +139,9 @@ class OnionClient(StorageCalls):
         usable = self._usable()
         if len(usable) < self.hops:
             usable = list(self.nodes.values())  # everyone penalised: try anyway
-        if final is not None:
-            finals = [self.nodes[final]]
-        elif recipient is not None:
-            finals = self._finals(recipient, usable)
-        else:
-            finals = []
+        if final is None and recipient is not None:
+            final = self._pick_final(recipient, usable)  # as retrieve_all picks its member
+        finals = [self.nodes[final]] if final is not None else []
         swarm = self.placement.swarm(recipient) if recipient is not None else ()
         try:
             path, self.last_level = PathPicker(usable).pick(

@@ -20,6 +20,7 @@ from firmware.client import connect, open_sealed, seal_for, wall_ms
 from firmware.client.onion_client import NoPath, OnionClient, open_onion_client
 from firmware.proto import onion
 from firmware.proto.errors import OnionRejected, ProtocolError
+from firmware.proto.hashing import sign_request
 from firmware.proto.placement import rank
 from tests.conftest import NodeProcess, run_cli
 
@@ -359,3 +360,52 @@ async def test_a_multi_page_mailbox_comes_back_exactly_once_over_onions(net):
         hashes = [m.hash for m in got]
         assert len(hashes) == 320 and set(hashes) == stored, (seed, len(hashes),
                                                               len(set(hashes)))
+
+
+async def test_every_hop_sees_only_the_size_class_of_a_layer(net):
+    """Four onions through the same three real nodes: a small and a full-size store, a first
+    retrieve page and a full page. Each hop's counters (sizes of the layers it took and the
+    answers it gave) move by exactly one at the class size - the same at first, middle and
+    final hop - and by nothing else: no hop sees a length beyond the class."""
+    path_nodes = net[1:4]
+    path = hops(path_nodes)
+    me = nacl.signing.SigningKey.generate()
+    rcpt = bytes(me.verify_key)
+
+    def sizes(infos):
+        return [(i["onion"]["sizes_in"], i["onion"]["sizes_out"]) for i in infos]
+
+    async def send(args, op):
+        frame = {"v": 2, "id": 1, "op": op, "args": args}
+        blob, keys = onion.build_onion(path, cbor2.dumps(frame), wall_ms(), os.urandom)
+        first = path_nodes[0]
+        async with connect(first.host, first.port, first.node_id, timeout=10) as c:
+            ok = await c.request("onion", {"blob": blob})
+        assert "ok" in onion.unwrap_response(keys, ok["blob"])
+        return len(blob), len(ok["blob"])
+
+    def retrieve(max_bytes):
+        ts = wall_ms()
+        return {"recipient": rcpt, "ns": 0, "after": None, "max_count": 100,
+                "max_bytes": max_bytes, "sig_ts": ts,
+                "sig": sign_request(me, "retrieve", rcpt, 0, ts)}  # fmt: skip
+
+    cases = [
+        ({"recipient": rcpt, "ns": 0, "ts": wall_ms(), "ttl": 600_000, "data": b"s" * 100},
+         "store", 4_096, 4_096),
+        ({"recipient": rcpt, "ns": 0, "ts": wall_ms(), "ttl": 600_000, "data": b"b" * 76_800},
+         "store", 81_920, 4_096),
+        (retrieve(60_000), "retrieve", 4_096, 81_920),
+        (retrieve(900_000), "retrieve", 4_096, 1_044_480),
+    ]  # fmt: skip
+    for args, op, size_in, size_out in cases:
+        before = sizes(await _infos(path_nodes))
+        assert await send(args, op) == (size_in, size_out)
+        after = sizes(await _infos(path_nodes))
+        for (in0, out0), (in1, out1) in zip(before, after, strict=True):
+            grew_in = {k: in1[k] - in0.get(k, 0) for k in in1 if in1[k] != in0.get(k, 0)}
+            grew_out = {k: out1[k] - out0.get(k, 0) for k in out1 if out1[k] != out0.get(k, 0)}
+            assert (grew_in, grew_out) == ({str(size_in): 1}, {str(size_out): 1}), op
+    for i in await _infos(net):  # nothing but class sizes ever passed any node
+        assert set(i["onion"]["sizes_in"]) | set(i["onion"]["sizes_out"]) <= {
+            str(s) for s in onion.SIZE_CLASSES}
