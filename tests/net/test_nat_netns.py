@@ -14,6 +14,7 @@ namespaces, which have no link to the host's network; nothing in the host namesp
 them (every process that talks to them runs under ``ip netns exec``).
 """
 
+import ast
 import json
 import os
 import shutil
@@ -310,7 +311,24 @@ def test_home_behind_nat_without_upnp_is_relayed_and_still_serves(topo):
     assert st["messages"] >= 1
     passed_down = sum(s.status().get("relayed_passed_down", 0) for s in seeds)
     assert passed_down >= 2, "store and retrieve reached the home node through its relays"
+    # its record names the address its relays see (the router's), not its LAN address: that
+    # network is what placement and paths count it in, and what its relays checked
+    assert _hosts_seen_by_seed(topo, home) == [WAN_IP]
     home.stop()
+
+
+def _hosts_seen_by_seed(topo, node, want=None, timeout=30):
+    seed = topo.seeds[0]
+    script = (f"import trio; from firmware.client.onion_client import bootstrap\n"
+              f"hops = trio.run(bootstrap, {SEED_IP!r}, {seed.port}, "
+              f"bytes.fromhex({seed.node_id.hex()!r}))\n"
+              f"print([h.host for h in hops if h.node_id.hex() == {node.node_id.hex()!r}])")
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ast.literal_eval(sh(sys.executable, "-c", script, ns=NS_INET).stdout.strip() or "[]")
+        if (out if want is None else out == want) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 def test_box_without_a_network_says_unreachable(topo):

@@ -204,3 +204,38 @@ async def test_hub_forgets_peers_that_stopped_polling(autojump_clock):
     assert hub.attached() == []
     assert await hub.op_poll({"args": {}}, _node_conn(b"c" * 32), NOW) == {"jobs": []}
     assert hub.attached() == [b"c" * 32]
+
+
+async def test_hub_attaches_a_relayed_node_only_from_the_network_its_record_names(autojump_clock):
+    """A relayed node counts in the network its record names: the relay holds it to the one it
+    really connects from (else any node could borrow an honest network through an honest relay).
+    The poll carries the node's current record, merged before the check."""
+    from firmware.proto.records import FLAG_RELAYED, make_record, verify_record
+
+    held, merged = {}, []
+    relayed = Identity.generate()
+    relay_id = b"R" * 32
+
+    def record(host, seq):
+        return make_record(relayed.signing_key, seq=seq, addrs=[host], port=1, version="t",
+                           flags=FLAG_RELAYED, relays=[relay_id], issued=NOW,
+                           expires=NOW + 60_000)  # fmt: skip
+
+    def on_record(peer, wire):
+        merged.append(peer)
+        held[peer] = verify_record(wire, NOW)
+
+    hub = RelayHub(poll_wait=1.0, record_of=held.get, on_record=on_record)
+    conn = ConnInfo("198.51.100.23", peer_id=relayed.node_id)  # where it really connects from
+    with pytest.raises(BadRequest, match="holds no valid record of yours"):
+        await hub.op_poll({"args": {}}, conn, NOW)
+    with pytest.raises(BadRequest, match="names 203.0.113.9 but you connect from 198.51.100.23"):
+        await hub.op_poll({"args": {"record": record("203.0.113.9", 1).wire}}, conn, NOW)
+    assert hub.attached() == [] and hub.counters["refused_address"] == 2
+    # the same /24 (its NAT may use a neighbouring address): attached
+    assert await hub.op_poll({"args": {"record": record("198.51.100.1", 2).wire}}, conn,
+                             NOW) == {"jobs": []}  # fmt: skip
+    assert hub.attached() == [relayed.node_id] and merged == [relayed.node_id] * 2
+    # an IPv4-mapped source address is the same network
+    mapped = ConnInfo("::ffff:198.51.100.23", peer_id=relayed.node_id)
+    assert await hub.op_poll({"args": {}}, mapped, NOW) == {"jobs": []}
