@@ -28,7 +28,6 @@ Known limit: anti-entropy compares hashes, not expiries, so an ``expire`` missed
 not repaired.
 """
 
-import hashlib
 import random
 
 import trio
@@ -42,10 +41,17 @@ from firmware.store import Message, StoreError
 
 from .membership import cfg_jitter
 from .peers import args_of, require_peer
+from .replica_wire import (
+    MAX_BATCH_BYTES,
+    batches,
+    bucket_digests,
+    bucket_of,
+    message_of,
+    message_wire,
+)
 
-__all__ = ["Replicator", "bucket_of", "bucket_digests", "message_wire", "message_of"]
+__all__ = ["Replicator"]
 
-MAX_BATCH_BYTES = 800_000  # data per replicate/fetch frame (frames are at most 1 MiB)
 MAX_DIFF_HASHES = 8000  # hashes per summary answer (256 KB)
 MAX_FETCH = 1000
 MAX_DELETE_GROUPS = 64  # signed deletes per `tombstones` request (one Ed25519 verify each)
@@ -66,41 +72,6 @@ class _Copies:
     async def finish(self, result) -> dict:
         """After the local write: wait for the members' answers; `{"replicas": n}`."""
         return await self.replicator._finish_store(self, result)
-
-
-def bucket_of(recipient):
-    return recipient[0]
-
-
-def bucket_digests(index):
-    """{bucket: set(hashes)} -> {bucket: BLAKE2b-128 of the sorted hashes}."""
-    return {b: hashlib.blake2b(b"".join(sorted(hs)), digest_size=16).digest()
-            for b, hs in index.items() if hs}  # fmt: skip
-
-
-def message_wire(m):
-    """A stored Message as a copy on the wire, or None for a private one without its owner's
-    proof (stored before proofs were kept): every peer would refuse it, so it is not sent."""
-    if m.ns != PUBLIC_NS and not m.proof:
-        return None
-    return copies.copy_wire(m)
-
-
-def message_of(c):
-    """A checked copy (copies.Copy) -> the store's Message, proof kept (None in ns 0)."""
-    return Message(c.hash, c.recipient, c.ns, c.ts, c.expiry, c.data, c.proof or None)
-
-
-def batches(msgs):
-    out, size = [], 0
-    for m in msgs:
-        if out and size + len(m.data) > MAX_BATCH_BYTES:
-            yield out
-            out, size = [], 0
-        out.append(m)
-        size += len(m.data) + 200
-    if out:
-        yield out
 
 
 class Replicator:

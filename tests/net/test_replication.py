@@ -1,11 +1,11 @@
 """Pure helpers of replication: copies on the wire, bucket digests, batching
-(firmware/net/replication.py; the checks themselves: firmware/proto/copies.py)."""
+(firmware/net/replica_wire.py; the checks themselves: firmware/proto/copies.py)."""
 
 import hashlib
 
 import pytest
 
-from firmware.net.replication import (
+from firmware.net.replica_wire import (
     MAX_BATCH_BYTES,
     batches,
     bucket_digests,

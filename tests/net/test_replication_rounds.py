@@ -12,7 +12,8 @@ import trio
 from firmware.identity import Identity
 from firmware.link import LinkDown
 from firmware.logs import Log
-from firmware.net.replication import Replicator, message_wire
+from firmware.net.replica_wire import message_wire
+from firmware.net.replication import Replicator
 from firmware.proto.copies import delete_proof, store_proof
 from firmware.proto.errors import BadSignature
 from firmware.proto.gossip import PENALTIES
