@@ -23,9 +23,10 @@ idempotent (messages dedupe by hash), so a retry is safe.
 Sizes: every packet and answer has a fixed size class (firmware/proto/onion.py) that each hop
 sees. The client waits longer than every hop's own forward timeout together
 (``onion.client_timeout``), so a dead hop deep in the path is reported by its neighbour, not
-mistaken for the first hop. A mailbox's first ``retrieve`` page asks for at most 60,000 bytes,
-whose answer fits the 80 KiB class (an empty or small mailbox never moves a 1020 KiB answer
-through every hop); later pages of a big mailbox ask for 900,000 bytes (the 1020 KiB class).
+mistaken for the first hop. A mailbox's ``retrieve`` pages grow a class at a time (``PAGES``):
+the first fits the 4 KiB class, so an empty or small mailbox never moves a bigger answer
+through every hop; a big mailbox's later pages, and a page whose first message is too big for
+its class (answered ``too_large``), ask the next class.
 
 Paging: a `retrieve` page's `after` is a position in the answering member's own insertion
 order, so `retrieve_all` asks every page of one walk of the same swarm member; if that member
@@ -43,7 +44,7 @@ from firmware.clock import wall_ms
 from firmware.link import Dialer, LinkPool, direct_dial
 from firmware.proto import onion
 from firmware.proto.codec import encode_map
-from firmware.proto.errors import BadResponse, Busy, ProtocolError, RateLimited
+from firmware.proto.errors import BadResponse, Busy, DataTooLarge, ProtocolError, RateLimited
 from firmware.proto.limits import PROTOCOL_VERSION, PUBLIC_NS
 from firmware.proto.paths import NoPath as _NoPathHere
 from firmware.proto.paths import PathPicker
@@ -54,10 +55,13 @@ from firmware.proto.responses import Err, parse_response
 from .node_client import StorageCalls, connect
 
 __all__ = ["OnionClient", "open_onion_client", "NoPath", "FinalHopFailed", "hops_from_records",
-           "bootstrap", "run_via_onion", "member_of_hop", "FIRST_PAGE_BYTES", "PAGE_BYTES"]
+           "bootstrap", "run_via_onion", "member_of_hop", "PAGES"]
 
-FIRST_PAGE_BYTES = 60_000  # a first retrieve page: its answer fits the 80 KiB class
-PAGE_BYTES = 900_000  # later pages of a big mailbox: the 1020 KiB class
+# retrieve pages as (max_bytes, max_count), smallest answer class first: a fetch starts in the
+# 4 KiB class (like a store: an empty or small mailbox costs 4 KiB a hop back, not 80 or 1020),
+# and each further page of a big mailbox - or a page whose first message does not fit - moves
+# up a class (80 KiB holds any one message; 1020 KiB a full 900 KB page)
+PAGES = ((3_000, 10), (60_000, 100), (900_000, 100))
 
 
 class NoPath(ConnectionError):
@@ -224,27 +228,32 @@ class OnionClient(StorageCalls):
         first = self._pick_final(recipient, self._usable())  # as a single request would
         members = [first] + [m for m in self.swarm_of(recipient) if m != first]
         for member in members:
-            cursor, first = after, True
+            cursor, size = after, 0
             try:
                 while True:
-                    msgs, more = await self._page(signing_key, ns, cursor, member, first)
-                    first = False
+                    try:
+                        msgs, more = await self._page(signing_key, ns, cursor, member, size)
+                    except DataTooLarge:  # a message bigger than the page's class: ask bigger
+                        if size + 1 == len(PAGES):
+                            raise
+                        size += 1
+                        continue
                     for m in msgs:
                         if m.hash not in seen:
                             seen.add(m.hash)
                             out.append(m)
                     if not more or not msgs:
                         return out
-                    cursor = msgs[-1].hash
+                    cursor, size = msgs[-1].hash, min(size + 1, len(PAGES) - 1)
             except FinalHopFailed as e:
                 last = e
         raise NoPath(f"no member of the swarm answered every page; last error: {last}")
 
-    async def _page(self, signing_key, ns, after, member, first=True):
+    async def _page(self, signing_key, ns, after, member, size=0):
         recipient = bytes(signing_key.verify_key)
-        args = {"recipient": recipient, "ns": ns, "after": after, "max_count": 100,
-                "max_bytes": FIRST_PAGE_BYTES if first else PAGE_BYTES,
-                **self._sig(signing_key, "retrieve", recipient, ns)}
+        max_bytes, max_count = PAGES[size]
+        args = {"recipient": recipient, "ns": ns, "after": after, "max_count": max_count,
+                "max_bytes": max_bytes, **self._sig(signing_key, "retrieve", recipient, ns)}
         r = await self.request("retrieve", args, recipient=recipient, final=member)
         return r.messages, r.more
 

@@ -409,3 +409,19 @@ async def test_every_hop_sees_only_the_size_class_of_a_layer(net):
     for i in await _infos(net):  # nothing but class sizes ever passed any node
         assert set(i["onion"]["sizes_in"]) | set(i["onion"]["sizes_out"]) <= {
             str(s) for s in onion.SIZE_CLASSES}
+
+
+async def test_a_fetch_starts_in_the_small_class_and_moves_up_for_a_big_message(net):
+    """An empty or small mailbox is fetched in one 4 KiB-class onion; a message too big for it
+    is answered too_large inside the class, and the client asks again one class up."""
+    me = nacl.signing.SigningKey.generate()
+    mpub = bytes(me.verify_key)
+    async with open_onion_client(hops(net), final_choices=1) as oc:
+        big = await oc.store(mpub, b"y" * 70_000)
+        before = oc.counters["requests"]
+        assert [m.hash for m in await oc.retrieve_all(me)] == [big.hash]
+        assert oc.counters["requests"] - before == 2  # 4 KiB: too_large; 80 KiB: the message
+        small = await oc.store(mpub, b"x" * 100)
+        before = oc.counters["requests"]
+        got = await oc.retrieve_all(me, after=big.hash)
+        assert [m.hash for m in got] == [small.hash] and oc.counters["requests"] - before == 1

@@ -10,8 +10,7 @@ import pytest
 import trio
 
 from firmware.client.onion_client import (
-    FIRST_PAGE_BYTES,
-    PAGE_BYTES,
+    PAGES,
     NoPath,
     OnionClient,
     hops_from_records,
@@ -160,18 +159,25 @@ def test_the_client_waits_longer_than_every_hop_together():
 
 
 def test_retrieve_pages_fit_their_size_classes():
-    """A first page (most fetches: an empty or small mailbox) travels in the 80 KiB class, a
-    full page of a big mailbox in the 1020 KiB one; neither answer can outgrow its class."""
+    """A fetch's first page (most fetches: an empty or small mailbox) travels in the 4 KiB
+    class like a store, a big mailbox's later pages in the 80 KiB and then 1020 KiB ones; no
+    page's answer can outgrow its class except by a single message too big for it, which the
+    final hop answers with too_large (the client then asks the next class)."""
 
-    def answer_class(max_bytes):
-        frame = {"v": 2, "id": 0, "op": "retrieve", "args": {
-            "recipient": b"\x01" * 32, "ns": 0, "after": None, "max_count": 100,
+    def frame(max_bytes, max_count):
+        return {"v": 2, "id": 0, "op": "retrieve", "args": {
+            "recipient": b"\x01" * 32, "ns": 0, "after": None, "max_count": max_count,
             "max_bytes": max_bytes, "sig_ts": NOW, "sig": b"\x00" * 64}}
-        return onion.response_class_for(encode_map(frame))
 
-    assert answer_class(FIRST_PAGE_BYTES) == 81_920
-    assert answer_class(PAGE_BYTES) == 1_044_480
-    # the worst answer of a first page: one 76,800-byte message (a page always has one)
-    worst = encode_map({"v": 2, "id": 0, "ok": {"more": True, "messages": [
+    classes = [onion.response_class_for(encode_map(frame(*p))) for p in PAGES]
+    assert classes == [4_096, 81_920, 1_044_480]
+    for (max_bytes, max_count), size in zip(PAGES, classes, strict=True):
+        # the fullest answer a page can have: max_count messages sharing max_bytes of data
+        each = max_bytes // max_count
+        fullest = encode_map({"v": 2, "id": 0, "ok": {"more": True, "messages": [
+            {"hash": b"\x01" * 32, "ts": NOW, "expiry": NOW + 10**9, "data": b"x" * each}
+            for _ in range(max_count)]}})
+        assert len(fullest) <= onion.response_capacity(size)
+    one_big = encode_map({"v": 2, "id": 0, "ok": {"more": True, "messages": [
         {"hash": b"\x01" * 32, "ts": NOW, "expiry": NOW, "data": b"x" * 76_800}]}})
-    assert len(worst) <= onion.response_capacity(81_920)
+    assert len(one_big) <= onion.response_capacity(classes[1])  # any one message fits 80 KiB
