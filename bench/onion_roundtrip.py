@@ -32,7 +32,7 @@ import trio
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from firmware.client import connect  # noqa: E402
-from firmware.onion_client import open_onion_client  # noqa: E402
+from firmware.client.onion_client import open_onion_client  # noqa: E402
 from firmware.proto import onion  # noqa: E402
 
 
