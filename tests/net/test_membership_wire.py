@@ -11,8 +11,10 @@ from firmware.identity import Identity
 from firmware.link import Dialer
 from firmware.net.peers import PeerAuth, authenticated_dial, ping, require_peer
 from firmware.net.settings import parse_bootstrap
+from firmware.proto import pow
 from firmware.proto.records import FLAG_REACHABLE, make_record, sign_hello, verify_record
 from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
+from tests.conftest import TEST_POW_BITS
 
 SERVER = Identity(b"\x05" * 32)
 CLIENT = Identity(b"\x06" * 32)
@@ -20,8 +22,11 @@ T0 = 1_800_000_000_000
 
 
 def record_of(ident, seq=1, port=9, now=T0, lifetime=3_600_000):
+    """A record with the id's proof of work at the test networks' difficulty (real nodes in
+    these tests demand it: tests/conftest.py TEST_POW_BITS)."""
     return make_record(ident.signing_key, seq=seq, addrs=["127.0.0.1"], port=port,
-                       version="t", flags=FLAG_REACHABLE, issued=now, expires=now + lifetime)
+                       version="t", flags=FLAG_REACHABLE, issued=now, expires=now + lifetime,
+                       pow=pow.solve(ident.node_id, TEST_POW_BITS))
 
 
 class Seen:
