@@ -24,9 +24,11 @@ __all__ = ["IdentityWork"]
 
 class IdentityWork:
     def __init__(self, node_id: bytes, bits: int, proof: bytes | None, *, save, on_made, log,
-                 monotonic=time.monotonic, slice_size: int = 1 << 16):
+                 monotonic=time.monotonic, slice_size: int = 1 << 16, solve=id_pow.solve):
         """`proof`: the saved nonce or None; `save(nonce)` keeps a new one (blocking, run in a
-        thread); `on_made(nonce)` re-signs our record with it."""
+        thread); `on_made(nonce)` re-signs our record with it; `solve`: pow.solve's contract
+        (it stops when `progress` returns False)."""
+        self.solve = solve
         self.node_id = node_id
         self.bits = bits
         self.save = save
@@ -84,7 +86,7 @@ class IdentityWork:
         started = self.monotonic()
         try:
             nonce = await trio.to_thread.run_sync(
-                partial(id_pow.solve, self.node_id, self.bits, slice_size=self.slice_size,
+                partial(self.solve, self.node_id, self.bits, slice_size=self.slice_size,
                         progress=progress),
                 abandon_on_cancel=True)  # a shutdown must not wait for the search...
         finally:
