@@ -288,6 +288,8 @@ class Node:
                               per_subnet=lim.max_connections_per_subnet,
                               accept_rate=lim.new_connections_per_sec,
                               accept_burst=max(1, int(2 * lim.new_connections_per_sec)),
+                              subnet_rate=lim.new_connections_per_sec_per_subnet,
+                              subnet_burst=max(1, int(2 * lim.new_connections_per_sec_per_subnet)),
                               trusted=_trusted(lim.trusted_addresses)),
             wrap_stream=shaping, reads_held=reads_held)
         # the bridge port: the decoy web site, and for key holders an ordinary link served by

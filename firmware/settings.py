@@ -44,6 +44,9 @@ LIMITS = Section("limits", "protection against overload and abuse", [
         IntRange(1, 100_000)),
     Key("new_connections_per_sec", 20.0, "new connections one remote address may open per "
         "second (bursts of twice that)", FloatRange(0.1, 100_000, "connections/s")),
+    Key("new_connections_per_sec_per_subnet", 40.0, "new connections one /24 (IPv4) or /48 "
+        "(IPv6) may open per second (bursts of twice that)",
+        FloatRange(0.1, 100_000, "connections/s")),
     Key("trusted_addresses", ["127.0.0.1", "::1"], "addresses with no per-address share or rate "
         "(the box itself: the owner's tools are never locked out)",
         EachParses(ipaddress.ip_address, "a list of IP addresses")),

@@ -7,8 +7,15 @@ one task per request (inline ops such as `info` are answered in the read loop), 
 sleeping until the policy's next deadline, the shared frame writer (`Outbox`), and a memory
 budget for frames that arrive in parts.
 
+Accepting (firmware/serve/accepting.py) takes every connection the kernel has queued, asks the
+table, and resets a refused one on the spot, without a task or a TLS object; at most
+`max_total + accept_batch` connections are held in memory at once (shed ones still closing
+included): past that the accept loop waits for them. A connection gets its TLS object only once
+its first bytes are in (silence costs a socket and a task), and gives its memory back as it
+closes (firmware/serve/reclaim.py).
+
 Behaviour a peer sees: over its share or with the table full of more valuable connections, the
-socket is closed before TLS; at `max_inflight` requests in flight the node stops reading the
+socket is reset before TLS; at `max_inflight` requests in flight the node stops reading the
 connection (TCP backpressure) until an answer went out; a broken byte stream (bad length, bad
 CBOR) gets one error frame with id null, then a close; a policy verdict closes the connection.
 """
@@ -22,34 +29,18 @@ from firmware.link.writer import Outbox
 from firmware.proto.errors import ProtocolError
 from firmware.proto.frames import CLOSED, NEED_DATA, FrameDecoder, encode_frame
 
+from .accepting import accept_ready, bind_tcp, refuse
 from .conn_policy import ConnLimits, ConnPolicy
 from .conn_table import ACTIVE, FRESH, IDLE_CLIENT, ConnTable, TableLimits
 from .pipeline import ConnInfo, error_map
+from .reclaim import Reclaimer
 
 __all__ = ["Listener", "FrameBudget", "bind_tcp"]
 
 RECEIVE_CHUNK = 65536
 HELD_ANSWERS_MAX = 256 * 1024  # inline answers held back for one write, at most
 BUDGETED_FRAME = 16 * 1024  # frames bigger than this reserve their size before being read
-
-
-def bind_tcp(host: str, port: int, *, backlog: int = 128) -> socket.socket:
-    """A listening TCP socket (bound before the node's services are built, so every part knows
-    the address). OSError as the OS reports it (address in use, cannot assign, permission)."""
-    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+ACCEPT_BATCH = 64  # connections taken off the kernel's queue per wake-up, at most
 
 
 class FrameBudget:
@@ -112,7 +103,8 @@ class Listener:
 
     def __init__(self, pipeline, ssl_context, *, clock_ms, log, limits: ConnLimits | None = None,
                  table: TableLimits | None = None, wrap_stream=None, reads_held=None,
-                 frame_budget: FrameBudget | None = None):
+                 frame_budget: FrameBudget | None = None, reclaimer: Reclaimer | None = None,
+                 accept_batch: int = ACCEPT_BATCH):
         """`wrap_stream(tcp) -> stream` goes below TLS (the bandwidth shaper); `reads_held(
         stream) -> seconds` says how long it held that stream's reads (left out of deadlines)."""
         self.pipeline = pipeline
@@ -127,30 +119,75 @@ class Listener:
         self.drained = trio.Event()
         self._draining = False
         self._accept_scope = trio.CancelScope()
+        self.reclaimer = reclaimer or Reclaimer()
         self._conns: dict[object, _Conn] = {}
+        self._accept_batch = accept_batch
+        # connections held in memory at most, shed ones still closing included
+        self._held_max = self.table.limits.max_total + accept_batch
+        self._fewer = trio.lowlevel.ParkingLot()  # (the accept loop waits here at _held_max)
         self.counters = {"accepted": 0, "refused": 0, "handshake_failed": 0, "bad_frames": 0,
                          "closed_slow_frame": 0, "closed_stalled": 0, "closed_idle": 0,
-                         "closed_handshake": 0, "shed": 0}
+                         "closed_handshake": 0, "shed": 0, "accept_errors": 0,
+                         "accept_paused": 0}
 
     @property
     def active(self) -> int:
         return len(self._conns)
 
     def info(self) -> dict:
-        return {**self.table.info(), **self.counters, "connections": len(self._conns),
+        return {**self.table.info(), **self.counters, **self.reclaimer.counters,
+                "connections": len(self._conns),
                 "frame_buffer_bytes": self.budget.used}
 
     async def run(self, sock: socket.socket, *, task_status=trio.TASK_STATUS_IGNORED):
-        listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         addr = sock.getsockname()[:2]
+        sock.setblocking(False)
         try:
             async with trio.open_nursery() as conns:
                 with self._accept_scope:
                     task_status.started(addr)
-                    await trio.serve_listeners(self._accepted, [listener], handler_nursery=conns)
-                await listener.aclose()
+                    await self._accept_loop(sock, conns)
+                sock.close()  # new connections are refused by the kernel from now on
         finally:
             self.drained.set()
+
+    async def _accept_loop(self, sock: socket.socket, conns) -> None:
+        while True:
+            while len(self._conns) >= self._held_max:  # shed ones must finish closing first
+                self.counters["accept_paused"] += 1
+                await self._fewer.park()
+            await trio.lowlevel.wait_readable(sock)
+            ready, short = accept_ready(sock, min(self._accept_batch,
+                                                  self._held_max - len(self._conns)))
+            for tcp, host, port in ready:
+                self._admit(tcp, host, port, conns)
+            if short is not None:
+                self.counters["accept_errors"] += 1
+                self.log.warning("accept_failed", error=f"{short.strerror}; waiting 0.1 s")
+                await trio.sleep(0.1)
+
+    def _admit(self, tcp: socket.socket, host: str, port: int, conns) -> None:
+        """A slot for the connection, served in a task of its own; or a reset, right here."""
+        key = object()
+        verdict = self.table.admit(key, host, trio.current_time()) if not self._draining else None
+        if verdict is None or not verdict.ok:
+            self.counters["refused"] += 1
+            refuse(tcp)
+            return
+        if verdict.victim is not None:
+            self._shed(verdict.victim)
+        self.counters["accepted"] += 1
+        try:
+            stream = trio.SocketStream(trio.socket.from_stdlib_socket(tcp))
+        except OSError:  # the peer was gone already
+            self.table.remove(key)
+            tcp.close()
+            return
+        raw = self.wrap_stream(stream) if self.wrap_stream is not None else stream
+        # registered now, not when its task starts: a newcomer later in this same batch may
+        # shed it, and must find it to cancel it
+        conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw, self.reads_held)
+        conns.start_soon(self._accepted, conn, stream)
 
     def drain(self) -> None:
         """Stop accepting; stop reading requests; connections close once their answers are out."""
@@ -164,30 +201,17 @@ class Listener:
 
     # -- one connection --------------------------------------------------------------------
 
-    async def _accepted(self, tcp: trio.SocketStream) -> None:
-        try:
-            host, port = tcp.socket.getpeername()[:2]
-        except OSError:
-            await trio.aclose_forcefully(tcp)
-            return
-        key = object()
-        verdict = self.table.admit(key, host, trio.current_time()) if not self._draining else None
-        if verdict is None or not verdict.ok:
-            self.counters["refused"] += 1
-            await trio.aclose_forcefully(tcp)
-            return
-        if verdict.victim is not None:
-            self._shed(verdict.victim)
-        self.counters["accepted"] += 1
-        raw = self.wrap_stream(tcp) if self.wrap_stream is not None else tcp
-        conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw, self.reads_held)
+    async def _accepted(self, conn: _Conn, tcp: trio.SocketStream) -> None:
+        key, raw = conn.key, conn.raw
+        stream = None
         try:
             with conn.scope:
-                stream = TlsStream(raw, self.ssl_context, server_side=True)
                 policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
                 with trio.move_on_at(policy.deadline(0, None)):
+                    await trio.lowlevel.wait_readable(tcp.socket)  # silence costs no TLS state
+                    stream = TlsStream(raw, self.ssl_context, server_side=True)
                     await stream.do_handshake()
-                if _handshaken(stream):
+                if stream is not None and _handshaken(stream):
                     policy.handshake_done(trio.current_time())
                     self.table.set_stage(key, FRESH)
                     await self._serve(stream, conn)
@@ -201,6 +225,8 @@ class Listener:
         finally:
             self._forget(conn)
             await trio.aclose_forcefully(raw)  # (closes tcp; the shaper's count ends now)
+            if stream is not None:
+                self.reclaimer.ended(stream)
 
     async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo, *, raw=None) -> None:
         """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the
@@ -239,6 +265,7 @@ class Listener:
     def _forget(self, conn: _Conn) -> None:
         self.table.remove(conn.key)
         self._conns.pop(conn.key, None)
+        self._fewer.unpark_all()
         if self._draining and not self._conns:
             self.drained.set()
 
@@ -291,6 +318,14 @@ class Listener:
         conn.scope.cancel()
 
     async def _read_loop(self, stream, conn: _Conn, slots, outbox, reqs) -> None:
+        """Frames in until the peer closes or breaks the stream (a peer that vanished is no
+        error of the node's: it ends here quietly instead of as an exception group)."""
+        try:
+            await self._read_frames(stream, conn, slots, outbox, reqs)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def _read_frames(self, stream, conn: _Conn, slots, outbox, reqs) -> None:
         policy, info = conn.policy, conn.info
         decoder = FrameDecoder()
         held: list[bytes] = []  # inline answers, written at once before the next read

@@ -128,6 +128,18 @@ def test_new_connections_per_address_are_rate_limited():
     assert t.counters["refused_rate"] == 2
 
 
+def test_new_connections_per_network_are_rate_limited_too():
+    """Fifty addresses of one /24 together get the network's rate, not fifty times an
+    address's; another network is not affected."""
+    t = table(accept_rate=2, accept_burst=4, subnet_rate=5, subnet_burst=10)
+    oks = [t.admit(i, f"192.0.2.{i + 1}", 0.0).ok for i in range(50)]
+    assert oks == [True] * 10 + [False] * 40
+    assert t.admit("other", "198.51.100.1", 0.0).ok
+    assert [t.admit(("later", i), f"192.0.2.{i + 100}", 1.0).ok for i in range(6)] == \
+        [True] * 5 + [False]  # 5/s refilled five in a second
+    assert t.counters["refused_rate"] == 41
+
+
 def test_when_full_the_least_valuable_connection_of_the_busiest_address_goes():
     t = table(max_total=6, per_ip=10, per_subnet=10, accept_rate=1000, accept_burst=1000)
     for i in range(3):  # the flooder: three connections stuck in the handshake
@@ -147,9 +159,13 @@ def test_when_full_the_least_valuable_connection_of_the_busiest_address_goes():
     t.set_stage(("g", 0), ACTIVE)
     t.set_stage(("g", 1), ACTIVE)
     a = t.admit("newer", "192.0.2.70", 12.0)
-    assert a.ok and a.victim == "idle"  # then an idle client
+    # 192.0.2.0/24 now holds three, 198.51.100.0/24 two: a newcomer of the busier network
+    # may not push out a quieter network's idle client ...
+    assert not a.ok and "every connection slot" in a.reason
+    a = t.admit("newer", "192.0.3.70", 12.0)
+    assert a.ok and a.victim == "idle"  # ... one from elsewhere may: then an idle client goes
     t.set_stage("newer", ACTIVE)
-    a = t.admit("last", "192.0.2.80", 13.0)
+    a = t.admit("last", "192.0.4.80", 13.0)
     assert not a.ok and "every connection slot" in a.reason  # active clients and nodes stay
 
 
@@ -161,6 +177,31 @@ def test_too_many_handshakes_shed_the_oldest_handshake():
     assert a.ok and a.victim == "a"
     t.set_stage("b", FRESH)
     assert t.admit("d", "192.0.2.2", 3.0).victim is None
+
+
+def test_a_flood_spread_over_many_addresses_never_sheds_a_client_from_another_network():
+    """200 attacker addresses in four /24s keep re-opening handshakes; a client from a fifth
+    network holds an idle link and is mid-handshake on a new one: neither is shed (its
+    address holds two, each attacker address one or two: the network decides, not the
+    address), and the client's own newcomer pushes out an attacker's handshake."""
+    t = table(max_total=256, max_handshakes=64, per_ip=32, per_subnet=64, accept_rate=1e6,
+              accept_burst=10**6)
+    t.admit("idle", "192.0.2.7", 0.0)
+    t.set_stage("idle", IDLE_CLIENT)
+    t.admit("hs", "192.0.2.7", 0.5)
+    shed, now = [], 1.0
+    for i in range(5000):
+        ip = f"203.0.{113 + i % 4}.{1 + (i // 4) % 50}"
+        a = t.admit(("a", i), ip, now)
+        now += 0.001
+        if a.victim is not None:
+            shed.append(a.victim)
+        if a.ok and i % 3 == 0:
+            t.set_stage(("a", i), FRESH)  # some finish TLS and sit there
+    assert "idle" not in shed and "hs" not in shed
+    assert t.info()["handshaking"] <= 64 and len(t) <= 256
+    a = t.admit("client2", "192.0.2.7", now)
+    assert a.ok and a.victim[0] == "a" and t.holders("192.0.2.7") == 3
 
 
 def test_a_proven_node_counts_against_its_id_not_its_household_address():
