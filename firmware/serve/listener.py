@@ -20,6 +20,7 @@ connection (TCP backpressure) until an answer went out; a broken byte stream (ba
 CBOR) gets one error frame with id null, then a close; a policy verdict closes the connection.
 """
 
+import functools
 import socket
 
 import trio
@@ -272,7 +273,8 @@ class Listener:
     async def _serve(self, stream, conn: _Conn) -> None:
         lim = self.limits
         slots = trio.Semaphore(lim.max_inflight)
-        outbox = Outbox(stream, on_write=lambda: self._nudge(conn, slots, outbox))
+        # (the callback must not hold the outbox: a cycle would keep the stream alive)
+        outbox = Outbox(stream, on_write=functools.partial(self._write_began, conn, slots))
         read_scope = trio.CancelScope()
         if self._draining:
             read_scope.cancel()
@@ -287,8 +289,14 @@ class Listener:
 
     def _nudge(self, conn, slots, outbox) -> None:
         """Something happened that may bring the policy's deadline forward: tell the watchdog."""
+        self._deadline_moved(conn, slots, outbox.write_started)
+
+    def _write_began(self, conn, slots) -> None:
+        self._deadline_moved(conn, slots, trio.current_time())
+
+    def _deadline_moved(self, conn, slots, write_started) -> None:
         inflight = self.limits.max_inflight - slots.value
-        at = conn.policy.deadline(inflight, outbox.write_started, conn.held())
+        at = conn.policy.deadline(inflight, write_started, conn.held())
         if at < conn.watch_scope.deadline:
             conn.watch_scope.deadline = at
 
