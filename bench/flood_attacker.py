@@ -6,7 +6,8 @@
 Each slot is one connection the attacker tries to hold, from `sources[i % len(sources)]`
 (bound with IP_BIND_ADDRESS_NO_PORT, so thousands share one source address). When the node
 closes it (or the slot's mode ends it), the slot opens a new one at once; all slots together
-open at most `rate` connections per second. `limit`: stop after that many opened in all.
+open at most `rate` connections per second. `limit`: stop after that many opened in all;
+`nice`: the process's niceness (its CPU would be another machine's on a real network).
 The modes, each a way to tie up a server slot cheaply:
 
   silent_tcp   TCP connect, then nothing (pre-TLS)
@@ -20,6 +21,7 @@ Runs until stdin closes (or `limit` is reached), then prints its counters as one
 
 import json
 import math
+import os
 import socket
 import ssl
 import sys
@@ -200,6 +202,7 @@ class Attacker:
 
 def main():
     spec = json.loads(sys.argv[1])
+    os.nice(spec.get("nice", 0))
     attacker = Attacker(spec)
     t0 = time.monotonic()
     try:
@@ -208,6 +211,7 @@ def main():
         pass
     out = attacker.report()
     out["seconds"] = round(time.monotonic() - t0, 2)
+    out["cpu_s"] = round(time.process_time(), 2)
     sys.stdout.write(json.dumps(out) + "\n")
     sys.stdout.flush()
 

@@ -16,7 +16,9 @@ the node defending itself, not what a throughput figure should measure).
 
 import os
 import pathlib
+import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,12 +54,17 @@ def launch(base, name: str, config: dict | None = None, *, rate_limit: bool = Fa
     return prepare(base, name, config, rate_limit=rate_limit).start(timeout=timeout)
 
 
-def launch_many(nodes: list[NodeProcess], *, timeout: float = 120.0,
+def launch_many(nodes: list[NodeProcess], *, timeout: float = 120.0, stagger: float = 0.0,
                 parallel: int = 64) -> list[NodeProcess]:
-    """Start prepared nodes at once (one waiting thread each), so N nodes boot in parallel the
-    way N boxes would; raises the first start failure after stopping the rest."""
+    """Start prepared nodes at once (or `stagger` seconds apart), each waited for in a thread
+    of its own, so N nodes boot in parallel the way N boxes would; raises the first start
+    failure after stopping the rest."""
     with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(nodes)))) as pool:
-        futures = [pool.submit(n.start, timeout) for n in nodes]
+        futures = []
+        for n in nodes:
+            futures.append(pool.submit(n.start, timeout))
+            if stagger:
+                time.sleep(stagger)
         errors = [f.exception() for f in futures]
     failed = next((e for e in errors if e is not None), None)
     if failed is not None:
@@ -72,7 +79,11 @@ def node_addr(n: NodeProcess) -> tuple[str, int, bytes]:
 
 
 def stop_all(nodes, *, kill: bool = False) -> None:
-    """SIGTERM every node (SIGKILL with kill=True, or if one does not stop in time)."""
+    """SIGTERM every node at once, then wait for each (SIGKILL with kill=True, or for one that
+    does not stop in time)."""
+    for n in nodes:
+        if not kill and n.alive:
+            n.proc.send_signal(signal.SIGTERM)
     for n in nodes:
         try:
             n.kill() if kill else n.stop()

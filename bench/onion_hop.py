@@ -134,18 +134,13 @@ def bytes_table():
     """Bytes one hop receives and sends back, v1 (nested layers) vs v2 (classes), 3 hops."""
     v1_layer = 1 + 32 + 24 + 16 + 40  # header + AEAD tag + the CBOR map around `inner`, ~113
     rows = {}
-    # (name, request data bytes, answer bytes, answer class asked for: None = the smallest that
-    # holds the answer). A fetch's first page asks for the 4 KiB class whatever the mailbox
-    # holds (firmware/client/onion_client.py PAGES), so an empty mailbox's answer is padded to it.
-    for name, data_len, answer, asked in (
-            ("store 1 KiB", 1024, 80, None), ("store 76,800 B", 76_800, 80, None),
-            ("retrieve, empty mailbox (first page)", 0, 60, 4_096),
-            ("retrieve, 900 KB page", 0, 985_000, None)):  # fmt: skip
+    for name, data_len, answer in (("store 1 KiB", 1024, 80), ("store 76,800 B", 76_800, 80),
+                                   ("retrieve, 900 KB page", 0, 985_000)):  # fmt: skip
         req = 150 + data_len
         v1_in = [req + v1_layer * (3 - i) for i in range(3)]  # position shows in the size
         v1_out = [answer + 41 * (3 - i) for i in range(3)]
         size = onion.request_class(req)
-        ans = asked or next(c for c in onion.SIZE_CLASSES if onion.response_capacity(c) >= answer)
+        ans = next(c for c in onion.SIZE_CLASSES if onion.response_capacity(c) >= answer)
         rows[name] = {"v1_in": v1_in, "v1_out": v1_out, "v2_in": [size] * 3, "v2_out": [ans] * 3,
                       "v2_over_v1": round((3 * (size + ans)) / (sum(v1_in) + sum(v1_out)), 2)}
     return rows
@@ -155,31 +150,18 @@ def bytes_table():
 
 
 def start_node(base, name, extra_toml=""):
-    """A real daemon (python -m firmware.cli run) on 127.0.0.1, port 0; returns (proc, info)."""
-    d = os.path.join(base, name)
-    os.makedirs(d)
-    cfg = os.path.join(d, "homenode.toml")
-    with open(cfg, "w") as f:
-        f.write('[node]\nlisten_port = 0\nlog_level = "warning"\n'
-                "[limits]\nrate_per_sec = 1000000.0\nrate_burst = 1000000\n"
-                "max_inflight_per_conn = 256\n"
-                # onions are served by network nodes; no bootstrap: a network of its own
-                # pow_bits: a loopback bench lowers the id proof of work (network parameter)
-                "[network]\nenabled = true\npow_bits = 0\n" + extra_toml)
-    data = os.path.join(d, "data")
-    log = open(os.path.join(d, "log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", cfg,
-                             "--data-dir", data], stdout=log, stderr=subprocess.STDOUT, cwd=d)
-    path = os.path.join(data, "node.json")
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"node {name} did not start: {open(log.name).read()[-2000:]}")
-        time.sleep(0.05)
-    time.sleep(0.1)
-    with open(path) as f:
-        return proc, json.load(f)
+    """A real daemon on 127.0.0.1, port 0 (tests/conftest.NodeProcess through bench/nodes.py:
+    READY=1 awaited, no request rate limit); returns (proc, info) with info as in node.json."""
+    import tomllib
+
+    from nodes import launch
+
+    # network on (only a node in the network relays onions), no bootstrap: nothing else runs
+    config = {"limits": {"max_inflight_per_conn": 256}}
+    for section, keys in tomllib.loads(extra_toml).items():
+        config.setdefault(section, {}).update(keys)
+    node = launch(base, name, config)
+    return node.proc, {"host": node.host, "port": node.port, "node_id": node.node_id.hex()}
 
 
 def _hop(info):
