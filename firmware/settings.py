@@ -36,7 +36,8 @@ NODE = Section("node", "identity, data and listening address", [
 
 LIMITS = Section("limits", "protection against overload and abuse", [
     Key("max_connections", 256, "connections at once; when full, the least valuable one (still "
-        "in its handshake, stalled or idle, from the address holding most) makes room",
+        "in its handshake, stalled or idle, from the network and address holding most) makes "
+        "room",
         IntRange(1, 100_000)),
     Key("max_connections_per_ip", 32, "connections one remote address may hold (a node that "
         "proved its id counts against its id's share instead)", IntRange(1, 100_000)),
