@@ -7,7 +7,8 @@ CPU per request = delta CPU / requests answered in the window.
 
   node_info   the daemon answering `info` (TLS, framing, safe CBOR, schema, rate limit)
   node_store  the daemon answering 200-byte ns-0 `store`s (plus hashing and SQLite group commits)
-  echo_tls    floor: trio + the same TLS 1.3 + length-prefixed cbor2, answering every request
+  echo_tls    floor: trio + the same TLS 1.3 (the node's own TLS driver, firmware/link/tlsstream)
+              + length-prefixed cbor2, answering every request
               with the info map the real node returned (captured at the start of the run), so
               both sides encode and encrypt the same bytes
   echo_plain  floor without TLS (the design brief's "CBOR-framed trio request floor")
@@ -81,6 +82,7 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
 
     from firmware.identity import Identity
     from firmware.link import server_ssl_context
+    from firmware.link.tlsstream import TlsStream
 
     ident = Identity(b"\x11" * 32)
     ctx = server_ssl_context(ident) if tls else None
@@ -89,10 +91,11 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
     ok_result["node_id"] = ident.node_id
 
     async def handle(stream):
-        if ctx is not None:
-            stream = trio.SSLStream(stream, ctx, server_side=True)
         buf = bytearray()
         try:
+            if ctx is not None:  # the TLS driver the node's listener uses
+                stream = TlsStream(stream, ctx, server_side=True)
+                await stream.do_handshake()
             while True:
                 data = await stream.receive_some(65536)
                 if not data:
@@ -129,7 +132,6 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
 
 async def load(host, port, node_id, *, op, clients, seconds, warmup, pid, tls=True):
     """Keep `clients` links busy; return (requests in window, server CPU seconds in window)."""
-
     from firmware.client import NodeClient
     from firmware.identity import Identity
     from firmware.link import Dialer, open_link

@@ -11,8 +11,9 @@ Accepting (firmware/serve/accepting.py) takes every connection the kernel has qu
 table, and resets a refused one on the spot, without a task or a TLS object; at most
 `max_total + accept_batch` connections are held in memory at once (shed ones still closing
 included): past that the accept loop waits for them. A connection gets its TLS object only once
-its first bytes are in (silence costs a socket and a task), and gives its memory back as it
-closes (firmware/serve/reclaim.py).
+its first bytes are in (silence costs a socket and a task); its objects make no reference cycle,
+so its memory goes as it closes (firmware/serve/reclaim.py is the backstop for what a broken
+link leaves).
 
 Behaviour a peer sees: over its share or with the table full of more valuable connections, the
 socket is reset before TLS; at `max_inflight` requests in flight the node stops reading the
@@ -227,7 +228,7 @@ class Listener:
             self._forget(conn)
             await trio.aclose_forcefully(raw)  # (closes tcp; the shaper's count ends now)
             if stream is not None:
-                self.reclaimer.ended(stream)
+                self.reclaimer.ended()
 
     async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo, *, raw=None) -> None:
         """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the

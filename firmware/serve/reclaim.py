@@ -1,14 +1,14 @@
-"""What a closed TLS connection leaves behind, freed when it closes rather than much later.
+"""Memory a flood of short connections leaves behind, given back while the flood goes on.
 
-Why: trio's `SSLStream` is a reference cycle (it keeps a bound method of itself to run its
-handshake once), so a closed connection's OpenSSL state - tens of KB, most of it mid-handshake -
-is freed only by Python's cyclic garbage collector. That collector counts objects, not bytes,
-and under a flood of short connections it ran thousands of connections behind: the node grew
-past 100 MiB. `Reclaimer.ended` drops that one reference as a connection ends, so the state is
-freed at once. Rarer cycles remain (a broken link's exception keeps the frames that held its
-stream): after every `every` ended connections a full collection runs - cheap, because the
-node freezes its start-up objects - and then glibc's `malloc_trim` hands the freed pages back to
-the OS (a flood's churn scatters them through the heap; without it RSS stays at its peak).
+Why: most of a TLS connection's memory is OpenSSL's (tens of KB while it is in its handshake),
+which Python's cyclic garbage collector does not see: it counts objects, not bytes. A connection
+whose objects end up in a reference cycle - a link that broke mid-write keeps the exception,
+whose traceback keeps the frames that held the stream - waits for a full collection, and under
+a flood those came thousands of connections apart: the node grew past 100 MiB. The listener's
+own objects make no cycle (tests/serve/test_accepting.py checks that), so this is a backstop:
+after every `every` TLS connections that ended, a full collection (cheap: the node freezes its
+start-up objects), then glibc's `malloc_trim`, which hands freed heap pages back to the OS (a
+flood's churn scatters them through the heap; without it RSS stays at its peak long after).
 """
 
 import ctypes
@@ -36,10 +36,8 @@ class Reclaimer:
         self._ended = 0
         self.counters = {"collections": 0, "collect_cpu_ms": 0.0}
 
-    def ended(self, tls_stream) -> None:
-        """A server-side `trio.SSLStream` was closed and will not be used again."""
-        if getattr(tls_stream, "_handshook", None) is not None:
-            tls_stream._handshook = None  # the cycle (see the module's docstring)
+    def ended(self) -> None:
+        """A TLS connection was closed."""
         self._ended += 1
         if self._ended >= self.every:
             self._ended = 0
