@@ -178,14 +178,16 @@ class Listener:
             return
         if verdict.victim is not None:
             self._shed(verdict.victim)
-        self.counters["accepted"] += 1
         try:
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(tcp))
-        except OSError:  # the peer was gone already
+            raw = self.wrap_stream(stream) if self.wrap_stream is not None else stream
+        except Exception as e:  # the peer left already, or a bug: one connection, not the node
             self.table.remove(key)
             tcp.close()
+            if not isinstance(e, OSError):
+                self.log.error("connection_failed", error=f"{type(e).__name__}: {e}")
             return
-        raw = self.wrap_stream(stream) if self.wrap_stream is not None else stream
+        self.counters["accepted"] += 1
         # registered now, not when its task starts: a newcomer later in this same batch may
         # shed it, and must find it to cancel it
         conn = self._conns[key] = _Conn(key, ConnInfo(host, port), raw, self.reads_held)

@@ -138,6 +138,9 @@ def test_new_connections_per_network_are_rate_limited_too():
     assert [t.admit(("later", i), f"192.0.2.{i + 100}", 1.0).ok for i in range(6)] == \
         [True] * 5 + [False]  # 5/s refilled five in a second
     assert t.counters["refused_rate"] == 41
+    # IPv6: a /48 holds more addresses than anyone could track; its network's rate still holds
+    v6 = [t.admit(("v6", i), f"2001:db8:7::{i + 1:x}", 2.0).ok for i in range(20)]
+    assert v6 == [True] * 10 + [False] * 10
 
 
 def test_when_full_the_least_valuable_connection_of_the_busiest_address_goes():
