@@ -302,18 +302,6 @@ def load_id_work(data_dir: str, node_id: bytes) -> bytes | None:
 
 
 def save_id_work(data_dir: str, node_id: bytes, nonce: bytes) -> None:
-    """Write the proof atomically (temp file, fsync, rename): it took a minute to make."""
-    path = os.path.join(data_dir, ID_WORK_FILE)
-    fd, tmp = tempfile.mkstemp(prefix=".pow-", dir=data_dir)
-    try:
-        os.write(fd, f"{_WORK_HEADER}{node_id.hex()}\n{nonce.hex()}\n".encode("ascii"))
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the proof durably (it took a minute to make; a power cut must not lose it)."""
+    write_durably(os.path.join(data_dir, ID_WORK_FILE),
+                  f"{_WORK_HEADER}{node_id.hex()}\n{nonce.hex()}\n", 0o644)
