@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,89 +27,38 @@ import time
 import psutil
 import trio
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nodes import launch_many, prepare, stop_all  # noqa: E402  (same directory)
 
 from firmware.client import connect  # noqa: E402
 
 
-def toml(sections):
-    out = []
-    for name, keys in sections.items():
-        out.append(f"[{name}]")
-        for k, v in keys.items():
-            out.append(f"{k} = {json.dumps(v)}")
-    return "\n".join(out) + "\n"
+def address(node) -> str:
+    """A node as a bootstrap entry: HOST:PORT@NODEID."""
+    return f"{node.host}:{node.port}@{node.node_id.hex()}"
 
 
-class Proc:
-    def __init__(self, base, name, net):
-        self.dir = os.path.join(base, name)
-        os.makedirs(self.dir)
-        self.data = os.path.join(self.dir, "data")
-        cfg = {"node": {"listen_port": 0, "log_level": "warning"},
-               "limits": {"rate_per_sec": 1e6, "rate_burst": 1_000_000},
-               "network": net}  # fmt: skip
-        self.cfg = os.path.join(self.dir, "homenode.toml")
-        with open(self.cfg, "w") as f:
-            f.write(toml(cfg))
-        self.log = open(os.path.join(self.dir, "log"), "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware.cli", "run", "--config", self.cfg,
-             "--data-dir", self.data], stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-        self.info = None
+async def fingerprints(nodes):
+    out = [None] * len(nodes)
 
-    def ready(self):
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"node {self.dir} exited:\n" + open(self.log.name).read()[-2000:])
+    async def one(i, n):
         try:
-            with open(os.path.join(self.data, "node.json")) as f:
-                self.info = json.load(f)
-            return True
-        except (OSError, ValueError):
-            return False
-
-    @property
-    def address(self):
-        return f"{self.info['host']}:{self.info['port']}@{self.info['node_id']}"
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
-
-
-def wait_ready(procs, timeout):
-    deadline = time.monotonic() + timeout
-    while not all(p.ready() for p in procs):
-        if time.monotonic() > deadline:
-            raise RuntimeError("nodes not ready in time")
-        time.sleep(0.05)
-
-
-async def fingerprints(procs):
-    out = [None] * len(procs)
-
-    async def one(i, p):
-        try:
-            async with connect(p.info["host"], p.info["port"], bytes.fromhex(p.info["node_id"]),
-                               timeout=10) as c:  # fmt: skip
+            async with connect(n.host, n.port, n.node_id, timeout=10) as c:
                 out[i] = await c.info()
         except (ConnectionError, OSError):
             pass
 
-    async with trio.open_nursery() as n:
-        for i, p in enumerate(procs):
-            n.start_soon(one, i, p)
+    async with trio.open_nursery() as nursery:
+        for i, n in enumerate(nodes):
+            nursery.start_soon(one, i, n)
     return out
 
 
-def cpu_seconds(procs):
+def cpu_seconds(nodes):
     total = 0.0
-    for p in procs:
+    for n in nodes:
         try:
-            t = psutil.Process(p.proc.pid).cpu_times()
+            t = psutil.Process(n.proc.pid).cpu_times()
             total += t.user + t.system
         except psutil.Error:
             pass
@@ -119,23 +67,22 @@ def cpu_seconds(procs):
 
 def one_run(n, net, timeout, stagger=0.0):
     base = tempfile.mkdtemp(prefix="hn-gossip-bench-")
-    procs = []
+    nodes = []
     try:
         t_launch = time.monotonic()
-        seed = Proc(base, "n000", net)
-        procs.append(seed)
-        wait_ready([seed], timeout)
-        net_b = dict(net, bootstrap=[seed.address])
-        for i in range(1, n):
-            procs.append(Proc(base, f"n{i:03d}", net_b))
-            time.sleep(stagger)
-        wait_ready(procs, timeout)
+        seed = prepare(base, "n000", {"network": net})
+        nodes.append(seed)
+        seed.start(timeout=timeout)
+        net_b = dict(net, bootstrap=[address(seed)])
+        others = [prepare(base, f"n{i:03d}", {"network": net_b}) for i in range(1, n)]
+        nodes += others
+        launch_many(others, timeout=timeout, stagger=stagger)
         t_ready = time.monotonic()
-        cpu0 = cpu_seconds(procs)
-        want = hashlib.blake2b(b"".join(sorted(bytes.fromhex(p.info["node_id"]) for p in procs)),
-                               digest_size=8).hexdigest()  # fmt: skip
+        cpu0 = cpu_seconds(nodes)
+        want = hashlib.blake2b(b"".join(sorted(x.node_id for x in nodes)),
+                               digest_size=8).hexdigest()
         while True:
-            infos = trio.run(fingerprints, procs)
+            infos = trio.run(fingerprints, nodes)
             agreeing = sum(bool(i) and i.get("live_set") == want for i in infos)
             if agreeing == n:
                 break
@@ -143,17 +90,16 @@ def one_run(n, net, timeout, stagger=0.0):
                 raise RuntimeError(f"not converged after {timeout} s: {agreeing}/{n} agree")
             time.sleep(0.25)
         t_conv = time.monotonic()
-        rss = [psutil.Process(p.proc.pid).memory_info().rss / 2**20 for p in procs]
+        rss = [psutil.Process(x.proc.pid).memory_info().rss / 2**20 for x in nodes]
         failed = sum(i.get("reachability_failed", 0) for i in infos)
         relayed = sum("relayed" in str(i.get("record_flags")) for i in infos)
         return {"startup_s": t_ready - t_launch, "converge_s": t_conv - t_ready,
                 "launch_to_converge_s": t_conv - t_launch,
-                "cpu_s_while_converging": cpu_seconds(procs) - cpu0,
+                "cpu_s_while_converging": cpu_seconds(nodes) - cpu0,
                 "rss_mib_median": statistics.median(rss),
                 "reachability_failures": failed, "relayed_at_end": relayed}  # fmt: skip
     finally:
-        for p in procs:
-            p.stop()
+        stop_all(nodes, kill=True)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
 """3-hop onion round trip on loopback: p50 / p99 latency and requests/s, 1 and 50 clients.
 
-Three real node processes on 127.0.0.1 (membership off, so nothing else runs); the clients are
-trio tasks in this process using the real client library (firmware.onion_client: fresh
+Three real node processes on 127.0.0.1 (no bootstrap, so nothing else runs); the clients are
+trio tasks in this process using the real client library (firmware.client.open_onion_client: fresh
 X25519 keys per hop per request, paths are random orders of the three nodes, one TLS link per
 client to its first hops). The request is ``info`` so that store batching does not hide the
 path's cost.
@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,36 +28,21 @@ import time
 import psutil
 import trio
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nodes import launch, stop_all  # noqa: E402  (same directory)
 
-from firmware.client import connect  # noqa: E402
-from firmware.onion_client import open_onion_client  # noqa: E402
+from firmware.client import connect, open_onion_client  # noqa: E402
 from firmware.proto import onion  # noqa: E402
+
+# network on (onions are relayed only by a node in the network) but no bootstrap: the three
+# nodes know nobody, so no gossip, replication or reachability runs beside the onions
+NODE_CONFIG = {"limits": {"max_inflight_per_conn": 256}}
 
 
 def start_node(base, name):
-    d = os.path.join(base, name)
-    os.makedirs(d)
-    cfg = os.path.join(d, "homenode.toml")
-    with open(cfg, "w") as f:
-        f.write('[node]\nlisten_port = 0\nlog_level = "warning"\n'
-                "[limits]\nrate_per_sec = 1000000.0\nrate_burst = 1000000\n"
-                "max_inflight_per_conn = 256\n[network]\nenabled = false\n")
-    data = os.path.join(d, "data")
-    log = open(os.path.join(d, "log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", cfg,
-                             "--data-dir", data], stdout=log, stderr=subprocess.STDOUT, cwd=d)
-    path = os.path.join(data, "node.json")
-    deadline = time.monotonic() + 30
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"node {name} did not start: {open(log.name).read()[-2000:]}")
-        time.sleep(0.05)
-    time.sleep(0.1)
-    with open(path) as f:
-        info = json.load(f)
-    return proc, onion.Hop(bytes.fromhex(info["node_id"]), info["host"], info["port"])
+    """A real node (bench/nodes.py) and its onion.Hop."""
+    node = launch(base, name, NODE_CONFIG)
+    return node, onion.Hop(node.node_id, node.host, node.port)
 
 
 def pct(sorted_xs, p):
@@ -113,14 +97,14 @@ def main():
                     "at least 20 each)")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="onion-rt-")
-    procs, hops = [], []
+    nodes, hops = [], []
     try:
         for i in range(3):
-            p, h = start_node(base, f"n{i}")
-            procs.append(p)
+            n, h = start_node(base, f"n{i}")
+            nodes.append(n)
             hops.append(h)
         results = {}
-        node_ps = [psutil.Process(p.pid) for p in procs]
+        node_ps = [psutil.Process(n.proc.pid) for n in nodes]
         me = psutil.Process()
 
         def measured(fn, *a):
@@ -142,13 +126,7 @@ def main():
                 results[f"{kind}_{clients}"] = {k: round(statistics.median(r[k] for r in rows), 2)
                                                 for k in rows[0]}
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(nodes)
         shutil.rmtree(base, ignore_errors=True)
     out = {"runs": args.runs, "requests_per_phase": args.requests, **results}
     for c in (1, 50):

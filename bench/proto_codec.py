@@ -28,7 +28,6 @@ from firmware.proto import (
     StoreRequest,
     StoreResult,
     check_signature,
-    codec,
     decode_map,
     encode_frame,
     encode_ok,
@@ -124,8 +123,7 @@ def main():
     a = ap.parse_args()
     reqs = sample_requests()
     runs = {name: [] for name in reqs}
-    extra = {"encode_ok_store_us": [], "check_signature_us": [], "decode_map_fast_us": [],
-             "decode_map_cbor2_5_fallback_us": []}  # fmt: skip
+    extra = {"encode_ok_store_us": [], "check_signature_us": [], "decode_map_us": []}
     body = encode_frame(request_to_map(reqs["store_1k_signed"]))[4:]
     result = StoreResult(b"\x02" * 32, True, NOW + 1)
     signed = reqs["retrieve"]
@@ -133,17 +131,12 @@ def main():
         for name, req in reqs.items():
             runs[name].append(measure(req, a.number))
         extra["encode_ok_store_us"].append(per_call_us(lambda: encode_ok(9, result), a.number))
-        for fast, key in ((True, "decode_map_fast_us"), (False, "decode_map_cbor2_5_fallback_us")):
-            if fast and not codec.FAST_PATH:
-                continue
-            saved, codec.FAST_PATH = codec.FAST_PATH, fast
-            extra[key].append(per_call_us(lambda: decode_map(body), a.number))
-            codec.FAST_PATH = saved
+        extra["decode_map_us"].append(per_call_us(lambda: decode_map(body), a.number))
         extra["check_signature_us"].append(
             per_call_us(lambda: check_signature(signed, NOW), max(200, a.number // 20))
         )
     out = {"runs": a.runs, "number": a.number, "python": sys.version.split()[0],
-           "cbor2": version("cbor2"), "cbor2_fast_path": codec.FAST_PATH, "requests": {}}  # fmt: skip
+           "cbor2": version("cbor2"), "requests": {}}  # fmt: skip
     for name, samples in runs.items():
         med = {k: round(statistics.median(s[k] for s in samples), 3) for k in samples[0]}
         med["ratio_ours_vs_floor"] = round(med["ours_us"] / med["floor_us"], 2)

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,41 +23,17 @@ import time
 import nacl.signing
 import trio
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nodes import launch, node_addr, stop_all  # noqa: E402  (same directory)
 
 from firmware.client import connect  # noqa: E402
 
 NET = {"gossip_interval": 0.5, "test_interval": 1.0, "anti_entropy_interval": 60.0}
-LIMITS = {"rate_per_sec": 1e6, "rate_burst": 1_000_000}
-
-
-def toml(sections):
-    return "".join(f"[{n}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
-                   for n, keys in sections.items())  # fmt: skip
 
 
 def start(base, name, network):
-    d = os.path.join(base, name)
-    os.makedirs(d)
-    cfg = os.path.join(d, "homenode.toml")
-    with open(cfg, "w") as f:
-        f.write(toml({"node": {"listen_port": 0, "log_level": "warning"}, "limits": LIMITS,
-                      "network": network}))  # fmt: skip
-    log = open(os.path.join(d, "log"), "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "firmware.cli", "run", "--config", cfg,
-                             "--data-dir", os.path.join(d, "data")], stdout=log,
-                            stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-    path = os.path.join(d, "data", "node.json")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start:\n" + open(log.name).read()[-2000:])
-        time.sleep(0.05)
-    time.sleep(0.05)
-    with open(path) as f:
-        info = json.load(f)
-    return proc, (info["host"], info["port"], bytes.fromhex(info["node_id"]))
+    """A real node (bench/nodes.py: no request rate limit) with this [network] section."""
+    return launch(base, name, {"network": network})
 
 
 async def live_count(addr):
@@ -96,15 +71,15 @@ async def measure(addr, n):
 
 def one_run(n):
     base = tempfile.mkdtemp(prefix="hn-repl-bench-")
-    procs = []
+    nodes = []
     try:
-        p, lone = start(base, "lone", {"enabled": False})
-        procs.append(p)
-        p, seed = start(base, "s0", NET)
-        procs.append(p)
+        nodes.append(start(base, "lone", {"enabled": False}))
+        lone = node_addr(nodes[-1])
+        nodes.append(start(base, "s0", NET))
+        seed = node_addr(nodes[-1])
         boot = f"{seed[0]}:{seed[1]}@{seed[2].hex()}"
         for i in range(1, 5):
-            procs.append(start(base, f"s{i}", dict(NET, bootstrap=[boot]))[0])
+            nodes.append(start(base, f"s{i}", dict(NET, bootstrap=[boot])))
         deadline = time.monotonic() + 60
         while trio.run(live_count, seed) < 4:
             if time.monotonic() > deadline:
@@ -113,9 +88,7 @@ def one_run(n):
         time.sleep(2)  # let every member see all the others
         return {"floor": trio.run(measure, lone, n), "swarm": trio.run(measure, seed, n)}
     finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+        stop_all(nodes, kill=True)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -7,7 +7,8 @@ CPU per request = delta CPU / requests answered in the window.
 
   node_info   the daemon answering `info` (TLS, framing, safe CBOR, schema, rate limit)
   node_store  the daemon answering 200-byte ns-0 `store`s (plus hashing and SQLite group commits)
-  echo_tls    floor: trio + the same TLS 1.3 + length-prefixed cbor2, answering every request
+  echo_tls    floor: trio + the same TLS 1.3 (the node's own TLS driver, firmware/link/tlsstream)
+              + length-prefixed cbor2, answering every request
               with the info map the real node returned (captured at the start of the run), so
               both sides encode and encrypt the same bytes
   echo_plain  floor without TLS (the design brief's "CBOR-framed trio request floor")
@@ -23,7 +24,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,58 +33,18 @@ import time
 import psutil
 import trio
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nodes import launch, node_addr  # noqa: E402  (same directory)
 
-BENCH_CONFIG = """
-[node]
-listen_port = 0
-log_level = "warning"
-[limits]
-rate_per_sec = 10000000.0
-rate_burst = 10000000
-max_connections = 1000
-"""
+BENCH_LIMITS = {"max_connections": 1000}  # (and no request rate limit: nodes.launch's default)
 
 
 # ------------------------------------------------------------------------ processes
 
 
-def start_daemon(tmp: str, extra_toml: str = "") -> tuple[subprocess.Popen, str, int, bytes]:
-    """Start `homenode run` on a free port; wait for sd_notify READY=1. Returns (proc, host,
-    port, node_id)."""
-    cfg = os.path.join(tmp, "homenode.toml")
-    with open(cfg, "w") as f:
-        f.write(BENCH_CONFIG + extra_toml)
-    data = os.path.join(tmp, "data")
-    sock_path = os.path.join(tmp, "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(sock_path)
-    sock.settimeout(0.2)
-    env = dict(os.environ, NOTIFY_SOCKET=sock_path)
-    env.pop("JOURNAL_STREAM", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "firmware.cli", "run", "--config", cfg, "--data-dir", data],
-        stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, "stderr"), "wb"), env=env,
-        cwd=tmp,
-    )
-    deadline = time.monotonic() + 60
-    try:
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                with open(os.path.join(tmp, "stderr"), "rb") as f:
-                    raise RuntimeError("daemon did not start: " + f.read().decode()[-2000:])
-            try:
-                if b"READY=1" in sock.recv(4096):
-                    break
-            except TimeoutError:
-                pass
-    finally:
-        sock.close()
-    with open(os.path.join(data, "node.json")) as f:
-        info = json.load(f)
-    return proc, info["host"], info["port"], bytes.fromhex(info["node_id"])
+def start_daemon(tmp: str):
+    """`homenode run` (tests/conftest.NodeProcess through bench/nodes.py), started."""
+    return launch(tmp, "node", {"limits": BENCH_LIMITS})
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -121,7 +81,8 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
     import cbor2
 
     from firmware.identity import Identity
-    from firmware.links import server_ssl_context
+    from firmware.link import server_ssl_context
+    from firmware.link.tlsstream import TlsStream
 
     ident = Identity(b"\x11" * 32)
     ctx = server_ssl_context(ident) if tls else None
@@ -130,10 +91,11 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
     ok_result["node_id"] = ident.node_id
 
     async def handle(stream):
-        if ctx is not None:
-            stream = trio.SSLStream(stream, ctx, server_side=True)
         buf = bytearray()
         try:
+            if ctx is not None:  # the TLS driver the node's listener uses
+                stream = TlsStream(stream, ctx, server_side=True)
+                await stream.do_handshake()
             while True:
                 data = await stream.receive_some(65536)
                 if not data:
@@ -146,7 +108,7 @@ def serve_echo(port_file: str, tls: bool, reply_file: str) -> None:
                         break
                     req = cbor2.loads(bytes(buf[4:4 + n]))
                     del buf[:4 + n]
-                    body = cbor2.dumps({"v": 1, "id": req["id"], "ok": ok_result})
+                    body = cbor2.dumps({"v": 2, "id": req["id"], "ok": ok_result})
                     out.append(len(body).to_bytes(4, "big") + body)
                 if out:
                     await stream.send_all(b"".join(out))
@@ -172,7 +134,7 @@ async def load(host, port, node_id, *, op, clients, seconds, warmup, pid, tls=Tr
     """Keep `clients` links busy; return (requests in window, server CPU seconds in window)."""
     from firmware.client import NodeClient
     from firmware.identity import Identity
-    from firmware.links import open_pinned_stream
+    from firmware.link import Dialer, open_link
 
     proc = psutil.Process(pid)
     count = 0
@@ -182,12 +144,11 @@ async def load(host, port, node_id, *, op, clients, seconds, warmup, pid, tls=Tr
     async def one_client(i):
         nonlocal count
         if tls:
-            stream = await open_pinned_stream(host, port, node_id)
+            stream = await Dialer().open(host, port, node_id)
         else:
             stream = await trio.open_tcp_stream(host, port)
-        client = NodeClient(stream)
-        async with trio.open_nursery() as n:
-            await n.start(client._reader)
+        async with open_link(stream) as link:
+            client = NodeClient(link)
             j = 0
             while True:
                 if op == "info":
@@ -218,17 +179,16 @@ def capture_info(tmp) -> str:
 
     from firmware.client import connect
 
-    sub = tempfile.mkdtemp(dir=tmp)
-    proc, host, port, nid = start_daemon(sub)
+    node = start_daemon(tempfile.mkdtemp(dir=tmp))
 
     async def get():
-        async with connect(host, port, nid) as c:
+        async with connect(*node_addr(node)) as c:
             return await c.info()
 
     try:
         info = trio.run(get)
     finally:
-        stop(proc)
+        node.stop()
     path = os.path.join(tmp, "info.cbor")
     with open(path, "wb") as f:
         f.write(cbor2.dumps(info))
@@ -238,18 +198,19 @@ def capture_info(tmp) -> str:
 def measure(kind, tmp, a, reply_file):
     sub = tempfile.mkdtemp(dir=tmp)
     if kind.startswith("node"):
-        proc, host, port, nid = start_daemon(sub)
-        op, tls = ("info" if kind == "node_info" else "store"), True
+        node = start_daemon(sub)
+        proc, (host, port, nid) = node.proc, node_addr(node)
+        op, tls, stop_it = ("info" if kind == "node_info" else "store"), True, node.stop
     else:
         tls = kind == "echo_tls"
         proc, host, port, nid = start_echo(sub, tls, reply_file)
-        op = "info"
+        op, stop_it = "info", lambda: stop(proc)
     try:
         n, cpu = trio.run(lambda: load(host, port, nid, op=op, clients=a.clients,
                                        seconds=a.seconds, warmup=a.warmup, pid=proc.pid,
                                        tls=tls))
     finally:
-        stop(proc)
+        stop_it()
     return {"requests": n, "server_cpu_s": round(cpu, 3), "rps": round(n / a.seconds, 1),
             "cpu_us_per_request": round(cpu / n * 1e6, 2) if n else None}
 

@@ -1,7 +1,8 @@
 """Daemon memory (RSS): idle and under load, vs a process that only imports the libraries.
 
   floor   python -c "import trio, nacl..., cbor2, psutil, sqlite3" (the design brief's 29 MiB)
-  idle    `homenode run` with the default config, 2 s after READY=1
+  idle    `homenode run` as bench/rpc_cpu.py starts it (no request rate limit, up to 1000
+          connections, the rest default), 2 s after READY=1
   loaded  peak RSS while 50 clients store 1 KiB messages and read their mailboxes back
           (40 storing, 10 retrieving up to 100 messages per call) for --seconds
   after   RSS 2 s after the load stopped
@@ -24,7 +25,8 @@ import psutil
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rpc_cpu import start_daemon, stop  # noqa: E402  (same directory)
+from nodes import node_addr  # noqa: E402  (same directory)
+from rpc_cpu import start_daemon  # noqa: E402
 
 MIB = 1024 * 1024
 FLOOR_CODE = ("import trio, nacl.signing, nacl.public, cbor2, psutil, sqlite3, sys; "
@@ -87,17 +89,17 @@ async def load_and_sample(host, port, node_id, pid, clients, seconds):
 
 
 def measure_node(tmp, a):
-    sub = tempfile.mkdtemp(dir=tmp)
-    proc, host, port, nid = start_daemon(sub)
+    node = start_daemon(tempfile.mkdtemp(dir=tmp))
+    pid = node.proc.pid
     try:
         time.sleep(2)
-        idle = rss(proc.pid)
-        peak, counts = trio.run(lambda: load_and_sample(host, port, nid, proc.pid, a.clients,
+        idle = rss(pid)
+        peak, counts = trio.run(lambda: load_and_sample(*node_addr(node), pid, a.clients,
                                                         a.seconds))
         time.sleep(2)
-        after = rss(proc.pid)
+        after = rss(pid)
     finally:
-        stop(proc)
+        node.stop()
     return {"idle": idle, "loaded_peak": peak, "after": after, **counts}
 
 

@@ -9,9 +9,18 @@ validator. A section is data::
         Key("warm_c", 70.0, "pause background work above this", FloatRange(40, 90)),
     ])
 
-and the schema is `Schema(CORE_SECTIONS + (THERMAL,))` (see `default_schema`). Values come out as
+and the schema lists it (firmware/settings.py, `default_schema`). Values come out as
 `cfg.thermal.warm_c`. Unknown sections and keys are errors with a did-you-mean, because a typo
 silently falling back to a default is the worst kind of config bug on a headless box.
+
+Rules between keys of a section are data too, checked after every key on its own::
+
+    Rule(("warm_c", "hot_c", "critical_c"), lambda v: v["warm_c"] < v["hot_c"] < v["critical_c"],
+         "warm_c < hot_c < critical_c")
+
+`Schema.validate` is THE validator: `homenode config check`, `homenode run` and the image's
+first boot (image/device/bootconfig.py) all call it, so they accept and refuse the same files
+with the same messages.
 """
 
 import difflib
@@ -30,6 +39,20 @@ class Check:
 
     allowed: str
     ok: Any = field(default=lambda v: True, compare=False)
+
+
+def EachParses(parse, allowed: str) -> Check:
+    """A list whose every item `parse(item)` accepts (raises nothing)."""
+
+    def ok(items):
+        try:
+            for item in items:
+                parse(item)
+        except (ValueError, TypeError, AttributeError):
+            return False
+        return True
+
+    return Check(allowed, ok)
 
 
 def IntRange(lo: int, hi: int, note: str = "") -> Check:
@@ -65,6 +88,7 @@ class Key:
     default: Any
     help: str
     check: Check | None = None
+    normalize: Any = field(default=None, compare=False)  # e.g. one string -> a list of one
 
     @property
     def type(self) -> type:
@@ -76,6 +100,8 @@ class Key:
     def coerce(self, value: Any) -> Any:
         """Return the typed value or raise ValueError('what is allowed')."""
         t = self.type
+        if self.normalize is not None:
+            value = self.normalize(value)
         if isinstance(value, bool) and t is not bool:
             raise ValueError(self.allowed())
         if t is float and isinstance(value, int):
@@ -88,65 +114,37 @@ class Key:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A condition on several keys of one section: `ok(values)` gets the section's values (a
+    dict, defaults filled in); `allowed` says what must hold, e.g. "warm_c < hot_c"."""
+
+    keys: tuple[str, ...]
+    ok: Any = field(compare=False)
+    allowed: str = ""
+
+
+@dataclass(frozen=True)
 class Section:
     name: str
     help: str
     keys: tuple[Key, ...]
+    rules: tuple[Rule, ...] = ()
 
-    def __init__(self, name: str, help: str, keys):
+    def __init__(self, name: str, help: str, keys, rules=()):
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "help", help)
         object.__setattr__(self, "keys", tuple(keys))
+        object.__setattr__(self, "rules", tuple(rules))
+        for rule in self.rules:
+            for k in rule.keys:
+                if self.key(k) is None:
+                    raise ValueError(f"rule of [{name}] names unknown key {k}")
 
     def key(self, name: str) -> Key | None:
         for k in self.keys:
             if k.name == name:
                 return k
         return None
-
-
-# ---------------------------------------------------------------------------------------------
-# The node's own sections. Other parts declare theirs in their own modules the same way.
-
-NODE = Section("node", "identity, data and listening address", [
-    Key("data_dir", ".homenode", "directory for the identity key and the message store "
-        "(relative paths are relative to the working directory)", NonEmpty("a directory path")),
-    Key("listen_host", "127.0.0.1", "address the client listener binds "
-        "(0.0.0.0 for all IPv4 interfaces)", NonEmpty("a host name or IP address")),
-    Key("listen_port", 7070, "TCP port of the client listener (0 picks a free port)",
-        IntRange(0, 65535)),
-    Key("log_level", "info", "least important log level printed",
-        OneOf("debug", "info", "warning", "error")),
-    Key("shutdown_grace", 5.0, "seconds to let in-flight requests finish on SIGTERM",
-        FloatRange(0, 120, "seconds")),
-])
-
-LIMITS = Section("limits", "protection against overload and abuse", [
-    Key("max_connections", 256, "client connections at once; more are closed at once",
-        IntRange(1, 100_000)),
-    Key("max_inflight_per_conn", 32, "requests in flight per connection before the node stops "
-        "reading from it", IntRange(1, 10_000)),
-    Key("handshake_timeout", 10.0, "seconds a client has to finish the TLS handshake",
-        FloatRange(0.1, 600, "seconds")),
-    Key("idle_timeout", 300.0, "seconds a connection may stay silent with nothing in flight",
-        FloatRange(1, 86_400, "seconds")),
-    Key("rate_burst", 600, "requests a client (remote IP) may send in a burst",
-        IntRange(1, 10_000_000)),
-    Key("rate_per_sec", 300.0, "sustained requests per second per client (remote IP)",
-        FloatRange(0.1, 10_000_000, "requests/s")),
-])
-
-STORE = Section("store", "the message store (SQLite on the data partition)", [
-    Key("quota_bytes", 1 << 30, "bytes of message data kept at most; stores beyond get 'full'",
-        IntRange(1 << 20, 1 << 44)),
-    Key("batch_rows", 64, "a grouped commit closes after this many messages",
-        IntRange(1, 10_000)),
-    Key("batch_ms", 50, "... or after this many milliseconds", IntRange(1, 10_000)),
-    Key("sweep_interval", 30.0, "seconds between sweeps of expired messages",
-        FloatRange(0.1, 86_400, "seconds")),
-])
-
-CORE_SECTIONS = (NODE, LIMITS, STORE)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,14 +158,28 @@ class ConfigError(Exception):
         super().__init__("\n".join(self.problems))
 
 
+class FrozenSection(types.SimpleNamespace):
+    """One section's values; read-only, so no part can rewrite another's settings at run time
+    (what a setting means at start is what it means until the node stops)."""
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"settings are read-only after loading (tried to set {name})")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"settings are read-only after loading (tried to delete {name})")
+
+
 class Config:
-    """Validated settings: `cfg.node.listen_port`; `cfg.get("node.listen_port")`."""
+    """Validated settings: `cfg.node.listen_port`; `cfg.get("node.listen_port")`. Frozen."""
 
     def __init__(self, values: dict[str, dict[str, Any]], source: str | None):
-        self.source = source
-        self._values = values
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "_values", {s: dict(v) for s, v in values.items()})
         for name, keys in values.items():
-            setattr(self, name, types.SimpleNamespace(**keys))
+            object.__setattr__(self, name, FrozenSection(**keys))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"settings are read-only after loading (tried to set {name})")
 
     def get(self, dotted: str) -> Any:
         section, _, key = dotted.partition(".")
@@ -175,6 +187,24 @@ class Config:
 
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {s: dict(v) for s, v in self._values.items()}
+
+
+def read_toml(path: str) -> dict:
+    """Parse a TOML file; ConfigError with one line saying what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such file"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a directory, not a file"]) from None
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{path}: not valid TOML: {e} (fix the line it names; a text value "
+                           "needs double quotes)"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not valid TOML: not UTF-8 text"]) from None
 
 
 class Schema:
@@ -189,11 +219,40 @@ class Schema:
         return {s.name: {k.name: k.default for k in s.keys} for s in self.sections.values()}
 
     def validate(self, data: dict, where: str) -> tuple[dict, list[str]]:
-        """Merge `data` (parsed TOML) over the defaults. Returns (values, problems)."""
-        values = self.defaults()
+        """Merge `data` (parsed TOML) over the defaults, then check the rules between keys.
+        Returns (values, problems): every problem, one line each."""
+        values, problems, given, bad = self._merge(data, where)
+        problems += self.check_rules(values, given, bad, where)
+        return values, problems
+
+    def check_rules(self, values: dict, given: set, bad: set, where: str) -> list[str]:
+        """Problems of the sections' rules; rules over a key that was itself bad are skipped
+        (its own message says enough). `given`: (section, key) set in a file or flag."""
         problems = []
+        for section in self.sections.values():
+            table = values[section.name]
+            for rule in section.rules:
+                if any((section.name, k) in bad for k in rule.keys) or rule.ok(table):
+                    continue
+                shown = ", ".join(f"{k} = {_show(table[k])}"
+                                  + ("" if (section.name, k) in given else " (default)")
+                                  for k in rule.keys)
+                problems.append(f"{where}: [{section.name}] {shown} do not fit together: "
+                                f"expected {rule.allowed}")
+        return problems
+
+    def _merge(self, data: dict, where: str):
+        values = self.defaults()
+        problems, given, bad = [], set(), set()
         for sname, table in data.items():
             section = self.sections.get(sname)
+            if section is None and not isinstance(table, dict):
+                owners = [s.name for s in self.sections.values() if s.key(sname)]
+                hint = (f": it is a key of [{owners[0]}]; write it under [{owners[0]}]" if owners
+                        else "; settings go under a [section] heading")
+                problems.append(f"{where}: {sname} = {_show(table)} must be inside a section"
+                                + hint)
+                continue
             if section is None:
                 problems.append(f"{where}: unknown section [{sname}]"
                                 + _did_you_mean(sname, self.sections, "[{}]")
@@ -212,38 +271,32 @@ class Schema:
                                     + _did_you_mean(kname, names, "{}")
                                     + " (keys of [" + sname + "]: " + ", ".join(names) + ")")
                     continue
+                given.add((sname, kname))
                 try:
                     values[sname][kname] = key.coerce(value)
                 except ValueError as e:
+                    bad.add((sname, kname))
                     problems.append(f"{where}: [{sname}] {kname} = {_show(value)} is not "
                                     f"allowed: expected {e}")
-        return values, problems
+        return values, problems, given, bad
 
     def load(self, path: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
         """Read `path` (None: defaults only), apply `overrides` {"section.key": value}."""
-        problems = []
-        data = {}
-        if path is not None:
-            try:
-                with open(path, "rb") as f:
-                    data = tomllib.load(f)
-            except FileNotFoundError:
-                raise ConfigError([f"{path}: no such file"]) from None
-            except OSError as e:
-                raise ConfigError([f"{path}: cannot read: {e.strerror}"]) from None
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError([f"{path}: not valid TOML: {e}"]) from None
-            except UnicodeDecodeError:
-                raise ConfigError([f"{path}: not valid TOML: not UTF-8 text"]) from None
-        values, problems = self.validate(data, path or "defaults")
+        data = {} if path is None else read_toml(path)
+        where = path or "defaults"
+        values, problems, given, bad = self._merge(data, where)
         for dotted, value in (overrides or {}).items():
             sname, _, kname = dotted.partition(".")
             key = self.sections[sname].key(kname)  # programming error if missing
+            given.add((sname, kname))
             try:
                 values[sname][kname] = key.coerce(value)
+                bad.discard((sname, kname))
             except ValueError as e:
+                bad.add((sname, kname))
                 problems.append(f"command line: {dotted} = {_show(value)} is not allowed: "
                                 f"expected {e}")
+        problems += self.check_rules(values, given, bad, where)
         if problems:
             raise ConfigError(problems)
         return Config(values, path)
@@ -253,30 +306,13 @@ class Schema:
         out = []
         for s in self.sections.values():
             out.append(f"# {s.help}")
+            out.extend(f"# must hold: {r.allowed}" for r in s.rules)
             out.append(f"[{s.name}]")
             for k in s.keys:
                 out.append(f"# {k.help}; {k.allowed()}")
                 out.append(f"{k.name} = {_toml_value(k.default)}")
             out.append("")
         return "\n".join(out)
-
-
-def default_schema(extra_sections=()) -> Schema:
-    """The node's schema: core sections plus those other parts declare.
-
-    To add a section: declare it (a `Section`) in your own module and list it in
-    `_plugged_sections` below (one line), or pass it in `extra_sections`.
-    """
-    return Schema(CORE_SECTIONS + _plugged_sections() + tuple(extra_sections))
-
-
-def _plugged_sections() -> tuple[Section, ...]:
-    """Sections declared by other parts of the firmware (hal, network, ...). One line each."""
-    from firmware.device import SECTIONS as DEVICE
-    from firmware.net import NETWORK
-    from firmware.net.reachability import NAT
-
-    return (NETWORK, NAT) + DEVICE
 
 
 def _did_you_mean(word: str, choices, fmt: str) -> str:

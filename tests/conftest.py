@@ -19,6 +19,7 @@ import time
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_POW_BITS = 8  # see NodeProcess
 
 
 def _toml_value(v):
@@ -47,7 +48,13 @@ class NodeProcess:
         self.dir = tmp_path / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = str(self.dir / data_dir_name)
-        self.config = {"node": {"listen_port": 0, "log_level": "debug"}}
+        # Test networks lower the id proof of work ([network] pow_bits, a network parameter):
+        # the real default (24 bits) costs each fresh node ~5 s of CPU here before it joins.
+        # 8 bits still makes every node grind, keep and show a real proof (256 tries on
+        # average), so records without one are refused in every test network too.
+        self.config = {"node": {"listen_port": 0, "log_level": "debug"},
+                       "web": {"port": 0},  # the status page on a free port too
+                       "network": {"pow_bits": TEST_POW_BITS}}
         for section, keys in (config or {}).items():
             self.config.setdefault(section, {}).update(keys)
         self.config_path = write_toml(self.dir / "homenode.toml", self.config)
@@ -161,6 +168,20 @@ def run_cli(*args, input=None, timeout=30, cwd=None) -> subprocess.CompletedProc
         [sys.executable, "-m", "firmware.cli", *args], input=input, capture_output=True,
         timeout=timeout, cwd=cwd,
     )
+
+
+async def wait_info(client, pred, what, timeout=20.0):
+    """Poll a node's `info` until `pred(info)`; AssertionError naming `what` and the last one."""
+    import trio
+
+    info = None
+    with trio.move_on_after(timeout):
+        while True:
+            info = await client.info()
+            if pred(info):
+                return info
+            await trio.sleep(0.02)
+    raise AssertionError(f"node never reported {what}; last info: {info}")
 
 
 @pytest.fixture

@@ -22,11 +22,14 @@ def mono_ms():
 
 
 class ButtonService:
-    def __init__(self, device, hw_button, log):
-        self.device = device  # DeviceServices: LED, shutdown and reset actions
+    def __init__(self, hw_button, cfg, leds, *, safe_shutdown, factory_reset, log):
+        """`cfg`: the [hal] section; `safe_shutdown(why)` / `factory_reset(why)`: async
+        actions the gestures trigger; `leds`: the LedService for the gesture feedback."""
         self.hw_button = hw_button
+        self.leds = leds
+        self.safe_shutdown = safe_shutdown
+        self.factory_reset = factory_reset
         self.log = log
-        cfg = device.cfg.hal
         self.logic = ButtonLogic(shutdown_ms=int(cfg.shutdown_hold_s * 1000),
                                  reset_ms=int(cfg.reset_hold_s * 1000),
                                  confirm_ms=int(cfg.reset_confirm_s * 1000))
@@ -66,30 +69,30 @@ class ButtonService:
             self.hw_button.stop()
 
     async def handle(self, events):
-        dev = self.device
+        leds = self.leds
         for ev in events:
             self.events.append(ev)
             now = mono_ms()
             if ev == gestures.SHORT_PRESS:
                 self.log.info("button", gesture="short_press", action="identify")
-                dev.leds.overlay("identify", now, self.identify_ms)
+                leds.overlay("identify", now, self.identify_ms)
             elif ev == gestures.HOLD_SHUTDOWN:
-                dev.leds.overlay("hold_ack", now, 0)
+                leds.overlay("hold_ack", now, 0)
             elif ev == gestures.HOLD_RESET:
-                dev.leds.overlay("reset_armed", now, 0)
+                leds.overlay("reset_armed", now, 0)
             elif ev == gestures.SHUTDOWN:
                 self.log.info("button", gesture="hold", action="safe_shutdown")
-                dev.leds.clear_overlay()
-                await dev.safe_shutdown("button held")
+                leds.clear_overlay()
+                await self.safe_shutdown("button held")
             elif ev == gestures.RESET_ARMED:
                 self.log.warning("button", gesture="long_hold", action="factory_reset_armed",
                                  confirm_within_s=self.logic.confirm_ms / 1000)
-                dev.leds.overlay("reset_armed", now, self.logic.confirm_ms)
+                leds.overlay("reset_armed", now, self.logic.confirm_ms)
             elif ev == gestures.RESET_CANCELLED:
                 self.log.info("button", action="factory_reset_cancelled")
-                dev.leds.clear_overlay()
+                leds.clear_overlay()
             elif ev == gestures.FACTORY_RESET:
-                await dev.factory_reset("button confirmed")
+                await self.factory_reset("button confirmed")
 
 
 def shutdown_argv(setting):

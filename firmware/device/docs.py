@@ -7,7 +7,7 @@ Regenerate with:  .venv/bin/python -m firmware.device.docs --write README.md
 
 import sys
 
-from firmware.device import SECTIONS
+from firmware.device.settings import SECTIONS
 from hal.core import led
 from hal.core.thermal import TIER_ACTIONS
 
@@ -64,15 +64,41 @@ shows `under_voltage` and pauses heavy background writes; firmware throttling sh
 Bandwidth (`[bandwidth]`): token buckets cap each direction at `up_mbit` / `down_mbit`; during
 `quiet_hours` both use `quiet_mbit`. With `monthly_cap_gb` set, whatever is left of the cap is
 spread over what is left of the billing cycle (starting on `billing_day`, local time), so a busy
-week slows the node down instead of cutting it off on day 20; the cap itself is never exceeded.
+week slows the node down instead of cutting it off on day 20; the cap itself is not exceeded.
 Usage survives restarts (`bandwidth.json` in the data dir, saved every `persist_interval` s).
-The count is of bytes on the node's own connections, TLS included; `status` shows how the
-interfaces' counters compare (`interfaces_per_counted_byte`).
+
+What counts is what an ISP meters: IP bytes on the wire, both directions, read per connection
+from the kernel (Linux `TCP_INFO` and `SO_MEMINFO`: payload with retransmits, a header for every
+segment including pure ACKs, segments the kernel dropped, handshake and close), and that includes
+what the kernel accepted before the node read it. Near the cap each connection's receive window
+is shrunk and the node stops reading while the windows still open would fill what is left, so
+the kernel cannot take in more than the cap allows (a network-namespace test holds the bytes on
+the wire to at most 100.5 % of the cap). Traffic is counted whether or not any limit is set:
+`status` shows `up_bytes` and `down_bytes`, and `used_bytes` of `cap_bytes` for the cycle.
+
+Operator traffic is never paced nor counted against the cap: connections between the box and
+itself (loopback, or one of its own addresses) and with `unmetered_networks`. `homenode status`
+on the box therefore answers at once while the node paces the cap; such bytes show as
+`local_up_bytes` / `local_down_bytes`. `interfaces_per_counted_byte` compares the interfaces'
+own counters with the metered count: above 1 is the box's other traffic (updates, DNS, the LAN).
 
 Storage (`[storage]`, quota in `[store] quota_bytes`): past the quota or below the free-space
-floor the messages closest to expiry are evicted (expired ones first). The card's own
+floor the messages closest to expiry are evicted (expired ones first). Evicting frees pages
+inside the message file, not disk space, so those free pages count toward the floor and new
+messages reuse them (the file stops growing; it is not evicted further). Below 1 MiB free the
+disk counts as full: stores get `full`, `status` and the LED show `storage_trouble` with the
+reason, and the node keeps serving what it holds and keeps running. It also starts normally on
+a full disk: a 4 MiB reserve file next to the store (`messages.sqlite3.reserve`) is given back
+so the store can open and evict, and made again once there is room. The card's own
 sectors-written counter feeds a daily write budget; when it is spent, stores get the
 `write_budget` error until local midnight and the LED shows `storage_trouble`.
+
+Deletes are durable: a deleted message's hash is kept with the store until any copy of it
+could have expired, so neither a restart, anti-entropy, hand-off nor storing the very same
+message again brings it back (to send it again, send a new message). A data dir the node
+cannot use is named as what it is, with the fix -- a permission problem (typically files left
+by a run as root: `sudo chown -R <user> <data dir>`), a read-only mount (on a Pi, a card with
+I/O errors: check `dmesg`), a missing directory -- never as corruption.
 
 ### Settings
 """
@@ -83,6 +109,8 @@ def _value(v):
         return "true" if v else "false"
     if isinstance(v, str):
         return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
     return repr(v)
 
 

@@ -1,56 +1,49 @@
 """The onion relay service: op ``onion`` peels one layer, forwards it or runs it, seals the answer.
 
 Why here and not in proto: peeling is pure (``firmware.proto.onion``); this module is only the
-I/O around it - links to the next hop, timeouts, admission limits - so the node can serve
-onions with two lines::
+I/O around it - links to the next hop, timeouts, admission limits - built once by the node::
 
-    relay = OnionRelay(node.identity, node.handler, links=LinkPool(log=log), log=log)
-    relay.install(node)   # handler.add_op("onion", ...), node.add_service(...), add_info(...)
+    relay = OnionRelay(identity, forward_pool, execute=SwarmExecutor(...), log=log)
+    # pipeline node op "onion" -> relay.op_onion; service relay.run (replay cache upkeep)
 
-Wire: request ``{"op": "onion", "args": {"blob": bytes, "pos": int}}`` where ``pos`` is how many
-hops the onion crossed before this one (a client sends 0; each forwarder sends its own + 1).
-Answer ``{"blob": bytes}``: this hop's sealed response (see firmware/proto/onion.py). A layer
-that does not open or is stale/replayed/too deep gets the one uniform ``bad_request``; overload
-gets ``busy`` (so clients route around) before any crypto is spent.
+Wire (v2): request ``{"op": "onion", "args": {"blob": bytes}}``, a fixed-size packet; no hop is
+told its position. Answer ``{"blob": bytes}``: this hop's answer, of the onion's response class
+(see firmware/proto/onion.py). A layer that does not open or is stale/replayed gets the one
+uniform ``onion_rejected``; overload gets ``busy`` (so clients route around) before any crypto
+is spent.
 
 Limits: at most ``max_inflight`` onions in this node at once and ``max_per_link`` from one
-link; admission checks (the thermal governor's "too hot: refuse relays") via
-``add_admission_check``. Next-hop failures (refused, timeout, unreachable) are reported to the
+link; the device's admission checks ("too hot: refuse relays") run before the op, at the
+pipeline's admit stage. Next-hop failures (refused, timeout, unreachable) are reported to the
 client sealed in this hop's layer, never to the previous hop in clear.
 """
 
 import os
-from collections.abc import Callable
 
 import trio
 
-from firmware.client import wall_ms
+from firmware.clock import wall_ms
+from firmware.link import LinkDown, LinkTimeout
+from firmware.logs import short_id as short
 from firmware.proto import onion
 from firmware.proto.codec import decode_map, encode_map
 from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
-from firmware.rpc import ConnInfo, error_map
+from firmware.serve.pipeline import STORAGE_OPS, ConnInfo, error_map, ok_map
 
-from .forward_links import Lease, LinkPool
-
-__all__ = ["OnionRelay", "LinkPool", "STORAGE_OPS", "install_onion_relay"]
-
-STORAGE_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
-"""What an onion's final layer may ask for: the storage RPC, never another onion or a node op."""
-
-
-def short(node_id: bytes) -> str:
-    return node_id[:4].hex()
+__all__ = ["OnionRelay", "SwarmExecutor", "STORAGE_OPS"]
 
 
 class OnionRelay:
-    def __init__(self, identity, handler, *, links: LinkPool, log, clock_ms=wall_ms,
-                 rand=os.urandom, max_inflight=512, max_per_link=64, forward_timeout=10.0,
-                 replay_max=100_000):
+    def __init__(self, identity, pool, *, execute, log, clock_ms=wall_ms, rand=os.urandom,
+                 max_inflight=512, max_per_link=64, forward_timeout=onion.HOP_TIMEOUT_S,
+                 replay_max=100_000):  # fmt: skip
+        """`pool`: pinned links to next hops (a LinkPool that also routes to relayed nodes);
+        `execute(frame, conn, now_ms) -> response map` runs a final layer's request."""
         self.node_id = identity.node_id
         self._secret = identity.x25519_private
         self._pub = identity.x25519_public
-        self.handler = handler
-        self.links = links
+        self.pool = pool
+        self.execute = execute
         self.log = log
         self.clock_ms = clock_ms
         self.rand = rand
@@ -59,33 +52,20 @@ class OnionRelay:
         self.forward_timeout = forward_timeout
         self.replay = onion.ReplayCache(max_entries=replay_max)
         self.inflight = 0
-        self._admission: list[Callable[[], str | None]] = []
-        # Where a final layer's request runs. Default: this node's own storage RPC. Placement /
-        # replication replaces it with "run it in the recipient's swarm" (see set_executor).
-        self.execute = handler.respond
         self.counters = {"peeled": 0, "forwarded": 0, "final": 0, "rejected": 0, "busy": 0,
                          "next_hop_failed": 0}
-
-    # -- wiring -----------------------------------------------------------------------------
-
-    def install(self, node) -> None:
-        """Serve op ``onion`` on the node's links and run the link pool as a node service."""
-        node.handler.add_op("onion", self.op_onion)
-        node.handler.add_info(self.info)
-        node.add_service("onion_links", self.links.run)
-        node.add_service("onion_relay", self.run)
-
-    def add_admission_check(self, check: Callable[[], str | None]) -> None:
-        """``check()`` returns None to admit, or a reason (e.g. "too hot") to answer busy."""
-        self._admission.append(check)
-
-    def set_executor(self, execute) -> None:
-        """``await execute(frame, conn, now_ms) -> response map`` runs final-layer requests."""
-        self.execute = execute
+        # bytes of every layer taken and every answer given, by size: the size classes are all
+        # an observer of this hop learns, and status shows that nothing else ever passed
+        self.sizes = {"in": {}, "out": {}}
 
     def info(self) -> dict:
-        return {"onion": {**self.counters, **getattr(self.execute, "counters", {}),
-                          "inflight": self.inflight, "links": self.links.open_count()}}
+        return {**self.counters, "inflight": self.inflight, "links": self.pool.open_count(),
+                "sizes_in": dict(self.sizes["in"]), "sizes_out": dict(self.sizes["out"])}
+
+    def _count_size(self, way, n):
+        seen, key = self.sizes[way], str(n)  # text keys: status travels as CBOR
+        if key in seen or len(seen) < 16:  # a flood of odd sizes is not worth remembering
+            seen[key] = seen.get(key, 0) + 1
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         """Housekeeping: forget replay entries whose timestamps left the window."""
@@ -97,11 +77,6 @@ class OnionRelay:
     # -- the op -----------------------------------------------------------------------------
 
     def _admit(self, conn: ConnInfo):
-        for check in self._admission:
-            reason = check()
-            if reason:
-                self.counters["busy"] += 1
-                raise Busy(f"this node is not relaying right now ({reason}); use another path")
         if self.inflight >= self.max_inflight:
             self.counters["busy"] += 1
             raise Busy("this node has too many onions in flight; use another path")
@@ -114,10 +89,10 @@ class OnionRelay:
         if type(rid) is not int:
             rid = None
         args = frame.get("args")
-        if type(args) is not dict or len(args) != 2 or "blob" not in args or "pos" not in args:
-            raise BadRequest("onion args must be a map with exactly blob (bytes) and pos (int)",
+        if type(args) is not dict or len(args) != 1 or "blob" not in args:
+            raise BadRequest("onion args must be a map with exactly blob (bytes)",
                              field="args", request_id=rid)
-        blob, pos = args["blob"], args["pos"]
+        blob = args["blob"]
         if type(blob) is not bytes:
             raise BadRequest("must be bytes (the layer)", field="blob", request_id=rid)
         self._admit(conn)
@@ -125,7 +100,7 @@ class OnionRelay:
         conn.state["onion_inflight"] = conn.state.get("onion_inflight", 0) + 1
         try:
             try:
-                peeled = onion.peel(blob, self._secret, self._pub, now_ms=now_ms, position=pos,
+                peeled = onion.peel(blob, self._secret, self._pub, now_ms=now_ms,
                                     replay=self.replay)
             except onion.OnionRejected:
                 self.counters["rejected"] += 1
@@ -135,9 +110,13 @@ class OnionRelay:
                 e.request_id = rid
                 raise
             self.counters["peeled"] += 1
+            self._count_size("in", len(blob))
             if peeled.is_final:
-                return {"blob": await self._run_final(peeled, conn, now_ms)}
-            return {"blob": await self._forward(peeled, pos)}
+                answer = await self._run_final(peeled, conn, now_ms)
+            else:
+                answer = await self._forward(peeled)
+            self._count_size("out", len(answer))
+            return {"blob": answer}
         finally:
             self.inflight -= 1
             conn.state["onion_inflight"] -= 1
@@ -159,86 +138,68 @@ class OnionRelay:
         except Exception as e:  # a bug here costs this request, answered inside the layer
             self.log.error("onion_final_failed", error=f"{type(e).__name__}: {e}"[:300])
             response = error_map(None, "internal", "internal error at the final hop; retry")
-        return onion.seal_response(peeled.key, self.rand(onion.NONCE_SIZE), onion.TAG_FINAL,
-                                   encode_map(response))
+        return onion.seal_final(peeled.key, encode_map(response))
 
-    async def _forward(self, peeled, pos: int) -> bytes:
+    async def _forward(self, peeled) -> bytes:
         nh = peeled.next_hop
-        timeout = max(2.0, self.forward_timeout - 2.0 * pos)
+        timeout = self.forward_timeout  # v2: no hop knows its position to shorten it by
         failure = None
         try:
-            link = await self.links.get(nh.node_id, nh.host, nh.port)  # connect_timeout bounds it
-            args = {"blob": peeled.inner, "pos": pos + 1}
-            if isinstance(link, Lease):
-                ok = await link.request("onion", args, timeout=timeout)
-            else:  # a relayed next hop (through the relay hub)
-                with trio.fail_after(timeout):
-                    ok = await link.request("onion", args)
+            ok = await self.pool.request(nh.node_id, (nh.host, nh.port), "onion",
+                                         {"blob": peeled.inner}, timeout=timeout)
             carried = ok.get("blob")
-            if type(carried) is not bytes:
-                failure = ("bad_response", "the next hop answered without a blob")
-        except trio.TooSlowError:
+            if type(carried) is not bytes or len(carried) != peeled.key.response_size:
+                failure = ("bad_response", "the next hop answered without a blob of the class")
+        except (LinkTimeout, trio.TooSlowError):
             failure = ("timeout", f"the next hop did not answer within {timeout:g} s")
         except ProtocolError as e:  # the next hop refused (uniform rejection, busy, ...)
             failure = (e.code, e.msg)
         except (ConnectionError, OSError) as e:
             failure = ("unreachable", f"cannot reach the next hop: {e}"[:300])
-        nonce = self.rand(onion.NONCE_SIZE)
         if failure is not None:
             self.counters["next_hop_failed"] += 1
             if self.log.enabled("debug"):
                 self.log.debug("onion_next_hop_failed", next=short(nh.node_id), code=failure[0])
-            body = encode_map({"code": failure[0], "msg": failure[1]})
-            return onion.seal_response(peeled.key, nonce, onion.TAG_HOP_FAILED, body)
+            return onion.seal_failure(peeled.key, *failure)
         self.counters["forwarded"] += 1
-        return onion.seal_response(peeled.key, nonce, onion.TAG_CARRIED, carried)
+        return onion.carry_response(peeled.key, carried)
 
 
 class SwarmExecutor:
     """Final-hop execution that follows placement: a ``retrieve`` for a recipient whose swarm
-    does not include this node is asked of a swarm member (over a plain client link, so the
-    member treats it as the client's request); everything else runs here (stores and signed
-    deletes are copied to the swarm by replication's hooks)."""
+    does not include this node is asked of a swarm member (over a plain link, so the member
+    treats it as the client's request); everything else runs here through the node's storage
+    pipeline (stores and signed deletes are copied to the swarm by its replicate stage)."""
 
-    def __init__(self, node, relay):
-        self.node, self.relay = node, relay
+    def __init__(self, node_id, roster, pool, run_here, *, timeout=10.0):
+        """`roster`: None on a lone mailbox (everything runs here)."""
+        self.node_id, self.roster, self.pool = node_id, roster, pool
+        self.run_here = run_here  # (frame, conn, now_ms) -> response map
+        self.timeout = timeout
         self.counters = {"forwarded_to_swarm": 0}
 
     async def __call__(self, frame, conn, now_ms):
-        net = getattr(self.node, "network", None)
         args = frame.get("args")
-        if net is None or frame.get("op") != "retrieve" or type(args) is not dict:
-            return await self.node.handler.respond(frame, conn, now_ms)
+        if frame.get("op") != "retrieve" or type(args) is not dict:
+            return await self.run_here(frame, conn, now_ms)
         recipient = args.get("recipient")
-        m = net.membership
-        if type(recipient) is not bytes or len(recipient) != 32 or m.state is None:
-            return await self.node.handler.respond(frame, conn, now_ms)
-        swarm = list(m.placement.swarm(recipient))
-        if self.node.identity.node_id in swarm:
-            return await self.node.handler.respond(frame, conn, now_ms)
+        if self.roster is None or type(recipient) is not bytes or len(recipient) != 32:
+            return await self.run_here(frame, conn, now_ms)
+        swarm = list(self.roster.swarm(recipient))
+        if self.node_id in swarm:
+            return await self.run_here(frame, conn, now_ms)
         rid = frame.get("id") if type(frame.get("id")) is int else None
         for member in swarm:
-            rec = m.state.get(member)
-            if rec is None or rec.address is None:
+            address = self.roster.address_of(member)
+            if address is None:
                 continue
             try:
-                with trio.fail_after(self.relay.forward_timeout):
-                    link = await self.relay.links.get(member, *rec.address)
-                    result = await link.request("retrieve", args)
+                result = await self.pool.request(member, address, "retrieve", args,
+                                                 timeout=self.timeout)
             except ProtocolError as e:
                 return error_map(rid, e.code, e.msg)
-            except (ConnectionError, OSError, trio.TooSlowError):
+            except (LinkDown, OSError):
                 continue
             self.counters["forwarded_to_swarm"] += 1
-            return {"v": 1, "id": rid, "ok": result.to_map() if hasattr(result, "to_map")
-                    else result}
-        return await self.node.handler.respond(frame, conn, now_ms)
-
-
-def install_onion_relay(node) -> OnionRelay:
-    """Build the relay and its link pool for ``node`` (firmware.node.Node) and plug them in."""
-    relay = OnionRelay(node.identity, node.handler, links=LinkPool(log=node.log,
-                       clock_ms=node.clock_ms), log=node.log, clock_ms=node.clock_ms)
-    relay.install(node)
-    relay.set_executor(SwarmExecutor(node, relay))  # uses node.network once it exists
-    return relay
+            return ok_map(rid, result)
+        return await self.run_here(frame, conn, now_ms)

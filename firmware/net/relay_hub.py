@@ -6,15 +6,28 @@ here; whatever is addressed to it (``relay_forward`` from anyone, or our own oni
 ``lookup``) is handed out as the answer to one of those polls, and the relayed node sends the
 result back with ``relay_reply``. Wire details: firmware/net/reachability.py and
 docs/protocol.md.
+
+A relayed node counts in its relays' networks *and* in the network of the address its record
+names (placement, onion paths), and it names where its relays see it connect from. The hub
+holds it to that: a poll is served only when the link's source address is in the /24 (IPv6
+/48) of the poller's record's ``addrs[0]``. Otherwise a node anywhere could claim an honest
+network's address through an honest relay and take that network's places. The poll carries
+the poller's current record (``record``), merged first, so a node that just became relayed is
+not judged by the record it had before.
 """
 
 import itertools
 
 import trio
 
-from firmware.proto.errors import BadRequest, Busy, error_for_code
+from firmware.link import Link, LinkDown, LinkTimeout, result_of
+from firmware.link.link import request_frame
+from firmware.proto.errors import BadRequest, Busy
+from firmware.proto.placement import address_nets
 
-__all__ = ["RelayHub", "ForwardLink", "FORWARDABLE", "POLL_WAIT"]
+from .peers import args_of, require_peer
+
+__all__ = ["RelayHub", "FORWARDABLE", "POLL_WAIT"]
 
 FORWARDABLE = frozenset(("onion", "store", "retrieve", "delete", "expire", "info", "ping"))
 POLL_WAIT = 20.0
@@ -31,19 +44,20 @@ class _Box:
 class RelayHub:
     """Served by every reachable node: relayed peers poll it for work addressed to them."""
 
-    def __init__(self, *, max_attached=32, queue=64, poll_wait=POLL_WAIT, timeout=15.0):
+    def __init__(self, *, max_attached=32, queue=64, poll_wait=POLL_WAIT, timeout=15.0,
+                 record_of=None, on_record=None):
+        """`record_of(node_id)` -> the record we hold for a poller (None: no address check, for
+        tests of the polling alone); `on_record(node_id, wire)` merges the record a poll
+        carries (the roster's merge_from)."""
+        self.record_of = record_of
+        self.on_record = on_record
         self.max_attached = max_attached
         self.queue = queue
         self.poll_wait = poll_wait
         self.timeout = timeout
         self._boxes: dict[bytes, _Box] = {}
         self._tokens = itertools.count(1)
-        self.counters = {"passed_down": 0, "answered": 0, "expired": 0}
-
-    def install(self, handler):
-        handler.add_op("relay_poll", self.op_poll)
-        handler.add_op("relay_reply", self.op_reply)
-        handler.add_op("relay_forward", self.op_forward)
+        self.counters = {"passed_down": 0, "answered": 0, "expired": 0, "refused_address": 0}
 
     def attached(self):
         now = trio.current_time()
@@ -63,8 +77,26 @@ class RelayHub:
             return None
         return _HubLink(self, box)
 
+    def _check_address(self, peer, conn, args):
+        if self.record_of is None:
+            return
+        wire = args.get("record")
+        if wire is not None and self.on_record is not None:
+            self.on_record(peer, wire)
+        rec = self.record_of(peer)
+        if rec is None:
+            self.counters["refused_address"] += 1
+            raise BadRequest("relay_poll: this node holds no valid record of yours; send your "
+                             "current record with the poll (record)", field="record")
+        if address_nets(conn.client)[1] != address_nets(rec.addrs[0])[1]:
+            self.counters["refused_address"] += 1
+            raise BadRequest(f"relay_poll: your record names {rec.addrs[0]} but you connect "
+                             f"from {conn.client}; a relayed node's record names the address "
+                             "its relays see it at (reach_test's seen_ip)", field="record")
+
     async def op_poll(self, frame, conn, now_ms):
-        peer = _peer(conn, "relay_poll")
+        peer = require_peer(conn, "relay_poll")
+        self._check_address(peer, conn, args_of(frame))
         box = self._boxes.get(peer)
         if box is None:
             if len(self._boxes) >= self.max_attached:
@@ -84,7 +116,7 @@ class RelayHub:
             box.last_poll = trio.current_time()
 
     async def op_reply(self, frame, conn, now_ms):
-        peer = _peer(conn, "relay_reply")
+        peer = require_peer(conn, "relay_reply")
         args = frame.get("args") or {}
         token, response = args.get("token"), args.get("response")
         if type(token) is not int or type(response) is not dict:
@@ -108,49 +140,31 @@ class RelayHub:
         return await link.request(op, inner)
 
 
-class _HubLink:
+class _HubLink(Link):
+    """A link to a relayed node attached to this hub: requests go down as answers to its polls."""
+
     def __init__(self, hub, box):
         self.hub, self.box = hub, box
 
-    async def request(self, op, args):
+    async def request(self, op, args, *, timeout=None):
         token = next(self.hub._tokens)
         slot = [trio.Event(), None]
         self.box.waiting[token] = slot
+        wait = self.hub.timeout if timeout is None else min(timeout, self.hub.timeout)
         try:
             try:
-                self.box.send.send_nowait((token, {"v": 1, "id": token, "op": op, "args": args}))
+                self.box.send.send_nowait((token, request_frame(token, op, args)))
             except trio.WouldBlock:
                 raise Busy("the relayed node has too much queued; try later") from None
             self.hub.counters["passed_down"] += 1
-            with trio.move_on_after(self.hub.timeout):
+            with trio.move_on_after(wait):
                 await slot[0].wait()
         finally:
             self.box.waiting.pop(token, None)
         if slot[1] is None:
             self.hub.counters["expired"] += 1
-            raise ConnectionError("the relayed node did not answer in time")
-        response = slot[1]
-        if "err" in response:
-            err = response["err"] if isinstance(response["err"], dict) else {}
-            raise error_for_code(str(err.get("code")), str(err.get("msg")))
-        ok = response.get("ok")
-        if not isinstance(ok, dict):
-            raise ConnectionError("the relayed node sent a malformed answer")
-        return ok
-
-
-class ForwardLink:
-    """Reach a relayed node through one of its relays (relay_forward)."""
-
-    def __init__(self, links, relay_id, relay_addr, target):
-        self.links, self.relay_id, self.relay_addr, self.target = links, relay_id, relay_addr, target
-
-    async def request(self, op, args):
-        return await self.links.request(self.relay_id, self.relay_addr, "relay_forward",
-                                        {"to": self.target, "op": op, "args": args})
-
-
-def _peer(conn, op):
-    if conn.peer_id is None:
-        raise BadRequest(f"op {op!r} is for nodes only: send 'challenge' then 'hello' first")
-    return conn.peer_id
+            raise LinkTimeout("the relayed node did not answer in time")
+        try:
+            return result_of(slot[1], token)
+        except (TypeError, AttributeError):
+            raise LinkDown("the relayed node sent a malformed answer") from None

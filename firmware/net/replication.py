@@ -14,142 +14,132 @@
   current member with ``handoff``; they are deleted here only once *all* members confirmed
   holding them (retried each round until then).
 
-Deletes leave a **tombstone** (in memory, up to 30 days or 200,000 of them) so that neither
-anti-entropy nor hand-off brings a deleted message back to this node; a ``replicate`` of a
-tombstoned hash is answered as handled, so the sender's hand-off can complete.
+- **Owners' proofs.** A private-namespace (ns != 0) copy travels with its owner's store
+  signature (``proof``, kept in the store with the message; firmware/proto/copies.py) and is
+  checked on receipt. A copy without one or with a wrong one is refused, the whole batch
+  answered ``bad_signature`` naming ``proof``, and the sending peer loses score (and, below the
+  ban score, is not taken copies from at all). Namespace 0 stays public.
+- **Deletes stay deleted.** The store keeps a durable tombstone (with the owner's signed delete
+  as its proof) for every deleted hash. A copy of a tombstoned hash is answered as handled and
+  not stored, anti-entropy never fetches one, and when a peer still holds one (it was off during
+  the delete) we send it the signed delete (op ``tombstones``), which it re-verifies.
 
-Known limits: tombstones are lost on restart, and a member that missed the delete (it was off)
-keeps its copy until expiry, because the recipient's signature cannot be re-checked later (its
-timestamp window is 60 s); a peer's ``replicate`` is trusted for non-public namespaces (the
-store signature is not kept with the message); anti-entropy compares hashes, not expiries, so
-an ``expire`` missed by a member is not repaired.
+Known limit: anti-entropy compares hashes, not expiries, so an ``expire`` missed by a member is
+not repaired.
 """
 
-import hashlib
 import random
 
 import trio
 
-from firmware.proto.errors import BadRequest, ProtocolError
-from firmware.proto.hashing import message_hash
-from firmware.proto.limits import MAX_DATA, MAX_FUTURE_TS, NS_MAX, NS_MIN, TTL_MAX_OTHER, max_ttl
-from firmware.proto.schema import check_store_times
+from firmware.link import LinkDown
+from firmware.logs import short_id as short
+from firmware.proto import copies
+from firmware.proto.errors import BadRequest, BadSignature, ProtocolError
+from firmware.proto.limits import PUBLIC_NS
 from firmware.store import Message, StoreError
 
-from .membership import cfg_jitter, short
-from .peers import PeerUnavailable, args_of, require_peer
+from .membership import cfg_jitter
+from .peers import args_of, require_peer
+from .replica_wire import (
+    MAX_BATCH_BYTES,
+    batches,
+    bucket_digests,
+    bucket_of,
+    message_of,
+    message_wire,
+)
 
-__all__ = ["Replicator", "bucket_of", "bucket_digests"]
+__all__ = ["Replicator"]
 
-MAX_BATCH_BYTES = 800_000  # data per replicate/fetch frame (frames are at most 1 MiB)
 MAX_DIFF_HASHES = 8000  # hashes per summary answer (256 KB)
 MAX_FETCH = 1000
-TOMBSTONE_MS = TTL_MAX_OTHER  # no copy of a deleted message can outlive this
-MAX_TOMBSTONES = 200_000  # ~10 MB; the oldest are forgotten first
+MAX_DELETE_GROUPS = 64  # signed deletes per `tombstones` request (one Ed25519 verify each)
 
 
-class _Forward:
-    """Copies of one client store on their way to the swarm."""
+class _Copies:
+    """Copies of one client store on their way to the swarm (the pipeline's replicate stage)."""
 
-    __slots__ = ("started", "swarm", "results", "done")
+    __slots__ = ("replicator", "swarm", "results", "done", "recipient", "ns")
 
-    def __init__(self, started):
-        self.started = started
+    def __init__(self, replicator, recipient, ns):
+        self.replicator = replicator
+        self.recipient, self.ns = recipient, ns
         self.swarm = ()
         self.results = {}
         self.done = trio.Event()
 
-
-def bucket_of(recipient):
-    return recipient[0]
-
-
-def bucket_digests(index):
-    """{bucket: set(hashes)} -> {bucket: BLAKE2b-128 of the sorted hashes}."""
-    return {b: hashlib.blake2b(b"".join(sorted(hs)), digest_size=16).digest()
-            for b, hs in index.items() if hs}  # fmt: skip
-
-
-def message_wire(m):
-    return {"recipient": m.recipient, "ns": m.ns, "ts": m.ts, "expiry": m.expiry, "data": m.data}
-
-
-def parse_message(item, now_ms):
-    """A replicated message map -> Message (None if already expired); BadRequest if invalid."""
-    if type(item) is not dict:
-        raise BadRequest("each message must be a map", field="messages")
-    r, ns, ts, exp, data = (item.get(k) for k in ("recipient", "ns", "ts", "expiry", "data"))
-    if type(r) is not bytes or len(r) != 32:
-        raise BadRequest("must be 32 bytes", field="recipient")
-    if type(ns) is not int or not NS_MIN <= ns <= NS_MAX:
-        raise BadRequest(f"must be an int in {NS_MIN}..{NS_MAX}", field="ns")
-    if type(ts) is not int or not 0 <= ts <= now_ms + MAX_FUTURE_TS:
-        raise BadRequest("must be ms since the epoch, at most 60 s ahead", field="ts")
-    if type(exp) is not int or not ts < exp <= ts + max_ttl(ns):
-        raise BadRequest("must be after ts and within the namespace's max ttl", field="expiry")
-    if type(data) is not bytes or len(data) > MAX_DATA:
-        raise BadRequest(f"must be bytes, at most {MAX_DATA}", field="data")
-    if exp <= now_ms:
-        return None
-    return Message(message_hash(r, ns, ts, data), r, ns, ts, exp, data)
-
-
-def batches(msgs):
-    out, size = [], 0
-    for m in msgs:
-        if out and size + len(m.data) > MAX_BATCH_BYTES:
-            yield out
-            out, size = [], 0
-        out.append(m)
-        size += len(m.data) + 200
-    if out:
-        yield out
+    async def finish(self, result) -> dict:
+        """After the local write: wait for the members' answers; `{"replicas": n}`."""
+        return await self.replicator._finish_store(self, result)
 
 
 class Replicator:
-    def __init__(self, identity, store, membership, links, cfg, *, clock_ms, log, rng=None):
+    def __init__(self, identity, store, roster, pool, cfg, *, clock_ms, log, rng=None,
+                 paused=lambda: False, heavy_paused=lambda: False):
+        """`roster`: placement, peer addresses, and `charge(peer, reason)` / `banned(peer)` for
+        peers that send copies without their owners' proofs; `pool`: authenticated peer
+        links; `paused()`: skip anti-entropy rounds now (a warm box); `heavy_paused()`: skip
+        hand-off bursts now (under-voltage)."""
         self.node_id = identity.node_id
         self.store = store
-        self.membership = membership
-        self.links = links
+        self.roster = roster
+        self.pool = pool
         self.cfg = cfg
         self.clock_ms = clock_ms
         self.log = log
         self.rng = rng or random.Random()
-        self._kick = trio.Event()  # set on membership change: run a round soon
+        self.paused = paused
+        self.heavy_paused = heavy_paused
         self._index_cache = None
         self._nursery = None
-        self._early = {}  # (id(conn), request id) -> _Forward started by before_store
-        self.tombstones = {}  # hash -> until (ms): deleted by its recipient, never re-acquired
-        self._locate = {}  # hash -> (recipient, ns), from the same scan
         self.counters = {"stores_forwarded": 0, "replica_acks": 0, "replica_naks": 0,
                          "replicas_last": 0, "replicated_in": 0, "repairs_in": 0,
                          "repairs_out": 0, "handoff_sent": 0, "handoff_dropped": 0,
                          "anti_entropy_rounds": 0, "swarm_recipients": 0,
                          "foreign_recipients": 0, "signed_ops_forwarded": 0,
-                         "index_scans": 0}  # fmt: skip
-        membership.on_change.append(lambda placement: self._kick.set())
+                         "index_scans": 0, "rounds_paused": 0, "handoffs_paused": 0,
+                         "copies_refused": 0, "copies_unprovable": 0, "deletes_sent": 0,
+                         "deletes_applied": 0, "deletes_unverified": 0}  # fmt: skip
 
     @property
     def placement(self):
-        return self.membership.placement
+        return self.roster.placement
 
     def _address(self, node_id):
-        st = self.membership.state
-        rec = st.get(node_id) if st is not None else None
-        return rec.address if rec is not None else None
+        return self.roster.address_of(node_id)
 
-    def install(self, handler):
-        handler.add_op("replicate", self.op_replicate)
-        handler.add_op("handoff", self.op_replicate)
-        handler.add_op("summary", self.op_summary)
-        handler.add_op("fetch_missing", self.op_fetch_missing)
-        handler.add_op_guard("store", self.before_store)
-        handler.add_op_hook("store", self.after_store)
-        handler.add_op_hook("delete", self.after_signed_op)
-        handler.add_op_hook("expire", self.after_signed_op)
+    # -- copies in: every one checked, a bad proof costs the peer -----------------------------
 
-    # -- forwarding client requests ------------------------------------------------------------
+    def _parse(self, peer, items, now_ms, why):
+        """Wire copies -> checked Copies (expired ones dropped); the whole batch is refused
+        (the error raised) if any is malformed or lacks a valid owner's proof."""
+        try:
+            return [c for c in (copies.parse_copy(item, now_ms) for item in items) if c]
+        except (BadRequest, BadSignature) as e:
+            if e.field == "proof":  # honest nodes only send copies they checked
+                self.counters["copies_refused"] += 1
+                self.roster.charge(peer, "copy_proof")
+                self.log.warning("copy_refused", peer=short(peer), op=why, error=e.msg[:200])
+            raise
+
+    async def _keep(self, checked, peer):
+        """Store checked copies; the hashes held now (a deleted one counts: handled, so the
+        sender may drop its copy). Stops at a store error (a full disk): the rest is not held."""
+        held = []
+        for c in checked:
+            m = message_of(c)
+            try:
+                res = await self.store.put(m)
+            except StoreError as e:
+                self.log.warning("replicate_store_failed", peer=short(peer), error=str(e)[:200])
+                break
+            if not res.deleted:
+                self._note(m)
+            held.append(c.hash)
+        return held
+
+    # -- the pipeline's replicate stage ---------------------------------------------------------
 
     async def _send(self, node_id, op, args, results, key):
         address = self._address(node_id)
@@ -157,84 +147,60 @@ class Replicator:
             return
         try:
             with trio.move_on_after(self.cfg.replicate_timeout):
-                results[key] = await self.links.request(node_id, address, op, args,
-                                                        timeout=self.cfg.replicate_timeout)
-        except (PeerUnavailable, ProtocolError) as e:
+                results[key] = await self.pool.request(node_id, address, op, args,
+                                                       timeout=self.cfg.replicate_timeout)
+        except (LinkDown, ProtocolError) as e:
             self.log.debug("forward_failed", op=op, peer=short(node_id), error=str(e)[:200])
 
-    async def before_store(self, req, conn, now_ms):
-        """Guard before a client store runs here: start copying it to the swarm at once, so the
-        members' durable writes overlap ours (latency ~1 group commit instead of 2)."""
-        if conn.peer_id is not None or self._nursery is None:
-            return
-        check_store_times(req, now_ms)  # the op checks again; refuse before anything travels
-        now = trio.current_time()
-        while self._early and next(iter(self._early.values())).started < now - 60:
-            self._early.pop(next(iter(self._early)))  # the store failed here: nobody collects
-        pending = _Forward(now)
-        self._early[(id(conn), req.id)] = pending
-        msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts, "expiry": req.ts + req.ttl,
-               "data": req.data, "fresh": True}  # fmt: skip
-        self._nursery.start_soon(self._forward, pending, req.recipient, msg)
-
-    async def after_store(self, req, result, conn, now_ms):
-        """Hook after a client store is durable here: wait for the swarm's copies (started by
-        before_store) and say how many acknowledged."""
-        self._note(Message(result["hash"], req.recipient, req.ns, req.ts, result["expiry"], b""))
+    def start_store(self, req, conn, now_ms):
+        """A client store passed admission: start copying it to the other swarm members now, so
+        their durable writes overlap ours. None for a node's copy (never forwarded again)."""
         if conn.peer_id is not None:
-            return {}
+            return None
+        copies_ = _Copies(self, req.recipient, req.ns)
+        proof = copies.store_proof(req.sig_ts, req.sig) if req.ns != PUBLIC_NS else b""
+        msg = copies.copy_wire(copies.Copy(b"", req.recipient, req.ns, req.ts, req.ts + req.ttl,
+                                           req.data, proof, fresh=True))  # fmt: skip
+        if self._nursery is not None:
+            self._nursery.start_soon(self._forward, copies_, req.recipient, msg)
+        else:  # the service is not running (yet): no copies, answered as such
+            copies_.done.set()
+        return copies_
+
+    async def _finish_store(self, copies_, result):
+        """After our own durable write: wait for the swarm's copies; say how many acknowledged."""
+        h = result["hash"]
+        self._note(Message(h, copies_.recipient, copies_.ns, 0, result["expiry"], b""))
         try:
-            self.tombstones.pop(result["hash"], None)  # stored again by a client: alive again
-            pending = self._early.pop((id(conn), req.id), None)
-            if pending is None:  # service not running yet: forward now
-                pending = _Forward(trio.current_time())
-                msg = {"recipient": req.recipient, "ns": req.ns, "ts": req.ts,
-                       "expiry": result["expiry"], "data": req.data, "fresh": True}  # fmt: skip
-                await self._forward(pending, req.recipient, msg)
-            await pending.done.wait()
-            acks = sum(1 for r in pending.results.values() if result["hash"] in r.get("stored", ()))
-            replicas = acks + (self.node_id in pending.swarm)
+            await copies_.done.wait()
+            acks = sum(1 for r in copies_.results.values() if h in r.get("stored", ()))
+            member = self.node_id in copies_.swarm
             self.counters["stores_forwarded"] += 1
             self.counters["replica_acks"] += acks
-            self.counters["replica_naks"] += len(pending.swarm) - (self.node_id in pending.swarm) - acks
-            self.counters["replicas_last"] = replicas
-            return {"replicas": replicas}
+            self.counters["replica_naks"] += len(copies_.swarm) - member - acks
+            self.counters["replicas_last"] = acks + member
+            return {"replicas": acks + member}
         except Exception as e:  # stored here already: a forwarding bug must not fail the store
             self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
-            return {"replicas": int(self.node_id in self.placement.swarm(req.recipient))}
+            return {"replicas": int(self.node_id in self.placement.swarm(copies_.recipient))}
 
-    async def _forward(self, pending, recipient, msg):
+    async def _forward(self, copies_, recipient, msg):
         try:
-            pending.swarm = self.placement.swarm(recipient)
+            copies_.swarm = self.placement.swarm(recipient)
             async with trio.open_nursery() as nursery:
-                for n in pending.swarm:
+                for n in copies_.swarm:
                     if n != self.node_id:
                         nursery.start_soon(self._send, n, "replicate", {"messages": [msg]},
-                                           pending.results, n)  # fmt: skip
+                                           copies_.results, n)  # fmt: skip
         except Exception as e:
             self.log.error("forward_store_bug", error=f"{type(e).__name__}: {e}"[:300])
         finally:
-            pending.done.set()
+            copies_.done.set()
 
-    def _tombstone(self, hashes, now_ms):
-        for h in hashes:
-            self.tombstones.pop(h, None)
-            self.tombstones[h] = now_ms + TOMBSTONE_MS
-        while len(self.tombstones) > MAX_TOMBSTONES:
-            del self.tombstones[next(iter(self.tombstones))]
-
-    def _is_dead(self, h, now_ms):
-        until = self.tombstones.get(h)
-        if until is not None and until <= now_ms:
-            del self.tombstones[h]
-            return False
-        return until is not None
-
-    async def after_signed_op(self, req, result, conn, now_ms):
-        """Forward a client's signed delete/expire to the other members (they re-check it).
-        Deleted hashes are remembered so anti-entropy and hand-off do not bring them back."""
+    async def after_write(self, req, result, conn, now_ms):
+        """A delete / expire done here (the store kept the delete's tombstones with its proof):
+        forward a client's signed request to the other members (they re-check the signature)."""
         if req.op == "delete":
-            self._tombstone(req.hashes, now_ms)
             self._forget(req.recipient, req.hashes)
         if conn.peer_id is not None:
             return {}
@@ -252,33 +218,43 @@ class Replicator:
 
     # -- node ops ---------------------------------------------------------------------------------
 
+    def _require_trusted(self, conn, op):
+        peer = require_peer(conn, op)
+        if self.roster.banned(peer):
+            raise BadRequest(f"{op} refused: this node takes no copies from yours (it sent "
+                             "private copies without their owners' proofs)")
+        return peer
+
     async def op_replicate(self, frame, conn, now_ms):
         op = frame.get("op")
-        peer = require_peer(conn, op)
+        peer = self._require_trusted(conn, op)
         items = args_of(frame).get("messages")
         if type(items) is not list or len(items) > 10_000:
             raise BadRequest("must be a list of message maps", field="messages")
-        parsed = [(item, parse_message(item, now_ms)) for item in items]  # all checked first
-        msgs = []
-        for item, m in parsed:
-            if m is not None:
-                if item.get("fresh") is True:  # a client stored it again: not a resurrection
-                    self.tombstones.pop(m.hash, None)
-                msgs.append(m)
-        stored = []
-        for m in msgs:
-            if self._is_dead(m.hash, now_ms):  # deleted here: "handled", so the sender drops it
-                stored.append(m.hash)
-                continue
-            try:
-                await self.store.put(m)
-            except StoreError as e:
-                self.log.warning("replicate_store_failed", peer=short(peer), error=str(e)[:200])
-                break
-            self._note(m)
-            stored.append(m.hash)
+        checked = self._parse(peer, items, now_ms, op)  # all checked before any is stored
+        stored = await self._keep(checked, peer)
         self.counters["replicated_in"] += len(stored)
         return {"stored": stored}
+
+    async def op_tombstones(self, frame, conn, now_ms):
+        """A peer shows us owners' signed deletes of messages we may still hold."""
+        require_peer(conn, "tombstones")
+        items = args_of(frame).get("deletes")
+        if type(items) is not list or len(items) > MAX_DELETE_GROUPS:
+            raise BadRequest(f"must be a list of at most {MAX_DELETE_GROUPS} deletes",
+                             field="deletes")
+        applied = 0
+        for g in [copies.parse_delete(item) for item in items]:
+            try:
+                copies.verify_delete(g.recipient, g.ns, g.hashes, g.proof)
+            except BadSignature:  # a delete partly swept at the sender: not a lie, not usable
+                self.counters["deletes_unverified"] += 1
+                continue
+            removed = await self.store.delete(g.recipient, g.ns, list(g.hashes), proof=g.proof)
+            self._forget(g.recipient, g.hashes)
+            applied += len(removed)
+        self.counters["deletes_applied"] += applied
+        return {"deleted": applied}
 
     async def _full_index(self):
         """{recipient: {hash: ns}} for the recipients whose swarm includes us.
@@ -302,7 +278,6 @@ class Replicator:
         self.counters["swarm_recipients"] = len(full)
         self.counters["foreign_recipients"] = foreign
         self._index_cache = (self.placement.epoch, now, full)
-        self._locate = {h: (r, ns) for r, hs in full.items() for h, ns in hs.items()}
         self.counters["index_scans"] += 1
         return full
 
@@ -313,29 +288,19 @@ class Replicator:
                 m.recipient):  # fmt: skip
             return
         c[2].setdefault(m.recipient, {})[m.hash] = m.ns
-        self._locate[m.hash] = (m.recipient, m.ns)
 
     def _forget(self, recipient, hashes):
         c = self._index_cache
         held = c[2].get(recipient) if c is not None else None
-        for h in hashes:
-            if held is not None:
+        if held is not None:
+            for h in hashes:
                 held.pop(h, None)
-            self._locate.pop(h, None)
 
-    async def _load(self, hashes):
-        """The stored messages among ``hashes`` (those the index knows), via get_many per
-        (recipient, ns) as the store wants it."""
-        await self._full_index()
-        groups = {}
-        for h in hashes:
-            where = self._locate.get(h)
-            if where is not None:
-                groups.setdefault(where, []).append(h)
-        out = []
-        for (r, ns), hs in groups.items():
-            out += await self.store.get_many(r, ns, hs)
-        return out
+    async def _load(self, hashes, peer):
+        """The stored messages among ``hashes`` that ``peer`` may have: those of recipients
+        whose swarm holds it (a hash alone does not entitle a node to a mailbox's data)."""
+        return [m for m in await self.store.get_by_hash(hashes)
+                if peer in self.placement.swarm(m.recipient)]
 
     async def _index(self, peer):
         """{bucket: set(hashes)} of what we hold for recipients whose swarm has us and ``peer``."""
@@ -371,19 +336,20 @@ class Replicator:
         return {"diff": diff, "truncated": truncated}
 
     async def op_fetch_missing(self, frame, conn, now_ms):
-        require_peer(conn, "fetch_missing")
+        peer = require_peer(conn, "fetch_missing")
         hashes = args_of(frame).get("hashes")
         if type(hashes) is not list or len(hashes) > MAX_FETCH or any(
                 type(h) is not bytes or len(h) != 32 for h in hashes):  # fmt: skip
             raise BadRequest(f"must be a list of at most {MAX_FETCH} 32-byte hashes",
                              field="hashes")
         out, size = [], 0
-        for m in await self._load(hashes):
-            if m.expiry <= now_ms:
+        for m in await self._load(hashes, peer):
+            wire = message_wire(m)
+            if m.expiry <= now_ms or wire is None:
                 continue
             if out and size + len(m.data) > MAX_BATCH_BYTES:
                 break
-            out.append(message_wire(m))
+            out.append(wire)
             size += len(m.data)
         return {"messages": out}
 
@@ -391,7 +357,7 @@ class Replicator:
 
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED):
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery  # where before_store's forwards run
+            self._nursery = nursery  # where start_store's copies run
             try:
                 task_status.started()
                 await self._rounds()
@@ -399,15 +365,19 @@ class Replicator:
                 self._nursery = None
 
     async def _rounds(self):
-        await self.membership.ready.wait()
         while True:
             with trio.move_on_after(cfg_jitter(self.cfg.anti_entropy_interval, self.rng)):
-                await self._kick.wait()
+                await self.roster.changed()
                 await trio.sleep(self.cfg.settle_delay)  # let a burst of changes settle
-            self._kick = trio.Event()
             try:
-                await self.handoff_round()
-                await self.anti_entropy_round()
+                if self.heavy_paused():
+                    self.counters["handoffs_paused"] += 1
+                else:
+                    await self.handoff_round()
+                if self.paused():
+                    self.counters["rounds_paused"] += 1
+                else:
+                    await self.anti_entropy_round()
             except StoreError as e:
                 self.log.warning("replication_round_failed", error=str(e)[:200])
             except Exception as e:  # a bug costs one round, never the node
@@ -430,37 +400,67 @@ class Replicator:
         try:
             index = await self._index(peer)
             digests = bucket_digests(index)
-            ok = await self.links.request(peer, address, "summary",
+            ok = await self.pool.request(peer, address, "summary",
                                           {"buckets": [[b, d] for b, d in digests.items()]})
             want, give = [], []
             for item in ok.get("diff", []):
-                b, theirs = item[0], set(item[1])
-                ours = index.get(b, set())
-                now = self.clock_ms()
-                want += [h for h in theirs - ours
-                         if type(h) is bytes and len(h) == 32 and not self._is_dead(h, now)]
-                give += list(ours - theirs)
+                if type(item) is not list or len(item) != 2 or type(item[1]) is not list:
+                    continue
+                theirs = {h for h in item[1] if type(h) is bytes and len(h) == 32}
+                ours = index.get(item[0], set())
+                want += theirs - ours
+                give += ours - theirs
+            dead = await self.store.is_deleted(want) if want else set()
+            if dead:  # they still hold what the owner deleted here: show them the delete
+                want = [h for h in want if h not in dead]
+                await self._show_deletes(peer, address, dead)
             for i in range(0, len(want), MAX_FETCH):
-                got = await self.links.request(peer, address, "fetch_missing",
-                                               {"hashes": want[i:i + MAX_FETCH]})
-                now = self.clock_ms()
-                for item in got.get("messages", []):
-                    m = parse_message(item, now)
-                    if m is not None and m.hash in want:
-                        await self.store.put(m)
-                        self._note(m)
-                        self.counters["repairs_in"] += 1
+                asked = want[i:i + MAX_FETCH]
+                got = await self.pool.request(peer, address, "fetch_missing", {"hashes": asked})
+                items = got.get("messages")
+                checked = self._parse(peer, items if type(items) is list else [],
+                                      self.clock_ms(), "fetch_missing")
+                asked = set(asked)
+                held = await self._keep([c for c in checked if c.hash in asked], peer)
+                self.counters["repairs_in"] += len(held)
+            sent = 0
             if give:
-                msgs = await self._load(give)
+                msgs = self._sendable(await self._load(give, peer))
                 for batch in batches(msgs):
-                    res = await self.links.request(peer, address, "replicate",
+                    res = await self.pool.request(peer, address, "replicate",
                                                    {"messages": [message_wire(m) for m in batch]})
                     self.counters["repairs_out"] += len(res.get("stored", []))
-            if want or give:
+                    sent += len(batch)
+            if want or sent or dead:
                 self.log.info("anti_entropy_repaired", peer=short(peer), fetched=len(want),
-                              sent=len(give))
-        except (PeerUnavailable, ProtocolError) as e:
+                              sent=sent, deletes_shown=len(dead))
+        except (LinkDown, ProtocolError) as e:
             self.log.debug("anti_entropy_failed", peer=short(peer), error=str(e)[:200])
+
+    def _sendable(self, msgs):
+        """Messages a peer can check: private ones only with their owners' proofs."""
+        out = [m for m in msgs if m.ns == PUBLIC_NS or m.proof]
+        self.counters["copies_unprovable"] += len(msgs) - len(out)
+        return out
+
+    async def _show_deletes(self, peer, address, dead):
+        """Send ``peer`` the owners' signed deletes covering ``dead`` (each delete whole: its
+        signature covers every hash it named), at most MAX_DIFF_HASHES hashes a request."""
+        groups = []
+        for r in {t.recipient for t in await self.store.tombstones_of(list(dead))}:
+            groups += [g for g in copies.delete_groups(await self.store.tombstones(r))
+                       if not dead.isdisjoint(g.hashes)]
+        batch, size = [], 0
+        for g in groups + [None]:
+            if batch and (g is None or len(batch) == MAX_DELETE_GROUPS
+                          or size + len(g.hashes) > MAX_DIFF_HASHES):  # fmt: skip
+                await self.pool.request(peer, address, "tombstones",
+                                        {"deletes": [copies.delete_wire(x) for x in batch]})
+                self.counters["deletes_sent"] += len(batch)
+                batch, size = [], 0
+            if g is not None:
+                batch.append(g)
+                size += len(g.hashes)
 
     async def handoff_round(self):
         """Hand messages we no longer own to all current owners; drop them once all confirm."""
@@ -477,6 +477,7 @@ class Replicator:
             msgs = []
             for ns, hs in by_ns.items():
                 msgs += await self.store.get_many(r, ns, hs)
+            msgs = self._sendable(msgs)
             confirmed = {m.hash: 0 for m in msgs}
             for owner in swarm:
                 address = self._address(owner)
@@ -484,13 +485,13 @@ class Replicator:
                     continue
                 try:
                     for batch in batches(msgs):
-                        res = await self.links.request(
+                        res = await self.pool.request(
                             owner, address, "handoff",
                             {"messages": [message_wire(m) for m in batch]})  # fmt: skip
                         for h in res.get("stored", []):
                             if h in confirmed:
                                 confirmed[h] += 1
-                except (PeerUnavailable, ProtocolError) as e:
+                except (LinkDown, ProtocolError) as e:
                     self.log.debug("handoff_failed", peer=short(owner), error=str(e)[:200])
             self.counters["handoff_sent"] += len(msgs)
             done = {}
@@ -498,7 +499,7 @@ class Replicator:
                 if confirmed.get(h) == len(swarm):
                     done.setdefault(ns, []).append(h)
             for ns, hashes in done.items():
-                dropped = await self.store.delete(r, ns, hashes)
+                dropped = await self.store.drop_copies(r, ns, hashes)  # no tombstone: handed off
                 self.counters["handoff_dropped"] += len(dropped)
             if done:
                 self.log.info("handoff_done", recipient_bucket=bucket_of(r),
@@ -509,4 +510,5 @@ class Replicator:
         return {k: c[k] for k in ("replicas_last", "replica_acks", "replica_naks",
                                   "repairs_in", "repairs_out", "handoff_dropped",
                                   "swarm_recipients", "foreign_recipients",
-                                  "anti_entropy_rounds")}  # fmt: skip
+                                  "anti_entropy_rounds", "copies_refused", "deletes_sent",
+                                  "deletes_applied")}  # fmt: skip

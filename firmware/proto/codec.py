@@ -4,8 +4,8 @@ cbor2 turns many semantic tags into live Python objects (tag 35 compiles a regex
 shared and cyclic references, 2/3 bignums, 1 datetimes, 258 sets, 36 MIME parsing...). None of
 that belongs in this protocol, and some of it is a denial-of-service handle, so **every tag is
 refused**: unknown tags through ``tag_hook``, cbor2's built-in ones by overriding them in
-``semantic_decoders`` (cbor2 >= 6; with cbor2 5.x, which lacks these options, _cborscan walks
-the bytes first and enforces the same subset, slower). Also refused: indefinite lengths (we never send them),
+``semantic_decoders`` (cbor2 >= 6, which pyproject.toml and the image's pinned wheels require).
+Also refused: indefinite lengths (we never send them),
 nesting deeper than MAX_DEPTH, duplicate map keys (ambiguous), map keys other than text/bytes
 (int keys allow hash-collision floods), trailing bytes after the map. Huge declared lengths are
 cut off by cbor2 reading only what is there (an EOF error, no allocation up front).
@@ -19,7 +19,6 @@ import io
 
 import cbor2
 
-from ._cborscan import scan
 from .errors import MalformedFrame
 from .limits import MAX_DEPTH
 
@@ -38,7 +37,7 @@ class _TagRefused(Exception):
 
 
 def _refuse_tag(*args):
-    # cbor2 6 calls tag_hook(tag, immutable); cbor2 5 called tag_hook(decoder, tag)
+    # cbor2 6 calls tag_hook(decoder, tag)
     number = next((a.tag for a in args if isinstance(a, cbor2.CBORTag)), "?")
     raise _TagRefused(f"CBOR tag {number} is not allowed")
 
@@ -50,27 +49,21 @@ def _semantic_refuser(tag):
     return refuse
 
 
+# cbor2's max_depth counts containers that hold something: an empty array or map inside
+# `max_depth` others passes, one level deeper than docs/protocol.md allows (at most 16
+# containers around any value, empty ones included). So cbor2 gets one level less, and a frame
+# it refuses for depth alone (a 16-deep shape, which no legit request has) is decoded again
+# with one level more and its containers counted exactly: exact, and free on the hot path.
 _DECODER_OPTIONS = {
     "tag_hook": _refuse_tag,
     "semantic_decoders": {tag: _semantic_refuser(tag) for tag in _BUILTIN_TAGS},
-    "max_depth": MAX_DEPTH,
+    "max_depth": MAX_DEPTH - 1,
     "allow_indefinite": False,
     "allow_duplicate_keys": False,
     "strict_hashable_types": True,
 }
-
-
-def _cbor2_has_options():
-    """cbor2 >= 6 takes the decoder options above; cbor2 5.x raises TypeError for them."""
-    try:
-        cbor2.CBORDecoder(io.BytesIO(b"\xa0"), **_DECODER_OPTIONS).decode()
-    except TypeError:
-        return False
-    return True
-
-
-FAST_PATH = _cbor2_has_options()
-"""True: cbor2 itself enforces the subset. False (cbor2 5.x): _cborscan checks bytes first."""
+_DEEP_OPTIONS = {**_DECODER_OPTIONS, "max_depth": MAX_DEPTH}
+_DEPTH_ERROR = "maximum container nesting depth"
 
 
 def _refusal_reason(exc):
@@ -94,14 +87,17 @@ def decode_map(body, what="frame"):
 
     Raises MalformedFrame (only) on anything else. ``what`` names the thing in messages.
     """
-    if not FAST_PATH:
-        scan(body, MAX_DEPTH, what)
     fp = _BytesIO(body)
+    deep = False
     try:
-        if FAST_PATH:
+        try:
             obj = _Decoder(fp, **_DECODER_OPTIONS).decode()
-        else:
-            obj = _Decoder(fp, tag_hook=_refuse_tag).decode()
+        except cbor2.CBORDecodeError as exc:
+            if _DEPTH_ERROR not in str(exc):
+                raise
+            fp = _BytesIO(body)
+            obj = _Decoder(fp, **_DEEP_OPTIONS).decode()
+            deep = True
     except cbor2.CBORDecodeError as exc:
         detail = _refusal_reason(exc)
         raise MalformedFrame(
@@ -122,7 +118,29 @@ def decode_map(body, what="frame"):
             f"{what} body has {len(body) - fp.tell()} trailing bytes after the CBOR map; "
             "put exactly one map in a frame"
         )
+    if deep and _container_depth(obj) > MAX_DEPTH:
+        raise MalformedFrame(
+            f"{what} body is not valid CBOR for this protocol (maximum container nesting depth "
+            f"({MAX_DEPTH}) exceeded); send one CBOR map with text keys, definite lengths, no tags"
+        )
     return obj
+
+
+def _container_depth(obj):
+    """Containers on the deepest path through `obj`, empty ones included (only reached for a
+    frame at least MAX_DEPTH deep, so at most MAX_DEPTH + 1 levels)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if type(item) is dict:
+            children = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def encode_map(obj):

@@ -24,6 +24,7 @@ __all__ = [
     "Busy",
     "WriteBudgetSpent",
     "InternalError",
+    "OnionRejected",
     "ERROR_CODES",
     "error_for_code",
 ]
@@ -133,6 +134,22 @@ class InternalError(ProtocolError):
     code = "internal"
 
 
+_ONION_REJECTED = (
+    "onion layer rejected (it could not be opened, or it is malformed, stale or replayed); "
+    "build a fresh onion with current node keys and the right clock"
+)
+
+
+class OnionRejected(BadRequest):
+    """The one error a hop gives for any bad onion layer. Deliberately says nothing specific
+    (which check failed would help an attacker probe a node's keys or replay cache)."""
+
+    code = "onion_rejected"
+
+    def __init__(self, msg=_ONION_REJECTED, *, request_id=None):
+        super().__init__(_ONION_REJECTED, request_id=request_id)
+
+
 _BY_CODE = {
     cls.code: cls
     for cls in (
@@ -148,6 +165,7 @@ _BY_CODE = {
         Busy,
         WriteBudgetSpent,
         InternalError,
+        OnionRejected,
     )
 }
 # "too_large" is shared by FrameTooLarge and DataTooLarge; a client receiving it in an error

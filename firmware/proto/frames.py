@@ -12,7 +12,11 @@ byte stream can no longer be split into frames.
 
 from .codec import decode_map, encode_map
 from .errors import FrameTooLarge, MalformedFrame
-from .limits import FRAME_HEADER_SIZE, MAX_FRAME
+from .limits import FRAME_HEADER_SIZE, MAX_DATA, MAX_FRAME, MAX_HASHES
+
+# What the sender can do about it, whatever the request was.
+_WHAT_FITS = (f"a message's data is at most {MAX_DATA:,} bytes (split a bigger one over several "
+              f"messages), a hash list at most {MAX_HASHES:,} entries")
 
 __all__ = ["NEED_DATA", "CLOSED", "FrameDecoder", "encode_frame"]
 
@@ -43,8 +47,8 @@ def encode_frame(obj, max_frame=MAX_FRAME):
     n = len(body)
     if n > max_frame:
         raise FrameTooLarge(
-            f"encoded frame body is {n} bytes, over the {max_frame}-byte limit; "
-            "send less per request (smaller max_bytes / fewer hashes)"
+            f"encoded frame body is {n} bytes, over the {max_frame}-byte limit of one frame; "
+            f"{_WHAT_FITS}"
         )
     return n.to_bytes(4, "big") + body
 
@@ -66,6 +70,19 @@ class FrameDecoder:
     def buffered(self):
         """Bytes received but not yet returned as frames."""
         return len(self._buf)
+
+    @property
+    def pending_size(self):
+        """The announced body size of a frame received only in part (0 while even its 4-byte
+        header is incomplete), or None when no partial frame is buffered. Lets a listener put a
+        deadline on a frame that trickles in."""
+        have = len(self._buf)
+        if have == 0:
+            return None
+        if have < FRAME_HEADER_SIZE:
+            return 0
+        n = int.from_bytes(self._buf[:FRAME_HEADER_SIZE], "big")
+        return n if have < FRAME_HEADER_SIZE + n else None
 
     def receive_data(self, data):
         """Add bytes from the peer; ``b""`` means the peer closed its side (EOF).
@@ -105,7 +122,7 @@ class FrameDecoder:
             if n > self._max_frame:
                 raise FrameTooLarge(
                     f"frame length header says {n} bytes, over the {self._max_frame}-byte "
-                    "limit; split the data over several requests"
+                    f"limit of one frame; {_WHAT_FITS}"
                 )
             if n == 0:
                 raise MalformedFrame(

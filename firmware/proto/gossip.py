@@ -15,6 +15,8 @@ inputs and outputs here; ``firmware/net/membership.py`` only moves bytes and sle
   node is down. A record whose address changes must prove itself again. Live peers are
   re-tested at most ``max_test_rate`` per second in all (a 10,000-node table is re-tested every
   ~33 min at 5/s instead of 1,000 tests a second).
+- **Ids** must carry a proof of work of ``pow_bits`` (firmware/proto/pow.py): records of
+  cheaper ids are refused like forged ones (reason ``pow``), so they are never tested or live.
 - **Scores**: each bad record costs its sender points (forged signatures most); a peer below
   ``ban_score`` is ignored, and so is every node in ``denied`` (the operator's list): their
   records are refused from anyone, so they are never tested nor live here. Records whose
@@ -75,6 +77,10 @@ PENALTIES = {
     "not_yet_valid": 2,
     "expired": 1,
     "flood": 20,
+    "pow": 5,  # an id below the network's difficulty: junk, or a node made before a raise
+    # a private-namespace copy without its owner's valid proof (replicate, handoff,
+    # fetch_missing): honest nodes only ever send copies they checked, so it is never an accident
+    "copy_proof": 25,
 }
 
 
@@ -114,6 +120,7 @@ class GossipState:
         ban_score=-100,
         denied=(),
         address_ok=None,
+        pow_bits=0,
     ):
         self.own = own_record
         self.rng = rng
@@ -128,6 +135,7 @@ class GossipState:
         self.ban_score = ban_score
         self.denied = frozenset(denied)  # node ids the operator refuses outright
         self.address_ok = address_ok  # host -> bool: addresses we agree to connect to
+        self.pow_bits = pow_bits  # the network's id difficulty ([network] pow_bits)
         self.live_version = 0
         self.scores = {}
         self.refused = {}  # reason -> count, for metrics
@@ -203,6 +211,12 @@ class GossipState:
         if peer_id is not None:
             self.scores[peer_id] = self.score(peer_id) - PENALTIES[reason] * times
 
+    def charge(self, peer_id, reason):
+        """A peer misbehaved outside gossip (``reason`` from PENALTIES, e.g. ``copy_proof``):
+        its score drops (``refused`` counts records only)."""
+        if peer_id is not None:
+            self.scores[peer_id] = self.score(peer_id) - PENALTIES[reason]
+
     def merge(self, sender_id, wires, now):
         """Take records pushed by ``sender_id`` (None: not attributable); return a MergeResult."""
         result = MergeResult([], [], 0, [])
@@ -217,7 +231,7 @@ class GossipState:
             wires = wires[: self.max_push]
         for i, wire in enumerate(wires):
             try:
-                rec = verify_record(wire, now)
+                rec = verify_record(wire, now, pow_bits=self.pow_bits)
             except RecordError as exc:
                 result.rejected.append((i, exc.reason))
                 self._penalize(sender_id, exc.reason)

@@ -1,6 +1,6 @@
-"""Every numeric limit of docs/protocol.md in one place (v1)."""
+"""Every numeric limit of docs/protocol.md in one place (v2)."""
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # v2: id proof of work, op-bound signatures, copy proofs, fixed-size onions
 
 FRAME_HEADER_SIZE = 4
 MAX_FRAME = 1_048_576  # body bytes after the 4-byte length

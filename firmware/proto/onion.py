@@ -1,124 +1,131 @@
-"""Onion layers: build them (client), peel exactly one (relay), wrap and unwrap responses.
+"""Onion packets v2: fixed-size layers (Sphinx style): build, peel one, answer, unwrap.
 
 Why sans-IO: the relay service, the client library, tests and benchmarks all drive the same
 functions with explicit bytes, time (``now_ms``) and randomness (``rand(n) -> bytes``), so every
-case (wrong key, truncated, stale, replayed, too deep) is an exact, deterministic test.
+case (wrong key, cut, tampered, stale, replayed) is an exact, deterministic test.
 
-Design (after oxen-storage-server's onion_req v2: one X25519 ephemeral key per hop):
+Why fixed sizes: with nested layers that each add their own overhead, a hop can tell from the
+size how far it is from the end, and every hop sees the request's size. Here every hop of a path
+receives and forwards the same number of bytes — one of ``SIZE_CLASSES`` — and every answer on
+the way back has one fixed size too, so a hop learns only the class (the anchor: Sphinx and
+Lightning's BOLT 4 onion, which this follows with one X25519 ephemeral key per hop).
 
-Layer blob, as sent to one hop::
+**Packet** (what one hop receives; ``len`` is a size class)::
 
-    0x01 | eph_pub (32) | nonce (24) | XChaCha20-Poly1305(key, nonce, aad=0x01|eph_pub, plaintext)
+    0x02 | eph_pub (32) | mac (16) | body (class - 49)
 
-    key = BLAKE2b-256(shared || eph_pub || hop_pub, person=b"homenode-onion-1")
-    shared = X25519(eph_secret, hop_pub) = X25519(hop_secret, eph_pub)
+    k      = BLAKE2b-512(X25519(eph, hop) || eph_pub || hop_pub, person="homenode-onion-2")
+    k_mac, k_req = k[:32], k[32:]            kr = BLAKE2b-512(k, person="homenode-oresp-2")
+    k_rmac, k_resp = kr[:32], kr[32:]
+    mac    = BLAKE2b-128(key=k_mac, 0x02 || eph_pub || body)
+    xor(K, data) = data XOR the XChaCha20 keystream of key K, nonce 0 (from block 1: what
+                   XChaCha20-Poly1305 encryption XORs with; keys are single-use)
 
-``hop_pub`` is the hop's X25519 key (the Ed25519 node id converted with libsodium). Hashing both
-public keys binds the key to this exact exchange (as libsodium's crypto_kx does); the
-personalisation keeps it apart from every other BLAKE2b use in homenode.
+A hop checks the mac, computes ``xor(k_req, body || 0^SLOT)``, reads its routing ``SLOT`` from
+the front, and the rest (the same length as ``body``) is the next hop's body. The next packet is
+``0x02 | next_eph | next_mac | that`` — exactly as long as what came in. The bytes shifted in at
+the end are keystream the client predicted (the "filler"), so the next mac still verifies.
 
-Plaintext is a CBOR map ``{"next": {"id", "host", "port"} | "final", "inner": bytes, "ts": int}``.
-For a middle hop ``inner`` is the next hop's blob; for the final hop it is a CBOR request map
-exactly as on a direct link (``{"v", "id", "op", "args"}``, docs/protocol.md) and the final
-response body is the matching response map (``{"v", "id", "ok" | "err"}``). ``ts`` (ms since the epoch) is checked at every hop (|now - ts| <= 60 s) and
-each hop remembers the ephemeral keys it has opened until their ``ts`` leaves the window, so a
-captured onion cannot be replayed into any hop.
+**Slot** (161 bytes): ``kind (0 forward, 1 final) | ts i64be | response class | next id (32) |
+next eph_pub (32) | next mac (16) | port u16 | host length | host (64, zero padded) | request
+length u32``. At the final hop the request (a CBOR request map exactly as on a direct link)
+follows its slot, then random padding. Room for the request: ``class - 49 - MAX_HOPS * SLOT``
+whatever the path length, so nothing in a packet depends on how many hops are left.
 
-Responses travel back the same way; each hop seals what it sends back with its own layer key, so
-the client opens one layer per hop (outermost first)::
+**Answers** have one size, the response class the client put in every slot. The hop that
+answers (the final one, or a hop that could not use the next one) sends
+``xor(k_resp, mac16 | tag | u32be length | body | zero padding)`` with ``mac16 =
+BLAKE2b-128(key=k_rmac, the rest)``; tag ``2`` = the final hop's response map, ``1`` = CBOR
+``{"code", "msg"}`` (this hop could not forward). Every hop on the way back applies
+``xor(k_resp, ...)`` to what it carries: the size never changes. The client removes one hop's
+keystream after another and the first hop whose mac then verifies is the one that answered.
 
-    nonce (24) | XChaCha20-Poly1305(key, nonce, aad=b"resp", tag (1) | body)
+A hop that cannot open or accept a packet answers only :class:`OnionRejected`: one code
+(``onion_rejected``), one fixed message, whatever the reason. ``ts`` is checked at every hop
+(|now - ts| <= 60 s) and each hop remembers the ephemeral keys it opened until their ``ts``
+leaves the window, so a captured packet cannot be replayed. A path has at most ``MAX_HOPS``
+hops: there is no room for more slots, and no hop is told its position.
 
-    tag 0x00: body is the next hop's sealed response (a middle hop carried it back)
-    tag 0x01: body is CBOR {"code", "msg"}: this hop peeled fine but the next hop failed
-    tag 0x02: body is the CBOR response map of the final hop ({"ok": ...} or {"err": ...})
-
-A hop that cannot open or accept its layer answers only :class:`OnionRejected`: one code
-(``bad_request``), one fixed message, whatever the reason, so a prober learns nothing about which check failed.
-
-Depth: the ``onion`` op carries how many hops the onion has already crossed; each forwarder adds
-one, and :func:`peel` refuses a layer at position >= MAX_HOPS (more than 15 hops in all).
+Cost (bench/onion_hop.py): bytes - a request travels in a 4 KiB or 80 KiB packet, an answer in
+a 4 KiB, 80 KiB or 1020 KiB one; CPU - one X25519 per hop as before plus a keystream and a
+BLAKE2b mac over the class size.
 """
 
 import hashlib
+import hmac
+import struct
 from dataclasses import dataclass
 
-import cbor2
 import nacl.bindings as sodium
 import nacl.exceptions
 
-from firmware.proto.codec import decode_map
-from firmware.proto.errors import BadRequest, Busy, MalformedFrame, ProtocolError
+from firmware.proto.codec import decode_map, encode_map
+from firmware.proto.errors import Busy, MalformedFrame, OnionRejected, ProtocolError
+from firmware.proto.limits import PROTOCOL_VERSION
 
 __all__ = [
     "MAX_HOPS",
+    "HOP_TIMEOUT_S",
+    "client_timeout",
     "TS_WINDOW",
-    "LAYER_OVERHEAD",
-    "RESPONSE_OVERHEAD",
+    "SIZE_CLASSES",
+    "SLOT",
+    "HEADER",
     "OnionRejected",
-    "is_rejection",
     "OnionResponseError",
     "HopFailed",
     "Hop",
     "NextHop",
     "Peeled",
+    "LayerKey",
     "ReplayCache",
-    "layer_key",
     "x25519_public_of",
-    "seal_layer",
-    "open_layer",
+    "request_capacity",
+    "response_capacity",
+    "request_class",
+    "response_class_for",
     "build_onion",
     "peel",
-    "seal_response",
-    "open_response",
+    "seal_final",
+    "seal_failure",
+    "carry_response",
     "unwrap_response",
-    "TAG_CARRIED",
     "TAG_HOP_FAILED",
     "TAG_FINAL",
 ]
 
-MAX_HOPS = 15
+VERSION = b"\x02"
+MAX_HOPS = 5
 TS_WINDOW = 60_000  # ms either side of the hop's clock
-LAYER_VERSION = b"\x01"
-PERSON = b"homenode-onion-1"  # 16 bytes, BLAKE2b personalisation
-KEY_SIZE = 32
-NONCE_SIZE = 24
-TAG_SIZE = 16
-LAYER_OVERHEAD = 1 + KEY_SIZE + NONCE_SIZE + TAG_SIZE
-RESPONSE_AAD = b"resp"
-RESPONSE_OVERHEAD = NONCE_SIZE + TAG_SIZE + 1
-MAX_HOST = 253
+# How long a hop waits for the next one. No hop knows its position (v2), so every hop waits the
+# same; a client must wait longer than the whole chain (``client_timeout``), or it gives up
+# before the hop next to a dead one can tell it which hop failed.
+HOP_TIMEOUT_S = 10.0
 
-TAG_CARRIED = 0
+
+def client_timeout(hops, hop_timeout=HOP_TIMEOUT_S):
+    """The time a client gives an onion of ``hops`` hops: every hop's wait, plus slack."""
+    return hops * hop_timeout + 5.0
+
+PERSON = b"homenode-onion-2"  # 16 bytes, BLAKE2b personalisation
+PERSON_RESP = b"homenode-oresp-2"
+KEY_SIZE = 32
+MAC_SIZE = 16
+HEADER = 1 + KEY_SIZE + MAC_SIZE  # version, eph_pub, mac
+MAX_HOST = 64  # bytes (UTF-8); records carry hosts of at most 64 characters
+_SLOT = struct.Struct(">BqB32s32s16sHB64sI")
+SLOT = _SLOT.size  # 161
+SIZE_CLASSES = (4_096, 81_920, 1_044_480)  # packet and answer sizes; the last fits one frame
+REQUEST_CLASSES = SIZE_CLASSES[:2]  # the largest request (a 76,800-byte store) fits the second
+_RESP_HEAD = MAC_SIZE + 1 + 4
+_ZERO_NONCE = b"\x00" * 24
+_KIND_FORWARD, _KIND_FINAL = 0, 1
+
 TAG_HOP_FAILED = 1
 TAG_FINAL = 2
 
-_UNIFORM = (
-    "onion layer rejected (it could not be opened, or it is malformed, stale, replayed or nested "
-    "more than 15 hops deep); build a fresh onion with current node keys and the right clock"
-)
-
-
-class OnionRejected(BadRequest):
-    """The one error a hop gives for any bad layer. Deliberately says nothing specific.
-
-    On the wire it is a plain ``bad_request`` with this fixed message (no new error code, so
-    docs/protocol.md stays backward compatible); :func:`is_rejection` recognises it.
-    """
-
-    code = "bad_request"
-
-    def __init__(self, *, request_id=None):
-        super().__init__(_UNIFORM, request_id=request_id)
-
-
-def is_rejection(code, msg):
-    """True when an error (code, msg) is a hop's uniform onion rejection."""
-    return code == OnionRejected.code and msg == _UNIFORM
-
-
 class OnionResponseError(ProtocolError):
-    """Client side: a response layer did not open or decode (a hop misbehaved or data was cut)."""
+    """A response did not open or decode (a hop misbehaved or data was cut)."""
 
     code = "bad_frame"
 
@@ -142,9 +149,6 @@ class NextHop:
     host: str
     port: int
 
-    def to_cbor(self):
-        return {"id": self.node_id, "host": self.host, "port": self.port}
-
 
 @dataclass(frozen=True)
 class Hop:
@@ -155,6 +159,7 @@ class Hop:
     port: int
     x25519_pub: bytes = b""
     relayed: bool = False  # reachable only through its relays: never a client's first hop
+    relay_hosts: tuple = ()  # its relays' advertised hosts (path rules count their networks)
 
     def onion_key(self):
         return self.x25519_pub or x25519_public_of(self.node_id)
@@ -164,13 +169,23 @@ class Hop:
 
 
 @dataclass(frozen=True)
+class LayerKey:
+    """What a hop (or the client, per hop) needs to make or open that hop's answer."""
+
+    mac_key: bytes
+    stream_key: bytes
+    response_size: int
+
+
+@dataclass(frozen=True)
 class Peeled:
-    """One opened layer. ``next_hop`` is None at the final hop, where ``inner`` is the request."""
+    """One opened layer. ``next_hop`` is None at the final hop, where ``inner`` is the request;
+    otherwise ``inner`` is the packet to forward (as long as the one received)."""
 
     next_hop: NextHop | None
     inner: bytes
     ts: int
-    key: bytes  # the layer key; seals this hop's response
+    key: LayerKey  # makes this hop's answer
 
     @property
     def is_final(self):
@@ -182,158 +197,260 @@ def x25519_public_of(node_id: bytes) -> bytes:
     return sodium.crypto_sign_ed25519_pk_to_curve25519(node_id)
 
 
-def layer_key(shared: bytes, eph_pub: bytes, hop_pub: bytes) -> bytes:
-    """BLAKE2b-256(shared || eph_pub || hop_pub), personalised ``homenode-onion-1``."""
-    h = hashlib.blake2b(digest_size=KEY_SIZE, person=PERSON)
+def _layer_keys(shared, eph_pub, hop_pub):
+    h = hashlib.blake2b(digest_size=64, person=PERSON)
     h.update(shared)
     h.update(eph_pub)
     h.update(hop_pub)
+    k = h.digest()
+    kr = hashlib.blake2b(k, digest_size=64, person=PERSON_RESP).digest()
+    return k[:32], k[32:], kr[:32], kr[32:]
+
+
+def _mac(key, *parts):
+    h = hashlib.blake2b(key=key, digest_size=MAC_SIZE)
+    for p in parts:
+        h.update(p)
     return h.digest()
 
 
-def _aead_seal(key, nonce, aad, plaintext):
-    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+def _xor(key, data):
+    """data XOR the XChaCha20 keystream of ``key`` (what the AEAD's encryption XORs with)."""
+    return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(data, None, _ZERO_NONCE, key)[:-16]
 
 
-def _aead_open(key, nonce, aad, ciphertext):
-    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
+def _xor_bytes(a, b):
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
 
 
-def seal_layer(hop_pub: bytes, eph_secret: bytes, nonce: bytes, plaintext: bytes):
-    """Encrypt one layer for ``hop_pub``. Returns (blob, layer key)."""
-    eph_pub = sodium.crypto_scalarmult_base(eph_secret)
-    shared = sodium.crypto_scalarmult(eph_secret, hop_pub)
-    key = layer_key(shared, eph_pub, hop_pub)
-    head = LAYER_VERSION + eph_pub
-    return head + nonce + _aead_seal(key, nonce, head, plaintext), key
+def request_capacity(size):
+    """Bytes of request a packet of ``size`` carries (any path length)."""
+    return size - HEADER - MAX_HOPS * SLOT
 
 
-def open_layer(hop_secret: bytes, hop_pub: bytes, blob: bytes):
-    """Decrypt one layer. Returns (plaintext, layer key, eph_pub); OnionRejected on any failure."""
-    if len(blob) < LAYER_OVERHEAD or blob[:1] != LAYER_VERSION:
+def response_capacity(size):
+    """Bytes of answer (a CBOR response map) an answer of ``size`` carries."""
+    return size - _RESP_HEAD
+
+
+def request_class(n_bytes):
+    """The smallest request class that carries ``n_bytes`` of request; ValueError if none."""
+    for size in REQUEST_CLASSES:
+        if n_bytes <= request_capacity(size):
+            return size
+    raise ValueError(f"a request of {n_bytes} bytes does not fit the largest onion class "
+                     f"({request_capacity(REQUEST_CLASSES[-1])} bytes)")  # fmt: skip
+
+
+def _answer_size(n_bytes):
+    for size in SIZE_CLASSES:
+        if n_bytes <= response_capacity(size):
+            return size
+    return SIZE_CLASSES[-1]
+
+
+def response_class_for(request: bytes) -> int:
+    """The answer size a client asks for by default: the smallest class that surely holds the
+    answer to ``request`` (a retrieve's worst case follows its max_bytes and max_count). The
+    class is visible to every hop, the request is not."""
+    try:
+        m = decode_map(request, "onion request")
+    except MalformedFrame:
+        return SIZE_CLASSES[0]
+    args = m.get("args") if isinstance(m.get("args"), dict) else {}
+    op = m.get("op")
+    if op == "retrieve":
+        max_bytes = args.get("max_bytes", 900_000)
+        max_count = args.get("max_count", 100)
+        if type(max_bytes) is not int or type(max_count) is not int:
+            return SIZE_CLASSES[-1]
+        return _answer_size(64 + max_bytes + 100 * max_count)
+    if op in ("delete", "expire"):
+        hashes = args.get("hashes")
+        return _answer_size(64 + 34 * (len(hashes) if isinstance(hashes, list) else 1000))
+    if op == "info":
+        return SIZE_CLASSES[1]  # an info map grows with the node's counters
+    return SIZE_CLASSES[0]
+
+
+def _slot(kind, ts, resp_index, nxt=None, next_eph=b"", next_mac=b"", req_len=0):
+    host = b""
+    port = 0
+    node_id = b""
+    if nxt is not None:
+        host = nxt.host.encode()
+        if not 1 <= len(host) <= MAX_HOST:
+            raise ValueError(f"hop host must be 1..{MAX_HOST} bytes, got {nxt.host!r:.80}")
+        port, node_id = nxt.port, nxt.node_id
+    return _SLOT.pack(kind, ts, resp_index, node_id, next_eph, next_mac, port, len(host), host,
+                      req_len)  # fmt: skip
+
+
+def build_onion(path, request: bytes, now_ms: int, rand, *, response_size=None):
+    """Wrap ``request`` (a CBOR request map as on a direct link) for ``path`` (list of :class:`Hop`).
+
+    Returns (packet for path[0], [LayerKey per hop, path order]). The packet is the smallest
+    request class that fits; ``response_size`` (a size class) defaults to
+    ``response_class_for(request)``. ``rand(n)`` gives n random bytes (os.urandom in production,
+    seeded in tests).
+    """
+    n = len(path)
+    if not 1 <= n <= MAX_HOPS:
+        raise ValueError(f"an onion path has 1..{MAX_HOPS} hops, got {n}")
+    size = request_class(len(request))
+    resp_size = response_class_for(request) if response_size is None else response_size
+    if resp_size not in SIZE_CLASSES:
+        raise ValueError(f"response_size must be one of {SIZE_CLASSES}")
+    resp_index = SIZE_CLASSES.index(resp_size)
+    body_len = size - HEADER
+    hops = []  # (eph_pub, k_mac, k_req, keystream of body_len + SLOT)
+    keys = []
+    for hop in path:
+        eph_secret = rand(KEY_SIZE)
+        eph_pub = sodium.crypto_scalarmult_base(eph_secret)
+        hop_pub = hop.onion_key()
+        shared = sodium.crypto_scalarmult(eph_secret, hop_pub)
+        k_mac, k_req, k_rmac, k_resp = _layer_keys(shared, eph_pub, hop_pub)
+        hops.append((eph_pub, k_mac, k_req, _xor(k_req, bytes(body_len + SLOT))))
+        keys.append(LayerKey(k_rmac, k_resp, resp_size))
+    # the tail each hop's peel shifts in, as the final hop will receive it
+    filler = b""
+    for _, _, _, stream in hops[:-1]:
+        filler = _xor_bytes(filler + bytes(SLOT), stream[body_len - len(filler) : body_len + SLOT])
+    final_plain = _slot(_KIND_FINAL, now_ms, resp_index, req_len=len(request)) + request
+    final_plain += rand(body_len - len(final_plain))
+    eph_pub, k_mac, k_req, _ = hops[-1]
+    body = _xor(k_req, final_plain)[: body_len - len(filler)] + filler
+    mac = _mac(k_mac, VERSION, eph_pub, body)
+    for i in range(n - 2, -1, -1):
+        eph_pub_next = hops[i + 1][0]
+        slot = _slot(_KIND_FORWARD, now_ms, resp_index, path[i + 1].as_next(), eph_pub_next, mac)
+        eph_pub, k_mac, k_req, _ = hops[i]
+        body = _xor(k_req, slot + body[: body_len - SLOT])
+        mac = _mac(k_mac, VERSION, eph_pub, body)
+    return VERSION + hops[0][0] + mac + body, keys
+
+
+def _open(blob, hop_secret, hop_pub):
+    if len(blob) not in SIZE_CLASSES or blob[:1] != VERSION:
         raise OnionRejected()
     eph_pub = blob[1 : 1 + KEY_SIZE]
-    nonce = blob[1 + KEY_SIZE : 1 + KEY_SIZE + NONCE_SIZE]
+    mac = blob[1 + KEY_SIZE : HEADER]
+    body = blob[HEADER:]
     try:
         # libsodium refuses an all-zero shared secret (low-order eph_pub) with an error.
         shared = sodium.crypto_scalarmult(hop_secret, eph_pub)
-        key = layer_key(shared, eph_pub, hop_pub)
-        plaintext = _aead_open(key, nonce, blob[: 1 + KEY_SIZE], blob[1 + KEY_SIZE + NONCE_SIZE :])
     except (nacl.exceptions.CryptoError, RuntimeError, ValueError, TypeError):
         raise OnionRejected() from None
-    return plaintext, key, eph_pub
-
-
-def _layer_plaintext(next_hop, inner, ts):
-    return cbor2.dumps({"next": next_hop.to_cbor() if next_hop else "final", "inner": inner, "ts": ts})
-
-
-def build_onion(path, request: bytes, now_ms: int, rand):
-    """Wrap ``request`` (a CBOR request map as on a direct link) for ``path`` (list of :class:`Hop`).
-
-    Returns (blob for path[0], [layer key per hop, path order]). ``rand(n)`` gives n random
-    bytes (os.urandom in production; seeded in tests).
-    """
-    if not 1 <= len(path) <= MAX_HOPS:
-        raise ValueError(f"an onion path has 1..{MAX_HOPS} hops, got {len(path)}")
-    blob = request
-    next_hop = None
-    keys = []
-    for hop in reversed(path):
-        plaintext = _layer_plaintext(next_hop, blob, now_ms)
-        blob, key = seal_layer(hop.onion_key(), rand(KEY_SIZE), rand(NONCE_SIZE), plaintext)
-        keys.append(key)
-        next_hop = hop.as_next()
-    keys.reverse()
-    return blob, keys
-
-
-def _parse_plaintext(plaintext):
-    try:
-        m = decode_map(plaintext, "onion layer")
-    except MalformedFrame:
-        raise OnionRejected() from None
-    if set(m) != {"next", "inner", "ts"}:
+    k_mac, k_req, k_rmac, k_resp = _layer_keys(shared, eph_pub, hop_pub)
+    if not hmac.compare_digest(mac, _mac(k_mac, VERSION, eph_pub, body)):
         raise OnionRejected()
-    inner, ts, nxt = m["inner"], m["ts"], m["next"]
-    if type(inner) is not bytes or type(ts) is not int:
-        raise OnionRejected()
-    if nxt == "final":
-        return None, inner, ts
-    if not isinstance(nxt, dict) or set(nxt) != {"id", "host", "port"}:
-        raise OnionRejected()
-    node_id, host, port = nxt["id"], nxt["host"], nxt["port"]
-    if type(node_id) is not bytes or len(node_id) != KEY_SIZE:
-        raise OnionRejected()
-    if type(host) is not str or not 1 <= len(host) <= MAX_HOST:
-        raise OnionRejected()
-    if type(port) is not int or not 1 <= port <= 65535:
-        raise OnionRejected()
-    return NextHop(node_id, host, port), inner, ts
+    return eph_pub, _xor(k_req, body + bytes(SLOT)), k_rmac, k_resp
 
 
-def peel(blob, hop_secret, hop_pub, *, now_ms, position, replay):
+def peel(blob, hop_secret, hop_pub, *, now_ms, replay):
     """Open the one layer addressed to this hop.
 
-    ``position``: hops this onion crossed before us (0 at the first hop). ``replay``: this
-    hop's :class:`ReplayCache`. Raises :class:`OnionRejected` for every kind of bad layer and
-    :class:`Busy` only when the replay cache is full of live entries.
+    ``replay``: this hop's :class:`ReplayCache`. Raises :class:`OnionRejected` for every kind
+    of bad layer and :class:`Busy` only when the replay cache is full of live entries.
     """
-    if type(position) is not int or not 0 <= position < MAX_HOPS:
+    eph_pub, plain, k_rmac, k_resp = _open(blob, hop_secret, hop_pub)
+    kind, ts, resp_index, node_id, next_eph, next_mac, port, host_len, host, req_len = (
+        _SLOT.unpack_from(plain))  # fmt: skip
+    rest = plain[SLOT:]
+    if kind not in (_KIND_FORWARD, _KIND_FINAL) or resp_index >= len(SIZE_CLASSES):
         raise OnionRejected()
-    plaintext, key, eph_pub = open_layer(hop_secret, hop_pub, blob)
-    next_hop, inner, ts = _parse_plaintext(plaintext)
     if abs(now_ms - ts) > TS_WINDOW:
         raise OnionRejected()
+    if kind == _KIND_FINAL:
+        if req_len > request_capacity(len(blob)):
+            raise OnionRejected()
+        next_hop, inner = None, rest[:req_len]
+    else:
+        if not 1 <= port <= 65535 or not 1 <= host_len <= MAX_HOST:
+            raise OnionRejected()
+        try:
+            host_text = host[:host_len].decode()
+        except UnicodeDecodeError:
+            raise OnionRejected() from None
+        next_hop = NextHop(node_id, host_text, port)
+        inner = VERSION + next_eph + next_mac + rest
     if not replay.add(eph_pub, ts, now_ms):
         raise OnionRejected()
-    if next_hop is not None and position + 1 >= MAX_HOPS:
-        raise OnionRejected()  # the next hop would be the 16th
-    return Peeled(next_hop, inner, ts, key)
+    return Peeled(next_hop, inner, ts, LayerKey(k_rmac, k_resp, SIZE_CLASSES[resp_index]))
 
 
-def seal_response(key: bytes, nonce: bytes, tag: int, body: bytes) -> bytes:
-    """What a hop sends back: ``body`` sealed with its layer key (see module doc for tags)."""
-    return nonce + _aead_seal(key, nonce, RESPONSE_AAD, bytes((tag,)) + body)
+# -- answers -----------------------------------------------------------------------------------
 
 
-def open_response(key: bytes, blob: bytes):
-    """Open one response layer. Returns (tag, body); OnionResponseError when it does not open."""
-    if len(blob) < RESPONSE_OVERHEAD:
-        raise OnionResponseError("onion response too short: a hop cut it or misbehaved")
+def _answer(key: LayerKey, tag, body):
+    """The sealed answer, or None when ``body`` does not fit the class."""
+    if len(body) > response_capacity(key.response_size):
+        return None
+    content = bytes((tag,)) + len(body).to_bytes(4, "big") + body
+    content += bytes(key.response_size - MAC_SIZE - len(content))
+    return _xor(key.stream_key, _mac(key.mac_key, content) + content)
+
+
+def seal_failure(key: LayerKey, code: str, msg: str) -> bytes:
+    """This hop's answer when it could not use the next hop (``code``: unreachable, timeout,
+    or the next hop's error code)."""
+    msg = msg.encode()[:1000].decode(errors="ignore")  # fits the smallest class whatever the text
+    return _answer(key, TAG_HOP_FAILED, encode_map({"code": code[:64], "msg": msg}))
+
+
+def seal_final(key: LayerKey, response: bytes) -> bytes:
+    """The final hop's answer: ``response`` (the CBOR response map) padded to the class the
+    client asked for; an answer that does not fit becomes a ``too_large`` error map saying so."""
+    sealed = _answer(key, TAG_FINAL, response)
+    if sealed is not None:
+        return sealed
     try:
-        plain = _aead_open(key, blob[:NONCE_SIZE], RESPONSE_AAD, blob[NONCE_SIZE:])
-    except nacl.exceptions.CryptoError:
-        raise OnionResponseError("onion response does not open: a hop altered it") from None
-    tag = plain[0]
-    if tag not in (TAG_CARRIED, TAG_HOP_FAILED, TAG_FINAL):
-        raise OnionResponseError(f"onion response has unknown tag {tag}")
-    return tag, plain[1:]
+        rid = decode_map(response, "response").get("id")
+    except MalformedFrame:
+        rid = None
+    err = {"v": PROTOCOL_VERSION, "id": rid if type(rid) is int else None, "err": {"code": "too_large", "msg": (
+        f"the answer is {len(response)} bytes, over the {response_capacity(key.response_size)} "
+        "its onion class holds; ask for fewer messages or a larger response class")}}
+    return _answer(key, TAG_FINAL, encode_map(err))
+
+
+def carry_response(key: LayerKey, blob: bytes) -> bytes:
+    """What a middle hop sends back for the next hop's answer ``blob``; OnionResponseError
+    when ``blob`` is not of the class the client asked for (then answer ``seal_failure``)."""
+    if type(blob) is not bytes or len(blob) != key.response_size:
+        raise OnionResponseError("the next hop's answer is not of the onion's response class")
+    return _xor(key.stream_key, blob)
 
 
 def unwrap_response(keys, blob):
-    """Client side: open every layer; return the final hop's response map (a dict).
+    """Client side: remove each hop's keystream in turn; return the final hop's response map.
 
     Raises :class:`HopFailed` (with the hop index) when a hop reports its next hop failed, and
-    :class:`OnionResponseError` when a layer is malformed.
+    :class:`OnionResponseError` when no hop's mac verifies (a hop altered or cut the answer).
     """
+    if not keys:
+        raise OnionResponseError("no layers to open")
+    if type(blob) is not bytes or len(blob) != keys[0].response_size:
+        raise OnionResponseError("onion answer has the wrong size: a hop cut it or misbehaved")
     for index, key in enumerate(keys):
-        tag, body = open_response(key, blob)
-        if tag == TAG_CARRIED:
-            if index == len(keys) - 1:
-                raise OnionResponseError("final hop answered as if it were a middle hop")
-            blob = body
+        blob = _xor(key.stream_key, blob)
+        if not hmac.compare_digest(blob[:MAC_SIZE], _mac(key.mac_key, blob[MAC_SIZE:])):
             continue
+        tag = blob[MAC_SIZE]
+        length = int.from_bytes(blob[MAC_SIZE + 1 : _RESP_HEAD], "big")
+        if length > response_capacity(len(blob)):
+            raise OnionResponseError(f"hop {index} answered with a bad length")
         try:
-            m = decode_map(body, f"hop {index} response")
+            m = decode_map(blob[_RESP_HEAD : _RESP_HEAD + length], f"hop {index} answer")
         except MalformedFrame as exc:
             raise OnionResponseError(str(exc)) from None
         if tag == TAG_HOP_FAILED:
             raise HopFailed(index, str(m.get("code", "?")), str(m.get("msg", "")))
-        if index != len(keys) - 1:
+        if tag != TAG_FINAL or index != len(keys) - 1:
             raise OnionResponseError(f"hop {index} answered as the final hop but is not")
         return m
-    raise OnionResponseError("no layers to open")
+    raise OnionResponseError("onion answer does not open: a hop altered it")
 
 
 class ReplayCache:

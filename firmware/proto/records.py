@@ -8,15 +8,20 @@ so the newest one wins everywhere. Wire form (a CBOR map inside gossip and hello
 
 The signature covers ``RECORD_PREFIX + body`` — the exact bytes that travel, so verification
 never depends on re-encoding CBOR the same way twice. The body map has text keys
-``id seq addrs port ver flags relays issued expires``.
+``id seq addrs port ver flags relays issued expires pow``.
+
+v2: every record names at least one address. ``addrs[0]`` is the address placement groups the
+node by (firmware/proto/placement.py), so a relayed node names the public address its relays see
+it connect from (they check it when it attaches), not nothing. ``pow`` is the id's proof of work
+(firmware/proto/pow.py), checked against the network's difficulty ``pow_bits``.
 
 Also here (same key, same domain-separation rule, one prefix per statement):
 - the link hello: the connecting node signs (server id, server nonce, own id);
 - the reachability answer: the tested node signs (tester id, tester nonce, own id).
 
 Pure: time comes in as ``now`` (ms). Errors are :class:`RecordError` with a short ``reason``
-(``malformed``, ``bad_signature``, ``expired``, ``not_yet_valid``, ``lifetime``) that gossip
-uses to score the peer that sent the record.
+(``malformed``, ``bad_signature``, ``expired``, ``not_yet_valid``, ``lifetime``, ``pow``) that
+gossip uses to score the peer that sent the record.
 """
 
 import ipaddress
@@ -24,6 +29,7 @@ import ipaddress
 import nacl.exceptions
 import nacl.signing
 
+from . import pow as _pow
 from .codec import decode_map, encode_map
 from .errors import BadRequest, MalformedFrame
 
@@ -50,9 +56,9 @@ __all__ = [
     "address_allowed",
 ]
 
-RECORD_PREFIX = b"homenode/v1/record\x00"
-HELLO_PREFIX = b"homenode/v1/hello\x00"
-PING_PREFIX = b"homenode/v1/ping\x00"
+RECORD_PREFIX = b"homenode/v2/record\x00"
+HELLO_PREFIX = b"homenode/v2/hello\x00"
+PING_PREFIX = b"homenode/v2/ping\x00"
 
 FLAG_REACHABLE = 1  # accepts inbound links at addrs:port (direct)
 FLAG_MAPPED = 2  # ... through a port mapping on its home router (UPnP-IGD / NAT-PMP)
@@ -68,7 +74,8 @@ MAX_LIFETIME_MS = 24 * 3600 * 1000  # a node re-issues long before; caps what a 
 MAX_CLOCK_SKEW_MS = 60_000  # `issued` may be this far ahead of our clock
 MAX_RECORD_BODY = 1024  # bytes; a legit body is ~200
 _U63 = 2**63 - 1
-_KEYS = frozenset(("id", "seq", "addrs", "port", "ver", "flags", "relays", "issued", "expires"))
+_KEYS = frozenset(("id", "seq", "addrs", "port", "ver", "flags", "relays", "issued", "expires",
+                   "pow"))  # fmt: skip
 
 
 class RecordError(BadRequest):
@@ -83,9 +90,10 @@ class NodeRecord:
     """A verified record. ``wire`` is the signed map to forward as-is (never re-signed)."""
 
     __slots__ = ("id", "seq", "addrs", "port", "version", "flags", "relays", "issued", "expires",
-                 "wire")  # fmt: skip
+                 "wire", "pow")  # fmt: skip
 
-    def __init__(self, id, seq, addrs, port, version, flags, relays, issued, expires, wire):
+    def __init__(self, id, seq, addrs, port, version, flags, relays, issued, expires, wire,
+                 pow=b""):  # fmt: skip
         self.id = id
         self.seq = seq
         self.addrs = addrs
@@ -96,6 +104,7 @@ class NodeRecord:
         self.issued = issued
         self.expires = expires
         self.wire = wire
+        self.pow = pow
 
     def newer_than(self, other):
         """True when this record should replace ``other`` (same node, higher seq)."""
@@ -109,8 +118,13 @@ class NodeRecord:
         return [name for bit, name in FLAG_NAMES.items() if self.flags & bit]
 
     @property
+    def relayed(self):
+        return bool(self.flags & FLAG_RELAYED)
+
+    @property
     def address(self):
-        """(host, port) to connect to, or None for a record without addresses."""
+        """(host, port) the record advertises (for a relayed node: where its relays see it, not
+        a place to connect to), or None for a record without addresses (v1 only)."""
         return (self.addrs[0], self.port) if self.addrs else None
 
     def __eq__(self, other):
@@ -128,8 +142,12 @@ def _verify_key(node_id):
     return nacl.signing.VerifyKey(node_id)
 
 
-def make_record(signing_key, *, seq, addrs, port, version, flags, issued, expires, relays=()):
-    """Sign a record with ``signing_key`` (a nacl SigningKey; its public key is the node id)."""
+def make_record(signing_key, *, seq, addrs, port, version, flags, issued, expires, relays=(),
+                pow=b""):  # fmt: skip
+    """Sign a record with ``signing_key`` (a nacl SigningKey; its public key is the node id).
+
+    ``pow`` is the id's proof of work (``firmware.proto.pow.solve``, made once and kept with the
+    key); ``b""`` only passes on a network whose difficulty is 0 (test networks)."""
     body = {
         "id": bytes(signing_key.verify_key),
         "seq": seq,
@@ -140,6 +158,7 @@ def make_record(signing_key, *, seq, addrs, port, version, flags, issued, expire
         "relays": list(relays),
         "issued": issued,
         "expires": expires,
+        "pow": pow,
     }
     _check_body(body)  # refuse to sign what every peer would refuse
     raw = encode_map(body)
@@ -172,8 +191,12 @@ def _check_body(body):
     issued = _check_int(body, "issued", 0, _U63)
     expires = _check_int(body, "expires", 0, _U63)
     addrs = body["addrs"]
-    if type(addrs) is not list or len(addrs) > MAX_ADDRS:
-        _bad(f"addrs must be a list of at most {MAX_ADDRS} host strings")
+    if type(addrs) is not list or not 1 <= len(addrs) <= MAX_ADDRS:
+        _bad(f"addrs must be a list of 1..{MAX_ADDRS} host strings (a relayed node names the "
+             "address its relays see)")
+    proof = body["pow"]
+    if type(proof) is not bytes or len(proof) > _pow.MAX_NONCE:
+        _bad(f"pow must be bytes of at most {_pow.MAX_NONCE}")
     for a in addrs:
         if type(a) is not str or not 1 <= len(a) <= MAX_ADDR_LEN or a != a.strip():
             _bad(f"each address must be a host string of 1..{MAX_ADDR_LEN} characters")
@@ -188,16 +211,16 @@ def _check_body(body):
             _bad("each relay must be a 32-byte node id other than the record's own id")
     if body["flags"] & FLAG_RELAYED and not relays:
         _bad("a relayed record must name at least one relay")
-    if not addrs and not body["flags"] & FLAG_RELAYED:
-        _bad("a record without addresses must be relayed")
     if expires <= issued:
         _bad("expires must be after issued")
     if expires - issued > MAX_LIFETIME_MS:
         raise RecordError("lifetime", f"records may live at most {MAX_LIFETIME_MS} ms; re-issue")
 
 
-def verify_record(wire, now):
-    """Check a record received from anyone; return a NodeRecord or raise RecordError."""
+def verify_record(wire, now, *, pow_bits=0):
+    """Check a record received from anyone; return a NodeRecord or raise RecordError.
+
+    ``pow_bits``: the network's id difficulty ([network] pow_bits); 0 admits any proof."""
     if type(wire) is not dict or set(wire) != {"body", "sig"}:
         _bad("a record is a map {body: bytes, sig: bytes}")
     raw, sig = wire["body"], wire["sig"]
@@ -210,6 +233,10 @@ def verify_record(wire, now):
     except MalformedFrame as exc:
         _bad(exc.msg)
     _check_body(body)
+    try:  # one hash: before the signature, so junk ids cost us ~0.5 us, not ~50 us
+        _pow.verify(body["id"], body["pow"], pow_bits)
+    except _pow.PowError as exc:
+        raise RecordError("pow", str(exc)) from None
     try:
         _verify_key(body["id"]).verify(RECORD_PREFIX + raw, sig)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
@@ -223,6 +250,7 @@ def verify_record(wire, now):
     return NodeRecord(
         body["id"], body["seq"], tuple(body["addrs"]), body["port"], body["ver"], body["flags"],
         tuple(body["relays"]), body["issued"], body["expires"], {"body": raw, "sig": sig},
+        body["pow"],
     )  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from .errors import (
     UnknownOp,
 )
 from .frames import encode_frame
-from .hashing import signed_bytes
+from .hashing import message_hash, op_binding, signed_bytes
 from .limits import (
     HASH_SIZE,
     KEY_SIZE,
@@ -60,6 +60,7 @@ __all__ = [
     "check_store_times",
     "check_expire_times",
     "check_signature",
+    "request_binding",
 ]
 
 _BR = BadRequest
@@ -155,7 +156,14 @@ def _parse_store(rid, args):
     f.check_keys(args, _STORE_KEYS, _BR, rid, "store args")
     recipient, ns = _common(args, rid)
     ts = f.get_int(args, "ts", TIME_MIN, TIME_MAX, _BR, rid)
-    ttl = f.get_int(args, "ttl", TTL_MIN, max_ttl(ns), TtlOutOfRange, rid)
+    ttl = args.get("ttl", f.MISSING)
+    if type(ttl) is not int:  # a type error is bad_request; only a range error is ttl_out_of_range
+        what = "missing" if ttl is f.MISSING else f"got {f.type_name(ttl)}"
+        raise BadRequest(f"must be an integer {TTL_MIN}..{max_ttl(ns)} (ms), {what}", field="ttl",
+                         request_id=rid)
+    if not TTL_MIN <= ttl <= max_ttl(ns):
+        raise TtlOutOfRange(f"{ttl} is out of range, must be {TTL_MIN}..{max_ttl(ns)} (ms) in "
+                            f"namespace {ns}", field="ttl", request_id=rid)
     if ts > TIME_MAX - ttl:
         raise BadRequest(f"ts + ttl overflows {TIME_MAX}; send a real time", field="ts",
                          request_id=rid)  # fmt: skip
@@ -328,7 +336,9 @@ def check_store_times(req, now_ms):
 
 
 def check_expire_times(req, now_ms):
-    """The new expiry must be in the future (the per-message cap ts + max_ttl(ns) is the node's)."""
+    """The new expiry must be in the future and at most now + max_ttl(ns), else no message
+    could take it (`ttl_out_of_range`). The per-message cap ts + max_ttl(ns) is the node's:
+    a message it would take beyond its own cap is left as it is and not listed as updated."""
     if req.expiry <= now_ms:
         raise BadRequest(
             f"{req.expiry} is not in the future (node clock {now_ms}); to drop messages now use "
@@ -336,6 +346,29 @@ def check_expire_times(req, now_ms):
             field="expiry",
             request_id=req.id,
         )
+    latest = now_ms + max_ttl(req.ns)
+    if req.expiry > latest:
+        raise TtlOutOfRange(
+            f"{req.expiry} is {req.expiry - now_ms} ms from the node clock ({now_ms}); at most "
+            f"{max_ttl(req.ns)} ms (the longest ttl in namespace {req.ns}) allowed",
+            field="expiry",
+            request_id=req.id,
+        )
+
+
+_BOUND = {"store": "and the message hash", "delete": "and the hashes",
+          "expire": "and the hashes and expiry"}
+
+
+def request_binding(req):
+    """The op-specific part of what ``req.sig`` signs (firmware.proto.hashing.op_binding)."""
+    if req.op == "store":
+        return op_binding("store", msg_hash=message_hash(req.recipient, req.ns, req.ts, req.data))
+    if req.op == "delete":
+        return op_binding("delete", hashes=req.hashes)
+    if req.op == "expire":
+        return op_binding("expire", hashes=req.hashes, expiry=req.expiry)
+    return b""
 
 
 def check_signature(req, now_ms):
@@ -356,13 +389,14 @@ def check_signature(req, now_ms):
             field="sig_ts",
             request_id=req.id,
         )
-    msg = signed_bytes(req.op, req.recipient, req.ns, req.sig_ts)
+    msg = signed_bytes(req.op, req.recipient, req.ns, req.sig_ts, request_binding(req))
     try:
         crypto_sign_open(sig + msg, req.recipient)
     except (CryptoError, ValueError, TypeError):
         raise BadSignature(
-            f"does not verify for this recipient over {req.op}/ns {req.ns}/sig_ts {req.sig_ts}; "
-            "sign with the recipient's key the bytes given in docs/protocol.md",
+            f"does not verify for this recipient over {req.op}/ns {req.ns}/sig_ts {req.sig_ts} "
+            f"{_BOUND.get(req.op, '')}; sign with the recipient's key the bytes given in "
+            "docs/protocol.md (v2)",
             field="sig",
             request_id=req.id,
         ) from None

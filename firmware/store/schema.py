@@ -13,7 +13,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .errors import StoreOpenError
+from firmware import fsaccess
+
+from .errors import StoreError, StoreFull, StoreOpenError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x686E6D73  # "hnms": marks the file as a homenode message store
@@ -24,11 +26,13 @@ PAGE_SIZE = 1024
 
 # Why this shape (measured with bench/write_amplification.py, see the package docstring): rows
 # append in rowid order, so the table costs about one write per byte; each random-order index
-# costs about one dirtied page per inserted row, so there is exactly one: (recipient, ns, hash)
-# serves dedupe, delete, expire and the "after this hash" lookup (the hash covers recipient and
-# ns, so it is unique on its own too). The expiry index is on the expiry *minute*: inside a minute
-# entries are in rowid order, so new rows append instead of landing at random.
-EXPIRY_BUCKET_MS = 60_000  # must equal the divisor in the messages_expiry index and its queries
+# costs about one dirtied page per inserted row, so there are exactly two, each earning its cost:
+# UNIQUE (hash) dedupes and finds a message by hash (the hash covers recipient and ns), and
+# (recipient, ns) -- whose entries end in the rowid -- lists a mailbox in insertion order, so a
+# page of `retrieve` costs the same in a mailbox of 100 or of 100,000. The expiry index is on the
+# expiry *minute*: inside a minute entries are in rowid order, so new rows append instead of
+# landing at random.
+EXPIRY_BUCKET_MS = 60_000  # must equal the divisor in the expiry indexes and their queries
 
 # Each entry upgrades the schema from version i to i+1. Never edit a released entry: append.
 MIGRATIONS: list[str] = [
@@ -53,6 +57,25 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO totals (id, count, bytes) VALUES (0, 0, 0);
     """,
+    # v2: insertion-order mailbox index, owner's proof per message, durable tombstones.
+    # ADD COLUMN does not rewrite the table (proof lands after data: it is read with data).
+    """
+    ALTER TABLE messages ADD COLUMN proof BLOB;
+    DROP INDEX messages_mailbox;
+    CREATE UNIQUE INDEX messages_hash ON messages (hash);
+    CREATE INDEX messages_mailbox_order ON messages (recipient, ns);
+    -- a deleted message's hash, kept until no copy of it can still be alive anywhere
+    CREATE TABLE tombstones (
+        hash      BLOB PRIMARY KEY,
+        recipient BLOB NOT NULL,
+        ns        INTEGER NOT NULL,
+        until     INTEGER NOT NULL,
+        proof     BLOB
+    ) WITHOUT ROWID;
+    CREATE INDEX tombstones_until ON tombstones (until / 60000);
+    CREATE INDEX tombstones_mailbox ON tombstones (recipient, ns);
+    ALTER TABLE totals ADD COLUMN tombstones INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -66,11 +89,52 @@ def _fix_hint(path: Path) -> str:
     )
 
 
-def access_error(path: Path, e: Exception) -> StoreOpenError:
+# SQLite's primary result codes that mean "the data is damaged or foreign"; every other error
+# while opening is about access (permission, read-only mount, missing path, full disk, I/O).
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+
+
+def access_error(path: Path, e: BaseException) -> StoreOpenError:
+    """A one-line error naming the real cause: permission, read-only mount, missing directory or
+    a full disk -- found by looking at the paths, not guessed from SQLite's words."""
+    directory = str(path.parent)
+    for why in (
+        fsaccess.directory_problem(directory),
+        *(fsaccess.file_problem(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")),
+        fsaccess.disk_full_problem(str(path)),
+    ):
+        if why:
+            return StoreOpenError(f"cannot use the message store {path}: {why}")
+    detail = getattr(e, "strerror", None) or str(e)
     return StoreOpenError(
-        f"cannot open or write {path} ({e}). Check that {path.parent} exists, that it and the "
-        f"file are writable by this user, and that the disk is not full."
+        f"cannot open or write {path} ({detail}). Check that {directory} exists, that it and "
+        f"the file are readable and writable by this user, and that the disk is not full or "
+        f"failing (`dmesg`); the file itself was not changed."
     )
+
+
+def store_error(e: BaseException, path: Path) -> StoreError:
+    """A store error whose message names the real cause: a full disk is StoreFull (wire code
+    `full`); permission, read-only mount or a missing directory are found by looking at the
+    paths; only what is left is reported in SQLite's own words."""
+    if getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        err: StoreError = StoreFull(f"the disk holding {path} is full ({e})")
+    elif isinstance(e, sqlite3.Error):
+        why = None
+        if not damaged(e) and not isinstance(e, (sqlite3.IntegrityError, sqlite3.InterfaceError,
+                                                 sqlite3.ProgrammingError)):
+            why = (fsaccess.directory_problem(str(path.parent)) or fsaccess.file_problem(
+                str(path)) or fsaccess.file_problem(f"{path}-wal"))
+        err = StoreError(f"cannot use {path}: {why}" if why else f"SQLite error on {path}: {e}")
+    else:
+        err = StoreError(f"store operation failed: {e!r}")
+    err.__cause__ = e
+    return err
+
+
+def damaged(e: BaseException) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _DAMAGED
 
 
 def check_file_header(path: Path) -> None:
@@ -80,6 +144,8 @@ def check_file_header(path: Path) -> None:
             head = f.read(len(SQLITE_MAGIC))
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise access_error(path, e) from e
     if head and head != SQLITE_MAGIC:
         raise StoreOpenError(
             f"{path} is not an SQLite database (bad header), so it is not a homenode message "
@@ -99,6 +165,8 @@ def check_database(conn: sqlite3.Connection, path: Path) -> int:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
     except sqlite3.DatabaseError as e:
+        if not damaged(e):
+            raise access_error(path, e) from e
         raise StoreOpenError(
             f"{path} is corrupt or not an SQLite database ({e}). {_fix_hint(path)}"
         ) from e
@@ -134,20 +202,34 @@ def configure(conn: sqlite3.Connection, *, wal_bytes: int, query_only: bool = Fa
         conn.execute("PRAGMA query_only=1")
 
 
-def migrate(conn: sqlite3.Connection, version: int) -> int:
-    """Apply MIGRATIONS[version:], each in its own transaction with its version bump."""
+def migrate(conn: sqlite3.Connection, version: int, path: Path) -> int:
+    """Apply MIGRATIONS[version:], each in its own transaction with its version bump.
+
+    A failed step is rolled back whole, so the file stays at the version it had; the error says
+    why (a full disk, say: an upgrade rewrites indexes, which needs free space for a while).
+    """
     while version < SCHEMA_VERSION:
-        conn.execute("BEGIN IMMEDIATE")
         try:
-            for stmt in split_statements(MIGRATIONS[version]):
-                conn.execute(stmt)
-            version += 1
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in split_statements(MIGRATIONS[version]):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={version + 1}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            why = "" if damaged(e) else (fsaccess.disk_full_problem(str(path))
+                                         or fsaccess.directory_problem(str(path.parent)) or "")
+            raise StoreOpenError(
+                f"cannot upgrade {path} from schema version {version} to {version + 1} ({e})"
+                f"{'; ' + why if why else ''}. The upgrade was rolled back: nothing was changed "
+                f"and no message was lost."
+            ) from e
+        version += 1
     return version
 
 

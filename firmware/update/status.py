@@ -53,6 +53,17 @@ class UpdateStatus:
     def phase(self) -> str | None:
         return "updating" if self._read().get("phase") in UPDATING_PHASES else None
 
+    def health_phase(self) -> tuple[str, str] | None:
+        """(phase, reason) for the health monitor (`Node(update_phase=...)`), or None."""
+        data = self._read()
+        if data.get("phase") == "installing":
+            progress = data.get("progress")
+            done = f" ({progress} %)" if isinstance(progress, int) else ""
+            return "updating", f"installing a system update{done}; keep the power on"
+        if data.get("phase") == "trial":
+            return "updating", "running a new system on trial; it is kept once the node runs well"
+        return None
+
     def info(self) -> dict:
         data = self._read()
         if not data:

@@ -16,10 +16,13 @@ class Facts:
     """Everything the health decision looks at. Unknowns stay None."""
 
     def __init__(self, phase="booting", fatal=None, thermal_tier=NORMAL, thermal_reason="",
-                 throttle_flags=None, bandwidth_pacing=False, storage_problem=None):
+                 throttle_flags=None, bandwidth_pacing=False, storage_problem=None,
+                 phase_reason="", sensor_problem=None):
         if phase not in PHASES:
             raise ValueError("unknown node phase %r (known: %s)" % (phase, ", ".join(PHASES)))
         self.phase = phase
+        self.phase_reason = phase_reason  # why booting / needs_setup / connecting / updating
+        self.sensor_problem = sensor_problem  # a sensor the node cannot read (shown, not hidden)
         self.fatal = fatal
         self.thermal_tier = thermal_tier
         self.thermal_reason = thermal_reason
@@ -48,6 +51,14 @@ class Actions:
     def __eq__(self, other):
         return isinstance(other, Actions) and self.as_dict() == other.as_dict()
 
+    def copy_from(self, other):
+        """Take `other`'s decisions in place: services hold this object and read it live."""
+        self.pause_background = other.pause_background
+        self.refuse_new_work = other.refuse_new_work
+        self.minimum_service = other.minimum_service
+        self.pause_heavy_writes = other.pause_heavy_writes
+        self.bandwidth_scale = other.bandwidth_scale
+
 
 def actions_for(thermal_tier, under_voltage, hot_bandwidth_scale=0.25,
                 critical_bandwidth_scale=0.05):
@@ -75,7 +86,7 @@ def active_states(facts):
     if facts.fatal:
         active["fatal_error"] = facts.fatal
     if phase == "updating":
-        active["updating"] = "installing an update"
+        active["updating"] = facts.phase_reason or "installing an update"
     flags = decode_throttled(facts.throttle_flags) if facts.throttle_flags is not None else None
     if flags is not None and flags["under_voltage"]:
         active["under_voltage"] = "power supply under-voltage (throttle flags 0x%x)" % (
@@ -94,12 +105,16 @@ def active_states(facts):
             why.append("pacing traffic to last the monthly cap")
         active["throttled"] = "; ".join(why)
     if phase in ("booting", "needs_setup", "connecting"):
-        active[phase] = {"booting": "starting up",
-                         "needs_setup": "no usable network configuration",
-                         "connecting": "looking for peers"}[phase]
+        active[phase] = facts.phase_reason or {"booting": "starting up",
+                                               "needs_setup": "no usable network configuration",
+                                               "connecting": "looking for peers"}[phase]
     return active
 
 
 def node_state(facts):
-    """(state, reason) for the LED, status output and logs."""
-    return led.pick_state(active_states(facts))
+    """(state, reason) for the LED, status output and logs. A sensor the node cannot read does
+    not change the state (the node works, assuming the worse case) but is the reason shown."""
+    state, reason = led.pick_state(active_states(facts))
+    if facts.sensor_problem:
+        reason = facts.sensor_problem if not reason else reason + "; " + facts.sensor_problem
+    return state, reason

@@ -1,13 +1,24 @@
-"""Storage policy: message quota, free-space floor, eviction order, daily SD write budget.
+"""Storage policy: message quota, free-space floor, a hard minimum of free space, and the daily
+SD write budget. It decides *how much* to evict; which messages go is the store's eviction order
+(expired first, then soonest to expire), kept in SQL next to the index it walks.
 
 Why a write budget: SD cards wear out by bytes written, and a relay under load can write far
 more than a home needs. A daily budget (counted from the card's own sector counter when the
 backend can read it) turns "card dies in a year" into "stores are refused until midnight".
+
+Free space is counted two ways. `free_bytes` is what the file system has left (the caller
+subtracts what the store's space reserve would take back). `reusable_bytes` is free pages inside
+the database file: deleting messages does not shrink the file, it frees pages that new messages
+reuse, so the floor is met by `free + reusable`. Counting only the file system's figure would
+evict again every round (the free space never grows) until the store is empty. Below
+`min_free_bytes` on the file system itself the disk counts as full: every store is refused,
+whatever could be evicted, because SQLite then cannot even grow its WAL.
 """
 
 from hal.core import civil
 
 OK = "ok"
+MIN_FREE_BYTES = 1 << 20
 EVICT = "evict"
 REFUSE = "refuse"
 
@@ -80,25 +91,33 @@ class WriteBudget:
 class StoragePolicy:
     """Quota and free-space floor (bytes; 0 disables either) plus the write budget."""
 
-    def __init__(self, quota_bytes, free_floor_bytes, write_budget):
-        if quota_bytes < 0 or free_floor_bytes < 0:
-            raise ValueError("storage quota and free floor must be >= 0 bytes")
+    def __init__(self, quota_bytes, free_floor_bytes, write_budget, min_free_bytes=MIN_FREE_BYTES):
+        if quota_bytes < 0 or free_floor_bytes < 0 or min_free_bytes < 0:
+            raise ValueError("storage quota, free floor and minimum free space must be >= 0 bytes")
         self.quota_bytes = quota_bytes
         self.free_floor_bytes = free_floor_bytes
+        self.min_free_bytes = min_free_bytes
         self.write_budget = write_budget
 
-    def admit(self, size, used_bytes, free_bytes, now_ms):
-        """May a message of `size` bytes be stored, given messages use `used_bytes` and the
-        filesystem has `free_bytes` free (None when unknown)?"""
+    def disk_full(self, free_bytes):
+        return free_bytes is not None and free_bytes < self.min_free_bytes
+
+    def admit(self, size, used_bytes, free_bytes, now_ms, reusable_bytes=0):
+        """May a message of `size` bytes be stored, given messages use `used_bytes`, the
+        filesystem has `free_bytes` free (None when unknown) and the database file has
+        `reusable_bytes` of free pages?"""
         if not self.write_budget.allows(size, now_ms):
             return Admission(REFUSE, 0, "daily SD write budget spent (%d of %d bytes); stores "
                              "resume at local midnight" % (self.write_budget.written,
                                                            self.write_budget.budget_bytes))
+        if self.disk_full(free_bytes):
+            return Admission(REFUSE, 0, "data partition full (%d bytes free, at least %d "
+                             "needed)" % (free_bytes, self.min_free_bytes))
         need = 0
         if self.quota_bytes and used_bytes + size > self.quota_bytes:
             need = used_bytes + size - self.quota_bytes
         if self.free_floor_bytes and free_bytes is not None:
-            short = self.free_floor_bytes - (free_bytes - size)
+            short = self.free_floor_bytes - (free_bytes + reusable_bytes - size)
             if short > need:
                 need = short
         if need <= 0:
@@ -112,32 +131,25 @@ class StoragePolicy:
                              % (free_bytes, self.free_floor_bytes))
         return Admission(EVICT, need, "over quota or free-space floor by %d bytes" % need)
 
-    def over_limits(self, used_bytes, free_bytes):
+    def over_limits(self, used_bytes, free_bytes, reusable_bytes=0):
         """Bytes to evict now to get back under quota and above the floor (0 if none)."""
         need = 0
         if self.quota_bytes and used_bytes > self.quota_bytes:
             need = used_bytes - self.quota_bytes
         if self.free_floor_bytes and free_bytes is not None:
-            short = self.free_floor_bytes - free_bytes
+            short = self.free_floor_bytes - (free_bytes + reusable_bytes)
             if short > need:
                 need = short
         return need
 
-
-def eviction_plan(messages, need_bytes, now_ms):
-    """Which messages to delete: every expired one, then soonest-to-expire until `need_bytes`.
-
-    `messages` is an iterable of (key, size, expiry_ms). Returns (keys in deletion order,
-    bytes freed). Ties break on key so the order never depends on sort stability (MicroPython's
-    sort is not stable) or on dict order.
-    """
-    ordered = sorted(messages, key=lambda m: (m[2], m[0]))
-    keys = []
-    freed = 0
-    for key, size, expiry in ordered:
-        if expiry <= now_ms or freed < need_bytes:
-            keys.append(key)
-            freed += size
-        else:
-            break
-    return keys, freed
+    def space_problem(self, free_bytes, reusable_bytes=0):
+        """The "storage trouble" reason for the free space alone, or None."""
+        if free_bytes is None:
+            return None
+        if self.disk_full(free_bytes):
+            return ("data partition full: %d bytes free; stores are refused until space is "
+                    "freed on it" % free_bytes)
+        if self.free_floor_bytes and free_bytes + reusable_bytes < self.free_floor_bytes:
+            return ("data partition nearly full: %d MB free, floor %d MB"
+                    % ((free_bytes + reusable_bytes) // 1000000, self.free_floor_bytes // 1000000))
+        return None

@@ -17,11 +17,11 @@ import trio
 import trio.testing
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from firmware.config import default_schema
 from firmware.exit_status import EXIT_POWEROFF, EXIT_RESTART
 from firmware.identity import NODE_KEY_FILE
 from firmware.logs import Log
 from firmware.node import Node
+from firmware.settings import default_schema
 from hal.core import led
 from tests.conftest import write_toml
 from tests.hal.fakesys import FakeSys
@@ -63,16 +63,19 @@ class Box:
                     "poll_interval": 1.0},
         })
         self.logs = io.StringIO()
+        self.update = None  # what the update tooling would report: (phase, reason) or None
         self.node = Node(default_schema().load(cfg_path), log=Log("debug", stream=self.logs),
-                         out=io.StringIO())
+                         out=io.StringIO(), pin_factory=factory,
+                         update_phase=lambda: self.update)
         self.stops = []
         self.stopped = trio.Event()
-        self.node.device.stop_node = self._stop
         self.pin = factory.pin(BUTTON)
         self.rgb = [factory.pin(p) for p in RGB]
         self.data_dir = self.node.data_dir
 
-    def _stop(self):
+    async def run_node(self, *, task_status=trio.TASK_STATUS_IGNORED):
+        """The node until it stops itself (safe shutdown, factory reset)."""
+        await self.node.run(task_status=task_status)
         self.stops.append(trio.current_time())
         self.stopped.set()
 
@@ -94,7 +97,7 @@ class Box:
 
 
 async def start(box, nursery):
-    await nursery.start(box.node.run)
+    await nursery.start(box.run_node)
     await trio.sleep(0.5)
 
 
@@ -131,7 +134,7 @@ async def test_hold_three_seconds_shuts_down_safely(tmp_path, mock_pins, jump_cl
         assert box.events() == ["hold_shutdown", "shutdown"]
         assert box.marker.read_text() == "poweroff"  # the configured command really ran
         assert box.node.exit_status == 0  # the command did the power-off: a plain exit
-        assert box.node.device.state == "safe_to_unplug"
+        assert box.node.device.health.state == "safe_to_unplug"
         # LEDs show safe_to_unplug: ACT steady on, PWR off, RGB steady green
         await trio.sleep(2)
         assert box.act() == "255"
@@ -177,7 +180,7 @@ async def test_hold_with_auto_command_asks_systemd_to_power_off(tmp_path, mock_p
         await box.wait_stopped()
         assert box.events() == ["hold_shutdown", "shutdown"]
         assert box.node.exit_status == EXIT_POWEROFF
-        assert box.node.device.state == "safe_to_unplug"
+        assert box.node.device.health.state == "safe_to_unplug"
         assert not box.marker.exists()
         n.cancel_scope.cancel()
     assert "shutdown_command" not in box.logs.getvalue()
@@ -204,10 +207,10 @@ async def test_health_state_drives_every_led(tmp_path, mock_pins, jump_clock):
     async with trio.open_nursery() as n:
         await start(box, n)
         await trio.sleep(1.5)
-        assert box.node.device.state == "healthy"
+        assert box.node.device.health.state == "healthy"
         box.fake.throttled("50005\n")  # under-voltage now
         await trio.sleep(1.5)
-        assert box.node.device.state == "under_voltage"
+        assert box.node.device.health.state == "under_voltage"
         assert box.fake.read("/sys/class/leds/PWR/brightness").strip() == "255"
         pattern = led.state_pattern("under_voltage")
         red = box.rgb[0]
@@ -216,10 +219,10 @@ async def test_health_state_drives_every_led(tmp_path, mock_pins, jump_clock):
         levels = [s.state for s in red.states[1:]]
         assert levels[:8] == [0.0, 1.0] * 4 or levels[:8] == [1.0, 0.0] * 4, levels
         assert box.node.device.info()["health_reason"].startswith("power supply under-voltage")
-        box.node.device.set_phase("updating")  # an update outranks the power warning
+        box.update = ("updating", "installing an update")  # outranks the power warning
         await trio.sleep(1.5)
-        assert box.node.device.state == "updating"
-        box.node.device.fatal("store corrupt")
+        assert box.node.device.health.state == "updating"
+        box.node.device.health.fatal("store corrupt")
         await trio.sleep(1.5)
         assert box.node.device.info()["health"] == "fatal_error"
         assert box.node.device.info()["health_reason"] == "store corrupt"

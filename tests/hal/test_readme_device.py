@@ -2,8 +2,8 @@
 
 import pathlib
 
-from firmware.device import SECTIONS
 from firmware.device.docs import current_section, section_markdown
+from firmware.device.settings import SECTIONS
 from hal.core import led
 
 README = pathlib.Path(__file__).resolve().parents[2] / "README.md"

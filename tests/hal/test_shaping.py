@@ -1,9 +1,24 @@
-"""The shaper on trio streams, in virtual time (memory streams + autojump clock)."""
+"""The shaper on trio streams, in virtual time (memory streams + autojump clock), and the
+service's wrapper on real loopback sockets (what is metered, and how)."""
 
+import io
+import socket
+
+import pytest
 import trio
 import trio.testing
 
-from firmware.device.shaping import PeerBuckets, ShapedStream
+from firmware.device.shaping import (
+    BandwidthService,
+    LocalStream,
+    PeerBuckets,
+    ShapedStream,
+    Unmetered,
+)
+from firmware.logs import Log
+from firmware.settings import default_schema
+from hal.backends.netio import PayloadMeter, SocketMeter
+from hal.core import wire
 from hal.core.bandwidth import BandwidthShaper
 
 
@@ -77,3 +92,170 @@ async def test_one_peer_cannot_take_the_whole_link(autojump_clock):
     assert times["other"] < 0.2, times
     # both greedy links together: (200000 - 16384 burst) / 50000 B/s = 3.67 s
     assert 3.5 < max(times["greedy-1"], times["greedy-2"]) < 3.9, times
+
+
+# -- what is metered, and how: the service's wrapper on real loopback sockets ----------------
+
+
+
+@pytest.mark.parametrize("peer, local, networks, operator", [
+    ("127.0.0.1", "127.0.0.1", ["127.0.0.0/8", "::1/128"], True),  # status via node.json
+    ("127.0.1.1", "127.0.0.1", ["127.0.0.0/8", "::1/128"], True),  # Debian's hostname entry
+    ("::1", "::1", ["127.0.0.0/8", "::1/128"], True),
+    ("::ffff:127.0.0.1", "::ffff:127.0.0.1", ["127.0.0.0/8"], True),  # dual-stack listener
+    ("192.168.1.20", "192.168.1.20", [], True),  # the box by its own LAN address
+    ("fe80::1%eth0", "fe80::1%eth0", [], True),
+    ("127.0.0.1", "127.0.0.2", [], False),  # loopback taken out of the list: metered
+    ("192.168.1.30", "192.168.1.20", ["127.0.0.0/8"], False),  # another box on the LAN
+    ("192.168.1.30", "192.168.1.20", ["192.168.1.0/24"], True),  # ... unless the LAN is listed
+    ("203.0.113.9", "192.168.1.20", ["127.0.0.0/8", "::1/128"], False),  # the internet
+    ("::ffff:203.0.113.9", "::ffff:10.0.0.2", ["127.0.0.0/8"], False),
+    ("garbage", None, ["127.0.0.0/8"], False),
+])
+def test_operator_traffic_rule(peer, local, networks, operator):
+    assert Unmetered(networks)(peer, local) is operator
+
+
+def test_a_bad_network_is_named():
+    with pytest.raises(ValueError, match="'10.0.0.300/8'"):
+        Unmetered(["10.0.0.300/8"])
+
+
+def service(tmp_path, **bandwidth):
+    cfg = default_schema().load(overrides={f"bandwidth.{k}": v for k, v in bandwidth.items()})
+    return BandwidthService(cfg.bandwidth, str(tmp_path), lambda: int(trio.current_time() * 1000),
+                            Log("warning", stream=io.StringIO()))
+
+
+async def tcp_pair(host):
+    """(accepted server-side stream, client stream) over loopback, the server on `host`."""
+    listener = (await trio.open_tcp_listeners(0, host=host))[0]
+    port = listener.socket.getsockname()[1]
+    client = await trio.open_tcp_stream(host, port)
+    server = await listener.accept()
+    await listener.aclose()
+    return server, client
+
+
+async def test_loopback_clients_are_counted_apart_and_never_shaped(tmp_path):
+    bw = service(tmp_path, monthly_cap_gb=0.001, cycle_s=60)
+    bw.shaper.account("down", 10 ** 6, bw.clock_ms())  # the cap is spent ...
+    server, client = await tcp_pair("127.0.0.1")
+    wrapped = bw.wrap(server)
+    assert isinstance(wrapped, LocalStream)
+    with trio.fail_after(1):  # ... and the operator still gets through at once
+        await client.send_all(b"status?")
+        assert await wrapped.receive_some(100) == b"status?"
+        await wrapped.send_all(b"x" * 5000)
+    info = bw.info()
+    assert (info["local_down_bytes"], info["local_up_bytes"]) == (7, 5000)
+    assert info["used_bytes"] == 10 ** 6 and info["up_bytes"] == 0
+    await wrapped.aclose()
+    await client.aclose()
+
+
+async def test_metered_links_count_wire_bytes_from_the_kernel_even_unshaped(tmp_path):
+    bw = service(tmp_path, unmetered_networks=[])
+    assert not bw.enabled  # no limit configured: count, never wait
+    server, client = await tcp_pair("127.0.0.2")  # peer 127.0.0.1 is not the local address
+    wrapped = bw.wrap(server)
+    assert isinstance(wrapped, ShapedStream) and isinstance(wrapped.meter, SocketMeter)
+    assert wrapped in bw._live
+    payload = b"p" * 300_000
+
+    async def read_all():
+        got = 0
+        while got < len(payload):
+            got += len(await client.receive_some(65536))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(read_all)
+        await wrapped.send_all(payload)
+    await client.send_all(b"q" * 1000)
+    assert await wrapped.receive_some(65536)
+    await wrapped.aclose()
+    await client.aclose()
+    assert wrapped not in bw._live
+    up, down = bw.shaper.totals["up"], bw.shaper.totals["down"]
+    hdr = wire.header_bytes()
+    # payload plus a header for every segment (loopback segments are up to 64 KB), the
+    # handshake and the close; ACKs the client sent come in
+    assert 300_000 + 5 * hdr <= up <= 300_000 * 1.01 + 1000, up
+    assert 1000 + 5 * hdr <= down <= 1000 + 200 * hdr, down
+    assert bw.info()["local_up_bytes"] == 0
+
+
+async def test_with_a_cap_the_windows_are_bounded_and_held_in_reserve(tmp_path):
+    bw = service(tmp_path, monthly_cap_gb=0.004, cycle_s=60, unmetered_networks=[])
+    server, client = await tcp_pair("127.0.0.2")
+    wrapped = bw.wrap(server)
+    sock = server.socket
+    target = wrapped.meter.receive_buffer
+    assert wire.MIN_WINDOW <= target <= bw.shaper.pace.burst
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * target  # Linux doubles
+    assert bw.shaper.reserved() >= wrapped.meter.window > 0
+    # near the cap the sweep shrinks every window to a share of what is left
+    bw.shaper.account("down", 4_000_000 - 40_000, bw.clock_ms())
+    bw.sweep()
+    assert wrapped.meter.receive_buffer == wire.MIN_WINDOW
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * wire.MIN_WINDOW
+    await client.aclose()
+    await wrapped.aclose()
+    assert bw.shaper.reserved() == 0
+
+
+class WindowMeter(PayloadMeter):
+    """PayloadMeter with a receive window, as SocketMeter reports one (test double)."""
+
+    def __init__(self, window):
+        super().__init__()
+        self.window_size = window
+
+    def read(self):
+        super().read()
+        self.window = self.window_size
+        return True
+
+
+async def test_reading_stops_while_the_open_windows_would_overrun_the_cap(autojump_clock):
+    cap = 1_000_000
+    shaper = BandwidthShaper(clock_ms(), up_rate=10**12, down_rate=10**12, burst_s=1000.0,
+                             monthly_cap_bytes=cap, cycle_ms=3_600_000, min_chunk=16384)
+    a, b = trio.testing.memory_stream_pair()
+    shaped = ShapedStream(b, shaper, clock_ms, meter=WindowMeter(60_000))
+    shaped.sync()
+    reserve = wire.window_reserve(60_000, wire.DEFAULT_MSS, 0)[1]
+    assert shaper.reserved() == reserve
+    shaper.account("down", cap - reserve - 10_000, clock_ms())
+    await a.send_all(b"z" * 10_000)
+    assert len(await shaped.receive_some(65536)) == 10_000  # fits: read
+    await a.send_all(b"z" * 10)
+    with trio.move_on_after(30) as held:
+        await shaped.receive_some(65536)  # used + open window = cap: not another byte
+    assert held.cancelled_caught
+    assert shaper.budget.used_bytes == cap - reserve
+    shaped.finish()  # the link closed: its window no longer counts
+    assert shaper.reserved() == 0
+
+
+async def test_the_time_the_node_held_reads_is_told_apart(autojump_clock):
+    # a listener's slow-frame deadline must not blame the peer for the node's own pacing
+    shaper = BandwidthShaper(clock_ms(), up_rate=10**12, down_rate=50_000, burst_s=0.1,
+                             min_chunk=16384)
+    a, b = trio.testing.memory_stream_pair()
+    shaped = ShapedStream(b, shaper, clock_ms)
+    await a.send_all(b"w" * 40_000)
+    assert len(await shaped.receive_some(65536)) == 40_000
+    assert shaped.held_s == 0 and shaped.held_since is None
+    seen = {}
+
+    async def look():
+        await trio.sleep(0.1)
+        seen["since"] = shaped.held_since
+
+    async with trio.open_nursery() as n:
+        n.start_soon(look)
+        await a.send_all(b"w")
+        await shaped.receive_some(65536)
+    assert seen["since"] is not None  # held while the debt was paid off
+    assert 0.4 < shaped.held_s < 0.6, shaped.held_s  # (40000 - 16384) / 50000 B/s = 0.47 s

@@ -13,15 +13,18 @@ from firmware.update import layout as slots
 from image import assemble, bootfiles
 from image.progress import Progress
 from qemu.harness import extract_partition, fat_files, fat_read, partitions
+from tests.tools import require_tools
 
 TOOLS = ("mkfs.vfat", "mcopy", "mdir", "mkfs.ext4", "sfdisk", "e2fsck", "debugfs", "resize2fs",
          "mkimage", "mkenvimage", "dumpimage", "fw_printenv")
-pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                                reason="needs dosfstools, mtools, e2fsprogs, fdisk, u-boot-tools, "
-                                       "libubootenv-tool (bash scripts/setup.sh installs them)")
 SMALL = assemble.Layout(bootfs_mib=64, boot_slot_mib=64, root_slot_mib=128, data_mib=32)
 KVER = "6.12.99+deb13-arm64"
 EPOCH = 1_700_000_000
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tools(*TOOLS, package="dosfstools mtools e2fsprogs fdisk u-boot-tools libubootenv-tool")
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "image" / "device"))
 import bootconfig  # noqa: E402
 
-from firmware.config import default_schema  # noqa: E402
+from firmware.settings import default_schema  # noqa: E402
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBm5Cq2p7Xh2yCkQ2vG9pG3nYkYv4bq2h0d3W1Uu8yZ0 me@pc"
 
@@ -84,7 +84,12 @@ def test_wpa_psk_matches_the_ieee_test_vector():
     ('[node]\ndata_dir = "/tmp"', "fixed by the image"),
     ('hostname = "x"', "inside a section"),
     ('[device\nhostname = "x"', "not valid TOML"),
-    ('wifi = 3', "must be a section"),
+    ('wifi = 3', "must be a table"),
+    ('[wifi]\ncountry = "DE"\nssid = "net"', "ssid and passphrase together"),
+    ('[ssh]\nauthorized_keys = "hello"', "OpenSSH public key"),
+    ('[thermal]\nwarm_c = 85\nhot_c = 70\ncritical_c = 60', "warm_c < hot_c < critical_c"),
+    ('[hal]\nshutdown_hold_s = 12\nreset_hold_s = 10', "shutdown_hold_s < reset_hold_s"),
+    ('[bandwidth]\nmonthly_cap = 5', "did you mean monthly_cap_gb?"),
 ])
 def test_mistakes_are_reported_clearly(text, fragment):
     plan = bootconfig.plan_from_text(text)
@@ -92,11 +97,21 @@ def test_mistakes_are_reported_clearly(text, fragment):
     assert any(fragment in p for p in plan.problems), plan.problems
 
 
-def test_unknown_node_setting_is_caught_by_the_node_schema():
-    plan = bootconfig.plan_from_text("[bandwidth]\nmonthly_cap = 5\n")
-    assert plan.problems == []  # not a device section: the node's schema judges it
-    problems = default_schema().validate(plan.node_config, "homenode.toml")[1]
-    assert any("monthly_cap_gb" in p for p in problems)  # did-you-mean
+def test_every_problem_at_once_boot_sections_and_node_settings_together():
+    """One pass of the one validator: a bad boot section no longer hides node-setting mistakes."""
+    plan = bootconfig.plan_from_text(
+        '[device]\nhostname = "My Box"\n[wifi]\ncountry = "de"\n[ssh]\nauthorized_keys = 3\n'
+        '[bandwidth]\nmonthly_cap = 5\n[thermal]\nwarm_c = 85\n[node]\ndata_dir = "/x"\n')
+    joined = "\n".join(plan.problems)
+    for fragment in ("hostname", "[wifi] country", "authorized_keys", "monthly_cap_gb",
+                     "warm_c < hot_c", "fixed by the image"):
+        assert fragment in joined, plan.problems
+    assert len(plan.problems) == 6
+
+
+def test_a_single_key_string_is_taken_as_a_list():
+    plan = bootconfig.plan_from_text(f'[ssh]\nauthorized_keys = "{KEY}"\n')
+    assert plan.problems == [] and plan.ssh_keys == [KEY]
 
 
 def test_node_config_writer_round_trips():

@@ -11,12 +11,15 @@ import pytest
 
 from firmware.update import layout
 from image import bootfiles, bundle, keys
+from tests.tools import require_tools
 
 TOOLS = ("rauc", "mksquashfs", "openssl", "mkfs.ext4", "debugfs", "e2fsck", "mkfs.vfat",
          "mcopy")
-pytestmark = pytest.mark.skipif(any(shutil.which(t) is None for t in TOOLS),
-                                reason="needs rauc, squashfs-tools, openssl, e2fsprogs, "
-                                       "dosfstools, mtools (bash scripts/setup.sh)")
+
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tools(*TOOLS, package="rauc squashfs-tools openssl e2fsprogs dosfstools mtools")
 
 
 @pytest.fixture(scope="module")

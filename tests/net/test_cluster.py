@@ -13,7 +13,7 @@ import trio
 
 from firmware.client import connect
 from firmware.identity import Identity, ensure_data_dir, node_key_path, write_key_file
-from firmware.net.membership import live_set_digest
+from firmware.net.roster import live_set_digest
 from firmware.proto.placement import rank
 from tests.conftest import NodeProcess, run_cli, write_toml
 
@@ -285,3 +285,45 @@ def test_a_member_that_was_down_catches_up_after_restart(cluster):
              lambda: held(late, user) == {r.hash})  # fmt: skip
     assert run(_info, late)["repairs_in"] + sum(
         run(_info, n)["repairs_out"] for n in nodes if n is not late) >= 1
+
+
+def test_a_store_refused_for_heat_is_held_by_no_swarm_member(tmp_path, node_factory):
+    """The bug that started the request-path rewrite: a node too hot to take a store answered
+    `busy`, yet had already started copying it to the swarm. Three real nodes (k = 3, so all
+    three are every swarm), the first one hot through its fake sysfs: the store is refused and,
+    once replication has had every chance to run, nobody holds it; the same store to a cool
+    node is held by all three."""
+    from firmware.proto.errors import Busy
+    from tests.hal.fakesys import FakeSys
+
+    fake = FakeSys(tmp_path / "sys").pi(temp="90000\n")
+    hot = node_factory("hot", **config(k=3), hal={
+        "backend": "pi", "sysfs_root": str(fake.root), "vcgencmd": "", "poll_interval": 0.05})
+    hot.start()
+    others = [node_factory(f"n{i}", **config([hot], k=3)).start() for i in range(2)]
+    nodes = [hot, *others]
+    wait_for("membership", lambda: converged(nodes))
+    wait_for("the hot node to know it",
+             lambda: infos([hot])[0]["device"]["thermal_tier"] == "critical")
+    me = nacl.signing.SigningKey.generate()
+    rcpt = bytes(me.verify_key)
+
+    async def store_to(n, data):
+        async with connect(n.host, n.port, n.node_id) as c:
+            return await c.store(rcpt, data)
+
+    with pytest.raises(Busy, match="not taking new work"):
+        run(store_to, hot, b"refused for heat")
+    r = run(store_to, others[0], b"taken by a cool node")
+    assert r.replicas == 3
+
+    async def held(n):
+        async with connect(n.host, n.port, n.node_id) as c:
+            return sorted(m.data for m in await c.retrieve_all(me))
+
+    # two more anti-entropy rounds everywhere: a copy that had started would have spread by now
+    rounds = [i["anti_entropy_rounds"] for i in infos(others)]
+    wait_for("two anti-entropy rounds", lambda: all(
+        i["anti_entropy_rounds"] >= r + 2 for i, r in zip(infos(others), rounds, strict=True)))
+    for n in nodes:
+        assert run(held, n) == [b"taken by a cool node"], n.dir

@@ -9,17 +9,20 @@ import cbor2
 import trio
 
 from firmware.identity import Identity
+from firmware.link import LinkDown
 from firmware.logs import Log
-from firmware.net import NETWORK
-from firmware.net.membership import MembershipService, live_set_digest
-from firmware.net.peers import PeerAuth, PeerUnavailable
-from firmware.rpc import ConnInfo
+from firmware.net.membership import MembershipService
+from firmware.net.peers import PeerAuth
+from firmware.net.roster import AdvertisedAddress, Roster, live_set_digest
+from firmware.net.settings import NETWORK
+from firmware.serve.pipeline import ConnInfo
 
 T0 = 1_800_000_000_000
 
 
 def cfg(**over):
     values = {k.name: k.default for k in NETWORK.keys}
+    values["pow_bits"] = 0  # an in-process test network without id work (tests/proto/test_pow*)
     values.update(over)
     return types.SimpleNamespace(**values)
 
@@ -41,12 +44,12 @@ class Net:
                 net.requests.append((me, node_id, op))
                 await trio.sleep(0.01)  # a little latency, so loops interleave
                 if node_id in net.down or me in net.down or node_id not in net.nodes:
-                    raise PeerUnavailable(f"{node_id.hex()[:8]} unreachable")
+                    raise LinkDown(f"{node_id.hex()[:8]} unreachable")
                 svc, auth = net.nodes[node_id]
                 if (me, node_id) not in net.linked:  # what hello does on a new link
                     net.linked.add((me, node_id))
-                    svc.on_record(me, net.nodes[me][0].own_record().wire)
-                    net.nodes[me][0].on_record(node_id, svc.own_record().wire)
+                    svc.roster.merge_from(me, net.nodes[me][0].roster.own().wire)
+                    net.nodes[me][0].roster.merge_from(node_id, svc.roster.own().wire)
                 fn = {"gossip": svc.op_gossip, "ping": auth.ping}[op]
                 frame = cbor2.loads(cbor2.dumps({"op": op, "args": args}))
                 result = await fn(frame, ConnInfo("127.0.0.1", peer_id=me), svc.clock_ms())
@@ -57,16 +60,23 @@ class Net:
     def add(self, seed, port, **over):
         ident = Identity(bytes([seed]) * 32)
         clock = lambda: T0 + int(trio.current_time() * 1000)  # noqa: E731
-        svc = MembershipService(ident, cfg(**over), links=self.links_for(ident.node_id),
-                                clock_ms=clock, log=Log("error"), version="t",
-                                address=lambda: ("127.0.0.1", port), rng=random.Random(seed))  # fmt: skip
-        auth = PeerAuth(ident, own_record=svc.own_record, on_record=svc.on_record)
+        c = cfg(**over)
+        roster = Roster(ident, c, AdvertisedAddress("", 0, ("127.0.0.1", port)), version="t",
+                        clock_ms=clock, log=Log("error"), rng=random.Random(seed))
+
+        async def no_relayed(identity, record, *, timeout):
+            return False
+
+        svc = MembershipService(ident, c, roster, self.links_for(ident.node_id),
+                                relayed_ping=no_relayed, clock_ms=clock, log=Log("error"),
+                                rng=random.Random(seed))
+        auth = PeerAuth(ident, own_record=roster.own, on_record=roster.merge_from)
         self.nodes[ident.node_id] = (svc, auth)
         return svc
 
 
 def boot(svc):
-    rec = svc.own_record()
+    rec = svc.roster.own()
     return f"127.0.0.1:{rec.port}@{rec.id.hex()}"
 
 
@@ -83,22 +93,22 @@ async def test_bootstrap_liveness_failure_and_reissue(nursery, autojump_clock):
     await trio.sleep(20)  # a few gossip rounds (5 s) and tests (10 s)
     assert [s.info()["live_set"] for s in (a, b, c)] == [everyone] * 3
     assert all(s.info()["peers_live"] == 2 for s in (a, b, c))
-    assert b.placement.nodes == a.placement.nodes == frozenset(net.nodes)
-    epoch = b.placement.epoch
+    assert b.roster.placement.nodes == a.roster.placement.nodes == frozenset(net.nodes)
+    epoch = b.roster.placement.epoch
 
     # a's record is re-issued at half its 60 s lifetime, and the newer seq reaches b
-    first_seq = a.own_record().seq
+    first_seq = a.roster.own().seq
     await trio.sleep(20)
-    assert a.own_record().seq > first_seq and a.counters["records_issued"] >= 1
-    assert b.state.get(a.identity.node_id).seq == a.own_record().seq
-    assert b.placement.epoch == epoch  # same address: no membership change
+    assert a.roster.own().seq > first_seq and a.roster.records_issued >= 1
+    assert b.roster.state.get(a.identity.node_id).seq == a.roster.own().seq
+    assert b.roster.placement.epoch == epoch  # same address: no membership change
 
     # c goes away: after two failed tests (10 s, then 20 s back-off) the others drop it
     net.down.add(c.identity.node_id)
     await trio.sleep(60)
     both = live_set_digest([a.identity.node_id, b.identity.node_id])
     assert a.info()["live_set"] == b.info()["live_set"] == both
-    assert b.placement.epoch == epoch + 1
+    assert b.roster.placement.epoch == epoch + 1
     assert b.info()["reachability_failed"] >= 2
 
     # it comes back: re-tested after its back-off, live again everywhere
@@ -112,5 +122,5 @@ async def test_a_node_without_bootstrap_stays_alone(nursery, autojump_clock):
     a = net.add(1, 7001)
     await nursery.start(a.run)
     await trio.sleep(30)
-    assert a.info()["peers_known"] == 0 and a.placement.nodes == {a.identity.node_id}
+    assert a.info()["peers_known"] == 0 and a.roster.placement.nodes == {a.identity.node_id}
     assert net.requests == []

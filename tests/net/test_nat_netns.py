@@ -14,6 +14,7 @@ namespaces, which have no link to the host's network; nothing in the host namesp
 them (every process that talks to them runs under ``ip netns exec``).
 """
 
+import ast
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, NodeProcess
+from tests.tools import require_tools
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -41,9 +43,7 @@ FAST_NET = {"gossip_interval": 0.5, "test_interval": 1.0, "test_backoff_max": 2.
 def _why_not():
     if os.geteuid() != 0:
         return "needs root (network namespaces, nftables, miniupnpd)"
-    for tool in ("ip", "nft", "miniupnpd"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install iproute2 nftables miniupnpd)"
+    require_tools("ip", "nft", "miniupnpd", package="iproute2 nftables miniupnpd")
     probe = P + "x"
     r = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if r.returncode:
@@ -311,7 +311,24 @@ def test_home_behind_nat_without_upnp_is_relayed_and_still_serves(topo):
     assert st["messages"] >= 1
     passed_down = sum(s.status().get("relayed_passed_down", 0) for s in seeds)
     assert passed_down >= 2, "store and retrieve reached the home node through its relays"
+    # its record names the address its relays see (the router's), not its LAN address: that
+    # network is what placement and paths count it in, and what its relays checked
+    assert _hosts_seen_by_seed(topo, home) == [WAN_IP]
     home.stop()
+
+
+def _hosts_seen_by_seed(topo, node, want=None, timeout=30):
+    seed = topo.seeds[0]
+    script = (f"import trio; from firmware.client.onion_client import bootstrap\n"
+              f"hops = trio.run(bootstrap, {SEED_IP!r}, {seed.port}, "
+              f"bytes.fromhex({seed.node_id.hex()!r}))\n"
+              f"print([h.host for h in hops if h.node_id.hex() == {node.node_id.hex()!r}])")
+    deadline = time.monotonic() + timeout
+    while True:
+        out = ast.literal_eval(sh(sys.executable, "-c", script, ns=NS_INET).stdout.strip() or "[]")
+        if (out if want is None else out == want) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
 
 
 def test_box_without_a_network_says_unreachable(topo):
@@ -340,7 +357,7 @@ def test_node_with_a_public_address_is_direct(topo):
     assert "port_mapping" not in st
     # it now advertises the address the peers reached it at, and the seeds learn it
     seed = topo.seeds[0]
-    script = (f"import trio; from firmware.onion_client import bootstrap\n"
+    script = (f"import trio; from firmware.client.onion_client import bootstrap\n"
               f"hops = trio.run(bootstrap, {SEED_IP!r}, {seed.port}, "
               f"bytes.fromhex({seed.node_id.hex()!r}))\n"
               f"print([h.host for h in hops if h.node_id.hex() == {n.node_id.hex()!r}])")
@@ -367,10 +384,10 @@ me = nacl.signing.SigningKey.generate()
 rcpt = bytes(me.verify_key)
 
 async def through(op, args):
-    frame = {{"v": 1, "id": 1, "op": op, "args": args}}
+    frame = {{"v": 2, "id": 1, "op": op, "args": args}}
     blob, keys = onion.build_onion(path, encode_map(frame), wall_ms(), os.urandom)
     async with connect(path[0].host, path[0].port, path[0].node_id) as c:
-        ok = await c.request("onion", {{"blob": blob, "pos": 0}})
+        ok = await c.request("onion", {{"blob": blob}})
     resp = onion.unwrap_response(keys, ok["blob"])
     if "err" in resp:
         raise SystemExit(f"{{op}} failed: {{resp['err']}}")

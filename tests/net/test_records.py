@@ -4,6 +4,7 @@ import cbor2
 import pytest
 from nacl.signing import SigningKey
 
+from firmware.proto import pow
 from firmware.proto.codec import encode_map
 from firmware.proto.records import (
     FLAG_MAPPED,
@@ -60,10 +61,44 @@ def test_roundtrip_fields():
     assert (back.issued, back.expires) == (T0, T0 + 3_600_000)
 
 
-def test_relayed_record_names_relays():
-    r = rec(addrs=[], flags=FLAG_RELAYED, relays=[bytes(OTHER.verify_key)])
-    assert verify_record(r.wire, T0).relays == (bytes(OTHER.verify_key),)
-    assert r.address is None
+def test_relayed_record_names_relays_and_the_address_they_see():
+    r = rec(addrs=["198.51.100.7"], flags=FLAG_RELAYED, relays=[bytes(OTHER.verify_key)])
+    back = verify_record(r.wire, T0)
+    assert back.relays == (bytes(OTHER.verify_key),) and back.relayed
+    assert back.address == ("198.51.100.7", 7070)  # what placement groups it by
+    with pytest.raises(RecordError, match="1..4 host strings"):  # v2: never address-less
+        rec(addrs=[], flags=FLAG_RELAYED, relays=[bytes(OTHER.verify_key)])
+
+
+def _solved(key, bits):
+    return pow.solve(bytes(key.verify_key), bits)
+
+
+@pytest.mark.parametrize("bits", [0, 8, 12])
+def test_record_carries_the_ids_proof_of_work(bits):
+    proof = _solved(KEY, bits) if bits else b""
+    r = rec(pow=proof)
+    assert verify_record(r.wire, T0, pow_bits=bits).pow == proof
+    assert body_of(r)["pow"] == proof
+
+
+def test_records_below_the_network_difficulty_are_refused():
+    weak = _solved(KEY, 4)
+    while pow.work(bytes(KEY.verify_key), weak) < 1 << (64 - 12):  # make sure it is < 12 bits
+        weak = pow.search(bytes(KEY.verify_key), 4, int.from_bytes(weak, "big") + 1, 1 << 20)
+    r = rec(pow=weak)
+    assert verify_record(r.wire, T0, pow_bits=4).id == bytes(KEY.verify_key)
+    assert reason_bits(r.wire, 12) == "pow"
+    assert reason_bits(rec(pow=b"").wire, 1) == "pow"
+    # a proof is bound to its key: KEY's proof does not admit OTHER
+    strong = _solved(KEY, 10)
+    assert reason_bits(rec(key=OTHER, pow=strong).wire, 10) == "pow"
+
+
+def reason_bits(wire, bits):
+    with pytest.raises(RecordError) as info:
+        verify_record(wire, T0, pow_bits=bits)
+    return info.value.reason
 
 
 def test_newer_seq_wins():
@@ -121,7 +156,9 @@ def test_lifetime_cap():
         {"id": b"\x00" * 31},
         {"relays": [b"\x00" * 31]},
         {"flags": FLAG_RELAYED},  # relayed without relays
-        {"addrs": []},  # no address and not relayed
+        {"addrs": []},  # v2: every record names an address
+        {"pow": "x"},
+        {"pow": b"\x00" * 17},
         {"expires": T0},  # expires <= issued
         {"extra": 1},
     ],

@@ -10,13 +10,14 @@ import pytest
 import trio
 
 from firmware.identity import Identity
+from firmware.link import Dialer, LinkPool, direct_dial
 from firmware.logs import Log
-from firmware.net.forward_links import LinkPool
 from firmware.net.onion_relay import OnionRelay
 from firmware.net.relay_hub import RelayHub
 from firmware.proto import onion
 from firmware.proto.errors import BadRequest, Busy, StorageFull
-from firmware.rpc import ConnInfo, RpcHandler
+from firmware.serve.pipeline import ConnInfo, Pipeline, RateLimiter
+from firmware.serve.storage_ops import StorageOps
 from firmware.store import MessageStore
 
 NOW = 1_790_000_000_000
@@ -27,17 +28,19 @@ def relay(tmp_path):
     ident = Identity.generate()
     store = MessageStore.open(str(tmp_path / "db.sqlite"), quota_bytes=1 << 20,
                               clock_ms=lambda: NOW)
-    handler = RpcHandler(store, ident.node_id)
+    pipeline = Pipeline(storage=StorageOps(store, ident.node_id),
+                        limiter=RateLimiter(1e6, 10**6))
     log = Log("warning", stream=open(os.devnull, "w"))
-    r = OnionRelay(ident, handler, links=LinkPool(log=log, connect_timeout=2.0), log=log,
-                   clock_ms=lambda: NOW, max_inflight=4, max_per_link=2, forward_timeout=3.0)
+    r = OnionRelay(ident, LinkPool(direct_dial(Dialer()), connect_timeout=2.0), log=log,
+                   execute=pipeline.storage_request, clock_ms=lambda: NOW, max_inflight=4,
+                   max_per_link=2, forward_timeout=3.0)
     r.ident = ident
     yield r
     store.close()
 
 
-def _frame(blob, pos=0):
-    return {"v": 1, "id": 9, "op": "onion", "args": {"blob": blob, "pos": pos}}
+def _frame(blob):
+    return {"v": 2, "id": 9, "op": "onion", "args": {"blob": blob}}
 
 
 def _onion(relay_or_hops, request):
@@ -46,7 +49,7 @@ def _onion(relay_or_hops, request):
     return onion.build_onion(hops, cbor2.dumps(request), NOW, os.urandom)
 
 
-INFO = {"v": 1, "id": 3, "op": "info", "args": {}}
+INFO = {"v": 2, "id": 3, "op": "info", "args": {}}
 
 
 async def test_final_hop_runs_the_request_and_seals_the_answer(relay):
@@ -59,21 +62,28 @@ async def test_final_hop_runs_the_request_and_seals_the_answer(relay):
 
 @pytest.mark.parametrize("op", ["onion", "gossip", "relay_poll", "hello"])
 async def test_final_layer_may_only_ask_for_storage_ops(relay, op):
-    blob, keys = _onion(relay, {"v": 1, "id": 4, "op": op, "args": {}})
+    blob, keys = _onion(relay, {"v": 2, "id": 4, "op": op, "args": {}})
     resp = onion.unwrap_response(keys, (await relay.op_onion(_frame(blob), ConnInfo("h"), NOW))["blob"])
     assert resp["err"]["code"] == "unknown_op" and "cannot be sent through an onion" in resp["err"]["msg"]
 
 
-async def test_admission_check_says_busy_before_any_crypto(relay):
+async def test_admission_says_busy_before_any_crypto(relay):
+    """The pipeline's admit stage runs before the op: a hot node spends nothing on a layer."""
     hot = [None]
-    relay.add_admission_check(lambda: hot[0])
+
+    def too_hot(frame, conn, now):
+        if hot[0]:
+            raise Busy(f"not taking new work right now ({hot[0]})")
+
+    pipeline = Pipeline(storage=None, limiter=RateLimiter(1e6, 10**6),
+                        node_ops={"onion": relay.op_onion}, admit={"onion": [too_hot]})
     blob, _ = _onion(relay, INFO)
     hot[0] = "too hot (82 C)"
-    with pytest.raises(Busy, match="too hot"):
-        await relay.op_onion(_frame(b"garbage"), ConnInfo("h"), NOW)
+    r = await pipeline.respond(_frame(b"garbage"), ConnInfo("h"), NOW)
+    assert r["err"]["code"] == "busy" and "too hot" in r["err"]["msg"]
     assert relay.counters["peeled"] == 0 and relay.counters["rejected"] == 0
     hot[0] = None
-    await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
+    assert "ok" in await pipeline.respond(_frame(blob), ConnInfo("h"), NOW)
     assert relay.counters["peeled"] == 1
 
 
@@ -94,10 +104,10 @@ async def test_bad_layers_and_bad_args(relay):
     with pytest.raises(onion.OnionRejected):
         await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
     with pytest.raises(BadRequest, match="blob"):
-        await relay.op_onion({"v": 1, "id": 1, "op": "onion", "args": {"blob": "text", "pos": 0}},
+        await relay.op_onion({"v": 2, "id": 1, "op": "onion", "args": {"blob": "text"}},
                              ConnInfo("h"), NOW)
-    with pytest.raises(BadRequest, match="exactly blob"):
-        await relay.op_onion({"v": 1, "id": 1, "op": "onion", "args": {"blob": b""}},
+    with pytest.raises(BadRequest, match="exactly blob"):  # v2: no position on the wire
+        await relay.op_onion({"v": 2, "id": 1, "op": "onion", "args": {"blob": b"", "pos": 0}},
                              ConnInfo("h"), NOW)
     assert relay.counters["rejected"] == 1 and relay.inflight == 0
 
@@ -111,7 +121,7 @@ async def test_unreachable_next_hop_is_reported_inside_the_layer(relay):
     hops = [onion.Hop(relay.ident.node_id, "127.0.0.1", 1), onion.Hop(nxt.node_id, "127.0.0.1", dead)]
     blob, keys = onion.build_onion(hops, cbor2.dumps(INFO), NOW, os.urandom)
     async with trio.open_nursery() as n:
-        await n.start(relay.links.run)
+        await n.start(relay.pool.run)
         ok = await relay.op_onion(_frame(blob), ConnInfo("h"), NOW)
         n.cancel_scope.cancel()
     with pytest.raises(onion.HopFailed) as e:
@@ -146,11 +156,11 @@ async def test_forward_goes_down_the_poll_and_comes_back_with_the_reply(autojump
         job = got["jobs"][0]
         assert job["frame"]["op"] == "info"
         await hub.op_reply({"args": {"token": job["token"], "response": {
-            "v": 1, "id": job["token"], "ok": {"hello": "from R"}}}}, _node_conn(r), NOW)
+            "v": 2, "id": job["token"], "ok": {"hello": "from R"}}}}, _node_conn(r), NOW)
         got = await hub.op_poll({"args": {}}, _node_conn(r), NOW)
         job = got["jobs"][0]
         await hub.op_reply({"args": {"token": job["token"], "response": {
-            "v": 1, "id": job["token"], "err": {"code": "full", "msg": "no room"}}}},
+            "v": 2, "id": job["token"], "err": {"code": "full", "msg": "no room"}}}},
             _node_conn(r), NOW)
 
     async with trio.open_nursery() as n:
@@ -194,3 +204,38 @@ async def test_hub_forgets_peers_that_stopped_polling(autojump_clock):
     assert hub.attached() == []
     assert await hub.op_poll({"args": {}}, _node_conn(b"c" * 32), NOW) == {"jobs": []}
     assert hub.attached() == [b"c" * 32]
+
+
+async def test_hub_attaches_a_relayed_node_only_from_the_network_its_record_names(autojump_clock):
+    """A relayed node counts in the network its record names: the relay holds it to the one it
+    really connects from (else any node could borrow an honest network through an honest relay).
+    The poll carries the node's current record, merged before the check."""
+    from firmware.proto.records import FLAG_RELAYED, make_record, verify_record
+
+    held, merged = {}, []
+    relayed = Identity.generate()
+    relay_id = b"R" * 32
+
+    def record(host, seq):
+        return make_record(relayed.signing_key, seq=seq, addrs=[host], port=1, version="t",
+                           flags=FLAG_RELAYED, relays=[relay_id], issued=NOW,
+                           expires=NOW + 60_000)  # fmt: skip
+
+    def on_record(peer, wire):
+        merged.append(peer)
+        held[peer] = verify_record(wire, NOW)
+
+    hub = RelayHub(poll_wait=1.0, record_of=held.get, on_record=on_record)
+    conn = ConnInfo("198.51.100.23", peer_id=relayed.node_id)  # where it really connects from
+    with pytest.raises(BadRequest, match="holds no valid record of yours"):
+        await hub.op_poll({"args": {}}, conn, NOW)
+    with pytest.raises(BadRequest, match="names 203.0.113.9 but you connect from 198.51.100.23"):
+        await hub.op_poll({"args": {"record": record("203.0.113.9", 1).wire}}, conn, NOW)
+    assert hub.attached() == [] and hub.counters["refused_address"] == 2
+    # the same /24 (its NAT may use a neighbouring address): attached
+    assert await hub.op_poll({"args": {"record": record("198.51.100.1", 2).wire}}, conn,
+                             NOW) == {"jobs": []}  # fmt: skip
+    assert hub.attached() == [relayed.node_id] and merged == [relayed.node_id] * 2
+    # an IPv4-mapped source address is the same network
+    mapped = ConnInfo("::ffff:198.51.100.23", peer_id=relayed.node_id)
+    assert await hub.op_poll({"args": {}}, mapped, NOW) == {"jobs": []}

@@ -1,17 +1,19 @@
-"""Pure helpers of replication: message checks, bucket digests, batching (firmware/net/replication.py)."""
+"""Pure helpers of replication: copies on the wire, bucket digests, batching
+(firmware/net/replica_wire.py; the checks themselves: firmware/proto/copies.py)."""
 
 import hashlib
 
 import pytest
 
-from firmware.net.replication import (
+from firmware.net.replica_wire import (
     MAX_BATCH_BYTES,
     batches,
     bucket_digests,
     bucket_of,
+    message_of,
     message_wire,
-    parse_message,
 )
+from firmware.proto.copies import parse_copy
 from firmware.proto.errors import BadRequest
 from firmware.proto.hashing import message_hash
 from firmware.proto.limits import DAY_MS
@@ -27,10 +29,23 @@ def wire(**kw):
     return m
 
 
-def test_parse_message_recomputes_the_hash():
+def parse_message(item, now):
+    c = parse_copy(item, now)
+    return None if c is None else message_of(c)
+
+
+def test_a_copy_becomes_a_message_with_its_hash_recomputed():
     m = parse_message(wire(), NOW)
     assert m == Message(message_hash(R, 0, NOW - 1000, b"x"), R, 0, NOW - 1000, NOW + 60_000, b"x")
     assert message_wire(m) == wire()
+
+
+def test_a_private_message_without_its_owners_proof_is_never_sent():
+    """Kept from before proofs existed: every peer would refuse it (and charge us)."""
+    m = Message(b"\x01" * 32, R, 5, NOW, NOW + 1, b"x", proof=None)
+    assert message_wire(m) is None
+    signed = Message(b"\x01" * 32, R, 5, NOW, NOW + 1, b"x", proof=b"p" * 72)
+    assert message_wire(signed)["proof"] == b"p" * 72
 
 
 def test_expired_messages_are_skipped_not_refused():
@@ -55,7 +70,9 @@ def test_bad_replicated_messages(change, field):
 
 
 def test_longer_ttl_allowed_outside_the_public_namespace():
-    assert parse_message(wire(ns=5, expiry=NOW - 1000 + 30 * DAY_MS), NOW).ns == 5
+    with pytest.raises(BadRequest) as info:  # the expiry is fine; only the proof is missing
+        parse_message(wire(ns=5, expiry=NOW - 1000 + 30 * DAY_MS), NOW)
+    assert info.value.field == "proof"
 
 
 def test_bucket_digests():

@@ -4,7 +4,8 @@ import tomllib
 
 import pytest
 
-from firmware.config import ConfigError, IntRange, Key, Schema, Section, default_schema
+from firmware.config import ConfigError, IntRange, Key, Schema, Section
+from firmware.settings import default_schema
 from tests.conftest import run_cli
 
 # (file content, the exact message after "<file>: ")
@@ -123,3 +124,12 @@ def test_a_new_section_is_just_a_declaration():
                         "from 40 to 90"]
     with pytest.raises(ValueError, match="declared twice"):
         Schema((thermal, thermal))
+
+
+def test_settings_are_read_only_once_loaded():
+    cfg = default_schema().load(None)
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.network.advertise_host = "203.0.113.9"
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.node = None
+    assert cfg.network.advertise_host == "" and cfg.get("network.advertise_host") == ""

@@ -78,10 +78,14 @@ def test_status_human_and_json(node):
     assert info["node_id"] == node.node_id.hex()
     assert info["state"] == "serving" and info["messages"] == 0
     assert abs(info["time"] - time.time() * 1000) < 60_000
-    r = node.cli("status")
+    r = node.cli("status", "--full")  # every counter, as `status` printed before issue 10
     assert r.returncode == 0
     out = r.stdout.decode()
     assert node.node_id.hex() in out and "serving" in out
+    r = node.cli("status")  # the short form: health first
+    assert r.returncode == 0
+    first = r.stdout.decode().splitlines()[0]
+    assert first.startswith(f"homenode {node.node_id.hex()[:16]}: {info['health']} - ")
 
 
 def test_restart_keeps_messages(node, tmp_path):

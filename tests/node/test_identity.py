@@ -28,7 +28,8 @@ def test_first_start_creates_a_0600_key_and_reuses_it(tmp_path):
     key = data / "node.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
-    assert [p.name for p in data.iterdir()] == ["node.key"]  # no temp file left behind
+    assert sorted(p.name for p in data.iterdir()) == ["node.id", "node.key"]  # no temp files
+    assert (data / "node.id").read_text().splitlines()[-1] == ident.id_hex
     again, created = load_or_create_node_identity(str(data))
     assert not created and again.node_id == ident.node_id
     assert ident.id_hex in key.read_text() and len(key.read_text().splitlines()) == 2
@@ -170,3 +171,27 @@ def test_repr_and_ids_never_show_the_secret():
     assert parse_node_id(ident.id_hex.upper()) == ident.node_id
     with pytest.raises(ValueError, match="64 hex"):
         parse_node_id("abc")
+
+
+def test_store_record_guards_the_key(tmp_path):
+    """node.id remembers the store's node: a swapped or missing key is refused, unless the new
+    identity is accepted on purpose; a damaged record is refused too, and rewritten on purpose."""
+    data = str(tmp_path / "d")
+    first, _ = load_or_create_node_identity(data)
+    os.unlink(tmp_path / "d" / "node.key")
+    with pytest.raises(IdentityError, match="is missing, but the store in .* belongs to node"):
+        load_or_create_node_identity(data)
+    second, created = load_or_create_node_identity(data, new_identity=True)
+    assert created and second.node_id != first.node_id
+    assert load_or_create_node_identity(data)[0].node_id == second.node_id
+    (tmp_path / "d" / "node.id").write_text("garbage\n")
+    with pytest.raises(IdentityError, match="node.id is corrupt"):
+        load_or_create_node_identity(data)
+    again, created = load_or_create_node_identity(data, new_identity=True)
+    assert not created and again.node_id == second.node_id
+    assert (tmp_path / "d" / "node.id").read_text().splitlines()[-1] == second.id_hex
+
+
+def test_write_key_file_into_a_missing_directory_names_it(tmp_path):
+    with pytest.raises(IdentityError, match=r"directory .*/nope does not exist; create it first"):
+        write_key_file(str(tmp_path / "nope" / "me.key"), Identity.generate())

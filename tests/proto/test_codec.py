@@ -10,9 +10,6 @@ from firmware.proto import MalformedFrame, decode_map, encode_map
 from firmware.proto import codec as codec_module
 from firmware.proto.limits import MAX_DEPTH
 
-HAVE_OPTIONS = codec_module._cbor2_has_options()
-needs_cbor2_6 = pytest.mark.skipif(not HAVE_OPTIONS, reason="probes cbor2 >= 6 built-in tags")
-
 
 def tag(n, inner):
     if n < 24:
@@ -30,13 +27,10 @@ def in_map(item):
     return b"\xa1\x61a" + item  # {"a": item}
 
 
-@pytest.fixture(params=["fast", "scan"])
-def mode(request, monkeypatch):
-    """Run a test with cbor2 >= 6 enforcing the subset, and with the cbor2 5.x fallback scan."""
-    if request.param == "fast" and not HAVE_OPTIONS:
-        pytest.skip("installed cbor2 < 6 has no decoder options; only the fallback applies")
-    monkeypatch.setattr(codec_module, "FAST_PATH", request.param == "fast")
-    return request.param
+@pytest.fixture
+def mode():
+    """(cbor2 >= 6 enforces the subset itself; there is no other decoding mode any more.)"""
+    return "cbor2"
 
 
 INNERS = [b"\x00", b"\x62a*", b"\x40", b"\xa0", b"\x80", b"\x82\x00\x00"]
@@ -48,7 +42,6 @@ def test_plain_data_round_trips(mode):
     assert decode_map(encode_map(m)) == m
 
 
-@needs_cbor2_6
 def test_builtin_tag_list_is_complete():
     """Every tag plain cbor2 turns into a Python object must be in our refusal list."""
     builtin = set()
@@ -160,9 +153,3 @@ def test_encode_map_wants_a_dict():
         encode_map([1])
 
 
-def test_scan_refuses_what_cbor2_5_would_turn_into_objects():
-    from firmware.proto._cborscan import scan
-
-    for n in (1, 2, 28, 35, 258, 55799):
-        with pytest.raises(MalformedFrame, match=f"tag {n} "):
-            scan(in_map(tag(n, b"\x00")), MAX_DEPTH)

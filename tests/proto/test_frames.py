@@ -16,8 +16,8 @@ from firmware.proto import (
     encode_frame,
 )
 
-A = {"v": 1, "id": 7, "op": "info", "args": {}}
-B = {"v": 1, "id": 8, "ok": {"x": b"\x00" * 40}}
+A = {"v": 2, "id": 7, "op": "info", "args": {}}
+B = {"v": 2, "id": 8, "ok": {"x": b"\x00" * 40}}
 
 
 def raw_frame(body):

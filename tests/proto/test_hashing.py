@@ -6,6 +6,7 @@ import nacl.signing
 import pytest
 
 from firmware.proto import message_hash, sign_request, signed_bytes
+from firmware.proto.hashing import hashes_digest, op_binding
 
 RCPT = bytes(range(32))
 
@@ -47,17 +48,44 @@ def test_message_hash_separates_fields():
 
 def test_signed_bytes_layout():
     expected = (
-        b"homenode/v1/retrieve\x00" + RCPT + b"\xff\xfe" + b"\x00\x00\x01\x8b\xcf\xe5\x68\x00"
+        b"homenode/v2/retrieve\x00" + RCPT + b"\xff\xfe" + b"\x00\x00\x01\x8b\xcf\xe5\x68\x00"
     )
     assert signed_bytes("retrieve", RCPT, -2, 1_700_000_000_000) == expected
 
 
-def test_sign_request_verifies_with_recipient_key():
+H1, H2, H3 = b"\x11" * 32, b"\x22" * 32, b"\x33" * 32
+
+
+@pytest.mark.parametrize("op, bound, tail", [
+    ("retrieve", {}, b""),
+    ("store", {"msg_hash": H1}, H1),
+    # delete/expire: BLAKE2b-256 of the distinct hashes, sorted, concatenated (+ i64be(expiry))
+    ("delete", {"hashes": [H2, H1, H2]}, hashlib.blake2b(H1 + H2, digest_size=32).digest()),
+    ("expire", {"hashes": [H3, H1], "expiry": 5},
+     hashlib.blake2b(H1 + H3, digest_size=32).digest() + b"\x00" * 7 + b"\x05"),
+])  # fmt: skip
+def test_v2_signature_covers_what_the_op_does(op, bound, tail):
+    assert op_binding(op, **bound) == tail
     key = nacl.signing.SigningKey(b"\x07" * 32)
     rcpt = bytes(key.verify_key)
-    sig = sign_request(key, "delete", rcpt, 3, 123)
-    assert len(sig) == 64
-    key.verify_key.verify(signed_bytes("delete", rcpt, 3, 123), sig)
+    sig = sign_request(key, op, rcpt, 3, 123, **bound)
+    key.verify_key.verify(b"homenode/v2/" + op.encode() + b"\x00" + rcpt + b"\x00\x03"
+                          + (123).to_bytes(8, "big") + tail, sig)  # fmt: skip
+
+
+def test_bindings_are_required_where_the_op_changes_data():
+    key = nacl.signing.SigningKey(b"\x07" * 32)
+    for op, bound in (("store", {}), ("delete", {}), ("expire", {"hashes": [H1]}),
+                      ("store", {"msg_hash": b"short"})):  # fmt: skip
+        with pytest.raises(ValueError):
+            sign_request(key, op, bytes(key.verify_key), 1, 1, **bound)
+
+
+def test_a_delete_signature_cannot_be_reused_for_other_hashes():
+    """The v1 hole: a swarm member that relayed a one-message delete could replay its signature
+    within 60 s to delete everything else in the mailbox on the other members."""
+    assert hashes_digest([H1]) != hashes_digest([H1, H2])
+    assert hashes_digest([H2, H1]) == hashes_digest([H1, H2, H1])  # order and repeats don't count
 
 
 @pytest.mark.parametrize("recipient", [b"\x00" * 31, "x" * 32, bytearray(32)])

@@ -54,7 +54,7 @@ def test_ok_round_trip(op, result):
 
 def test_ok_from_plain_map():
     assert decode_one(encode_ok(1, {"hash": H, "new": False, "expiry": 5})) == {
-        "v": 1, "id": 1, "ok": {"hash": H, "new": False, "expiry": 5}}  # fmt: skip
+        "v": 2, "id": 1, "ok": {"hash": H, "new": False, "expiry": 5}}  # fmt: skip
 
 
 def test_error_round_trip_and_exception():
@@ -97,30 +97,30 @@ def test_long_error_message_truncated():
 @pytest.mark.parametrize(
     "frame, op",
     [
-        ({"v": 2, "id": 1, "ok": {}}, None),
-        ({"v": 1, "id": 1, "ok": []}, None),
-        ({"v": 1, "id": -1, "ok": {}}, None),
-        ({"v": 1, "id": True, "ok": {}}, None),
-        ({"v": 1, "ok": {}}, None),
-        ({"v": 1, "id": 1, "ok": {}, "err": {"code": "x", "msg": "y"}}, None),
-        ({"v": 1, "id": 1, "err": {"code": 1, "msg": "y"}}, None),
-        ({"v": 1, "id": 1, "err": {"code": "x"}}, None),
-        ({"v": 1, "id": 1, "err": "x"}, None),
-        ({"v": 1, "id": 1, "ok": {"hash": H, "new": 1, "expiry": 5}}, "store"),
-        ({"v": 1, "id": 1, "ok": {"hash": H[:5], "new": True, "expiry": 5}}, "store"),
-        ({"v": 1, "id": 1, "ok": {"hash": H, "new": True, "expiry": 5, "x": 1}}, "store"),
+        ({"v": 1, "id": 1, "ok": {}}, None),  # v1 is another protocol now
+        ({"v": 2, "id": 1, "ok": []}, None),
+        ({"v": 2, "id": -1, "ok": {}}, None),
+        ({"v": 2, "id": True, "ok": {}}, None),
+        ({"v": 2, "ok": {}}, None),
+        ({"v": 2, "id": 1, "ok": {}, "err": {"code": "x", "msg": "y"}}, None),
+        ({"v": 2, "id": 1, "err": {"code": 1, "msg": "y"}}, None),
+        ({"v": 2, "id": 1, "err": {"code": "x"}}, None),
+        ({"v": 2, "id": 1, "err": "x"}, None),
+        ({"v": 2, "id": 1, "ok": {"hash": H, "new": 1, "expiry": 5}}, "store"),
+        ({"v": 2, "id": 1, "ok": {"hash": H[:5], "new": True, "expiry": 5}}, "store"),
+        ({"v": 2, "id": 1, "ok": {"hash": H, "new": True, "expiry": 5, "x": 1}}, "store"),
         (
             {
-                "v": 1,
+                "v": 2,
                 "id": 1,
                 "ok": {"messages": [{"hash": H, "ts": 1, "expiry": 2}], "more": False},
             },
             "retrieve",
         ),  # fmt: skip
-        ({"v": 1, "id": 1, "ok": {"messages": [1], "more": False}}, "retrieve"),
+        ({"v": 2, "id": 1, "ok": {"messages": [1], "more": False}}, "retrieve"),
         (
             {
-                "v": 1,
+                "v": 2,
                 "id": 1,
                 "ok": {
                     "messages": [{"hash": H, "ts": 1, "expiry": 2, "data": b"x" * 76_801}],
@@ -129,9 +129,9 @@ def test_long_error_message_truncated():
             },
             "retrieve",
         ),  # fmt: skip
-        ({"v": 1, "id": 1, "ok": {"deleted": [b"x"]}}, "delete"),
-        ({"v": 1, "id": 1, "ok": {"updated": H}}, "expire"),
-        ({"v": 1, "id": 1, "ok": {"node_id": H, "version": 1, "time": 1, "state": "x"}}, "info"),
+        ({"v": 2, "id": 1, "ok": {"deleted": [b"x"]}}, "delete"),
+        ({"v": 2, "id": 1, "ok": {"updated": H}}, "expire"),
+        ({"v": 2, "id": 1, "ok": {"node_id": H, "version": 1, "time": 1, "state": "x"}}, "info"),
     ],
 )
 def test_bad_responses(frame, op):
@@ -141,6 +141,6 @@ def test_bad_responses(frame, op):
 
 def test_request_is_not_a_response_and_vice_versa():
     with pytest.raises(BadResponse):
-        parse_response({"v": 1, "id": 1, "op": "info", "args": {}})
+        parse_response({"v": 2, "id": 1, "op": "info", "args": {}})
     with pytest.raises(BadRequest):
         parse_request(decode_one(encode_ok(1, {})))

@@ -21,6 +21,7 @@ from firmware.proto import (
     check_signature,
     check_store_times,
     encode_request,
+    message_hash,
     parse_request,
     sign_request,
 )
@@ -32,8 +33,12 @@ H1, H2 = b"\x11" * 32, b"\x22" * 32
 DAY = 86_400_000
 
 
-def sig(op, ns=5, ts=NOW, key=KEY):
-    return sign_request(key, op, bytes(key.verify_key), ns, ts)
+def sig(op, ns=5, ts=NOW, key=KEY, **bound):
+    """A v2 signature over what valid_args(op) does (store: its hash; delete/expire: hashes)."""
+    default = {"store": {"msg_hash": message_hash(RCPT, 5, NOW, b"hello")},
+               "delete": {"hashes": [H1, H2]},
+               "expire": {"hashes": [H1], "expiry": NOW + DAY}}.get(op, {})
+    return sign_request(key, op, bytes(key.verify_key), ns, ts, **(default | bound))
 
 
 def valid_args(op):
@@ -59,7 +64,7 @@ def req(op, id=42, **changes):
             del args[k]
         else:
             args[k] = v
-    return {"v": 1, "id": id, "op": op, "args": args}
+    return {"v": 2, "id": id, "op": op, "args": args}
 
 
 DROP = object()
@@ -121,7 +126,7 @@ def test_unknown_op():
         ("id", True, "id"),
         ("id", "1", "id"),
         ("id", None, "id"),
-        ("v", 2, "v"),
+        ("v", 1, "v"),  # v1 is another protocol now
         ("v", True, "v"),
         ("v", "1", "v"),
         ("op", 1, "op"),

@@ -15,7 +15,7 @@ from tests.store.conftest import make_msg
 
 
 async def main(path: str, first: int, putters: int, count: int | None) -> None:
-    store = MessageStore.open(path, quota_bytes=10**10, batch_ms=5,
+    store = MessageStore.open(path, quota_bytes=10**10,  # adaptive group commit (the default)
                               clock_ms=lambda: int(time.time() * 1000))
     async with trio.open_nursery() as nursery:
         await nursery.start(store.run)

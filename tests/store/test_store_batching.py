@@ -139,3 +139,52 @@ async def test_put_rejects_wrong_types_clearly(running):
         await store.put(Message(b"short", b"R" * 32, 0, 1, 2, b"x"))
     with pytest.raises(ValueError, match="data must be bytes"):
         await store.put(Message(b"h" * 32, b"R" * 32, 0, 1, 2, "text"))
+
+
+# -- adaptive group commit (batch_ms=0, the default) ----------------------------------------
+
+
+async def test_a_lone_put_commits_at_once(running, mock_clock, db_path):
+    store = await running()  # batch_ms=0
+    t0 = trio.current_time()
+    m = make_msg(1)
+    assert (await store.put(m)).is_new
+    assert trio.current_time() == t0  # no timer was waited for (the clock never moved)
+    assert visible(db_path, m.hash)
+    assert (store.stats()["batches"], store.stats()["commits"]) == (1, 1)
+
+
+async def test_sequential_puts_commit_one_by_one_without_waiting(running, mock_clock):
+    store = await running()
+    t0 = trio.current_time()
+    for i in range(20):
+        await store.put(make_msg(i))
+    assert trio.current_time() == t0
+    assert store.stats()["commits"] == 20
+
+
+async def test_puts_arriving_during_a_commit_share_the_next_one(running, mock_clock, nursery):
+    store = await running(batch_rows=64)
+    first, rest = make_msg(0), [make_msg(i) for i in range(1, 11)]
+    async with store._committer._lock:  # the first commit is "in progress" until released
+        p = Putter(store, nursery)
+        p.start([first])
+        await trio.testing.wait_all_tasks_blocked()
+        assert store.stats()["batches"] == 1  # taken alone: nothing else was waiting
+        p.start(rest)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not p.done
+    while len(p.done) < 11:
+        await trio.sleep(0)
+        await trio.to_thread.run_sync(lambda: None)
+    st = store.stats()
+    assert (st["batches"], st["commits"], st["ops_committed"]) == (2, 2, 11)
+    assert all(p.done[m.hash] == p.done[first.hash] for m in rest)  # no virtual time passed
+
+
+async def test_puts_queued_together_commit_together(running, mock_clock):
+    store = await running(batch_rows=16)
+    async with trio.open_nursery() as n:
+        Putter(store, n).start([make_msg(i) for i in range(40)])
+    st = store.stats()
+    assert st["ops_committed"] == 40 and st["commits"] <= 4  # 16 + 16 + 8, give or take one

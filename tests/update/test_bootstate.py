@@ -2,15 +2,13 @@
 as the image writes it (mkenvimage) and RAUC reads it (fw_printenv, libubootenv), fake sysfs
 trees for the boot disk."""
 
-import shutil
 import subprocess
 
 import pytest
 
 from firmware.update import bootstate, layout, sysconf
 from image import bootfiles
-
-HAVE_ENV_TOOLS = all(shutil.which(t) for t in ("mkenvimage", "fw_printenv", "fw_setenv"))
+from tests.tools import require_tools
 
 
 def test_uboot_facts_committed_trial_and_exhausted():
@@ -35,10 +33,11 @@ def test_cmdline_values():
         bootstate.boot_facts("root=/dev/sda1 rw")
 
 
-@pytest.mark.skipif(not HAVE_ENV_TOOLS, reason="needs u-boot-tools and libubootenv-tool")
 def test_image_env_file_reads_back_through_libubootenv(tmp_path):
     """The image's initial uboot.env (mkenvimage) in the format RAUC's fw_printenv/fw_setenv
     expect, and the U-Boot state they write read back by our parser."""
+    require_tools("mkenvimage", "fw_printenv", "fw_setenv",
+                  package="u-boot-tools libubootenv-tool")
     env = tmp_path / "uboot.env"
     bootfiles.uboot_env(env, bootfiles.initial_env_text())
     conf = tmp_path / "fw_env.config"

@@ -2,14 +2,18 @@
 way a maintainer makes them (image/keys.py: openssl req / openssl dgst), verified by the box."""
 
 import json
-import shutil
 
 import pytest
 
 from firmware.update import index
 from image import keys
+from tests.tools import require_tools
 
-pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+@pytest.fixture(autouse=True)
+def _tools():
+    require_tools("openssl", package="openssl")
+
 COMPAT = "homenode-rpi-arm64"
 SHA = "ab" * 32
 

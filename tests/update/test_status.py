@@ -65,14 +65,14 @@ def test_history_pending_events_declined(tmp_path):
 
 
 async def test_device_led_shows_updating_from_the_status_file(tmp_path):
-    """DeviceServices takes an UpdateStatus (constructor argument): its phase drives the LED
-    state, and `info` carries the update summary for `homenode status`."""
+    """The node takes the update state through constructor arguments (`update_phase`,
+    `update_info`, from one UpdateStatus): its phase drives the health state and the LED, and
+    `info` carries the update summary for `homenode status` and the page."""
     import io
 
-    from firmware.config import default_schema
-    from firmware.device.services import DeviceServices
     from firmware.logs import Log
     from firmware.node import Node
+    from firmware.settings import default_schema
     from tests.conftest import write_toml
     from tests.hal.fakesys import FakeSys
 
@@ -81,23 +81,26 @@ async def test_device_led_shows_updating_from_the_status_file(tmp_path):
         "node": {"data_dir": str(tmp_path / "data"), "listen_port": 0},
         "network": {"enabled": False},
         "hal": {"backend": "pi", "sysfs_root": str(fake.root), "vcgencmd": ""}})))
-    node = Node(cfg, log=Log("debug", stream=io.StringIO()), out=io.StringIO())
     status = tmp_path / "status.json"
+    updates = UpdateStatus(str(status))
+    node = Node(cfg, log=Log("debug", stream=io.StringIO()), out=io.StringIO(),
+                update_phase=updates.health_phase, update_info=updates.info)
+    health = node.device.health
     try:
-        dev = DeviceServices(node, update_status=UpdateStatus(str(status)))
         node.state = "serving"
-        await dev.tick()
-        assert dev.state != "updating" and dev.info()["update"] == {"available": False}
+        await health.tick()
+        assert health.state != "updating" and node._status()["update"] == {"available": False}
         write_json(str(status), {"phase": "trial", "slot": "B", "version": "0.2.0"},
                    durable=False)
-        await dev.tick()
-        assert dev.state == "updating"
-        assert dev.leds.animator.state == "updating"
-        assert dev.info()["update"]["slot"] == "B"
+        await health.tick()
+        assert (health.state, health.reason) == updates.health_phase()
+        assert health.reason.startswith("running a new system on trial")
+        assert node.device.leds.animator.state == "updating"
+        assert node._status()["update"]["slot"] == "B"
         write_json(str(status), {"phase": None, "slot": "B", "version": "0.2.0"},
                    durable=False)
         os.utime(status, ns=(5, 6))
-        await dev.tick()
-        assert dev.state != "updating"
+        await health.tick()
+        assert health.state != "updating"
     finally:
         node.store.close()

@@ -6,7 +6,7 @@ The same modules are collected by pytest under CPython.
 
 import sys
 
-MODULES = ("test_bucket", "test_led", "test_thermal", "test_civil", "test_bandwidth",
+MODULES = ("test_bucket", "test_led", "test_thermal", "test_civil", "test_bandwidth", "test_wire",
            "test_storage", "test_button", "test_health")
 
 

@@ -1,5 +1,5 @@
 from hal.core import civil
-from hal.core.storage import EVICT, OK, REFUSE, StoragePolicy, WriteBudget, eviction_plan
+from hal.core.storage import EVICT, MIN_FREE_BYTES, OK, REFUSE, StoragePolicy, WriteBudget
 
 from tests.hal.core.check import raises
 
@@ -20,7 +20,7 @@ def test_quota_and_floor_ask_for_eviction_of_the_larger_shortfall():
     assert a.verdict == EVICT and a.need_bytes == MB
     a = policy().admit(MB, 5 * MB, 50 * MB + 1000, T0)
     assert a.verdict == EVICT and a.need_bytes == MB - 1000
-    assert policy(quota=0, floor=0).admit(1000, 10 ** 12, 0, T0).verdict == OK
+    assert policy(quota=0, floor=0).admit(1000, 10 ** 12, MIN_FREE_BYTES, T0).verdict == OK
 
 
 def test_refuses_with_reasons_when_eviction_cannot_help():
@@ -56,19 +56,33 @@ def test_device_counter_deltas_count_and_resets_are_a_new_baseline():
     assert wb.spent(T0 + 3)
 
 
-def test_eviction_takes_expired_first_then_soonest_to_expire():
-    msgs = [("c", 100, T0 + 5000), ("a", 100, T0 - 1), ("d", 100, T0 + 5000),
-            ("b", 100, T0 - 100), ("e", 100, T0 + 9000), ("f", 100, T0 + 1000)]
-    keys, freed = eviction_plan(msgs, 0, T0)
-    assert keys == ["b", "a"] and freed == 200          # expired go even when not needed
-    keys, freed = eviction_plan(msgs, 250, T0)
-    assert keys == ["b", "a", "f"] and freed == 300
-    keys, freed = eviction_plan(msgs, 350, T0)
-    assert keys == ["b", "a", "f", "c"]                 # tie at T0+5000 broken by key
-    keys, freed = eviction_plan(list(reversed(msgs)), 350, T0)
-    assert keys == ["b", "a", "f", "c"]                 # input order does not matter
-    keys, freed = eviction_plan(msgs, 10 ** 6, T0)
-    assert freed == 600 and len(keys) == 6
+def test_free_pages_inside_the_file_count_toward_the_floor():
+    # 45 MB free on disk, floor 50: short by 5 MB -- unless the file has 5 MB of free pages
+    # (left by earlier evictions), which new messages reuse without growing it
+    p = policy()
+    assert p.admit(1000, MB, 45 * MB, T0).need_bytes == 5 * MB + 1000
+    assert p.admit(1000, MB, 45 * MB, T0, 5 * MB + 1000).verdict == OK
+    assert p.over_limits(MB, 45 * MB, 5 * MB) == 0
+    # so an eviction that made room is not repeated round after round
+    assert p.over_limits(MB, 45 * MB, 2 * MB) == 3 * MB
+
+
+def test_below_the_hard_minimum_every_store_is_refused():
+    p = policy(floor=0)
+    a = p.admit(1000, 5 * MB, MIN_FREE_BYTES - 1, T0, 100 * MB)
+    assert a.verdict == REFUSE and "data partition full" in a.reason
+    assert p.admit(1000, 5 * MB, MIN_FREE_BYTES, T0).verdict == OK
+    assert p.admit(1000, 5 * MB, None, T0).verdict == OK  # unknown free space: no opinion
+
+
+def test_space_problem_names_full_and_nearly_full():
+    p = policy()
+    assert "data partition full: 0 bytes free" in p.space_problem(0)
+    assert "nearly full: 40 MB free, floor 50 MB" in p.space_problem(40 * MB)
+    assert p.space_problem(40 * MB, 10 * MB) is None
+    assert p.space_problem(500 * MB) is None
+    assert p.space_problem(None) is None
+    assert "data partition full" in policy(floor=0).space_problem(0)
 
 
 def test_over_limits_reports_what_to_evict_now():
@@ -81,3 +95,4 @@ def test_over_limits_reports_what_to_evict_now():
 def test_rejects_bad_configuration():
     raises(ValueError, WriteBudget, -1, T0)
     raises(ValueError, StoragePolicy, -1, 0, WriteBudget(0, T0))
+    raises(ValueError, StoragePolicy, 0, 0, WriteBudget(0, T0), -1)
