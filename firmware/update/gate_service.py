@@ -5,10 +5,9 @@ must not be able to keep its own broken system. One sample = systemd's view of h
 (READY=1 sent, restarts, given up) plus the node's own `homenode status` over loopback.
 """
 
-import io
 import json
+import os
 import subprocess
-from contextlib import redirect_stderr, redirect_stdout
 
 import trio
 
@@ -38,16 +37,25 @@ def unit_facts(run=subprocess.run) -> tuple[bool, bool, int, str]:
 
 
 def node_status(data_dir: str = NODE_DATA_DIR, timeout: float = 15) -> dict:
-    """The node's status through the same CLI a person would use (in-process)."""
-    from firmware.cli import main as cli_main
+    """The node's status as `homenode status --json` gets it: its address and pinned id from
+    node.json in its data dir, then `info` over the client library (no CLI import: the CLI
+    registers the updater's verbs)."""
+    from firmware.client import connect
+    from firmware.identity import parse_node_id
+    from firmware.node import ADDRESS_FILE
 
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = cli_main(["status", "--json", "--data-dir", data_dir, "--timeout", str(timeout)])
-    if code != 0:
-        raise RuntimeError(err.getvalue().strip().splitlines()[-1] if err.getvalue().strip()
-                           else f"homenode status exited {code}")
-    return json.loads(out.getvalue())
+    with open(os.path.join(data_dir, ADDRESS_FILE)) as f:
+        local = json.load(f)
+    host = str(local["host"])
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    port, node_id = int(local["port"]), parse_node_id(local["node_id"])
+
+    async def info():
+        with trio.fail_after(timeout):
+            async with connect(host, port, node_id, timeout=timeout) as client:
+                return await client.info()
+
+    return trio.run(info)
 
 
 def take_sample(at: float, run=subprocess.run, status=node_status) -> Sample:

@@ -25,7 +25,8 @@ PORTS = {"node": 7070, "ssh": 22, "web": 80}
 
 
 def machine(sd_image, tmp_path):
-    return Machine(sd_image.raw, tmp_path / "vm", disk_size_mib=CARD_MIB, guest_ports=PORTS)
+    return Machine(sd_image.raw, tmp_path / "vm", disk_size_mib=CARD_MIB, guest_ports=PORTS,
+                   max_runtime=2400)
 
 
 def get(m, path, host=None, timeout=60):
