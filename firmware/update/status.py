@@ -14,6 +14,8 @@ import json
 import os
 import time
 
+from firmware.durable import write_durably
+
 RUNTIME_STATUS = "/run/homenode-update/status.json"
 HISTORY = "/data/system/update/history.json"
 RELEASE_FILE = "/etc/homenode/release.json"  # in each root filesystem: its version and build
@@ -87,33 +89,16 @@ class UpdateStatus:
 
 # --- writing (root side) ------------------------------------------------------------------------
 
-def write_json(path: str, data: dict, durable: bool) -> None:
-    """Atomic replace; `durable` also fsyncs the file and its directory (power cuts)."""
+def write_json(path: str, data: dict) -> None:
+    """Atomic and durable replace (firmware.durable; on /run, a tmpfs, the syncs cost nothing)."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-        if durable:
-            f.flush()
-            os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    if durable:
-        fd = os.open(os.path.dirname(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_durably(path, json.dumps(data, indent=1, sort_keys=True) + "\n", 0o644)
 
 
 def write_text(path: str, text: str) -> None:
+    """Durable replace: homenode-update.txt on the FAT boot partition is read after power cuts."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_durably(path, text, 0o644)
 
 
 def read_json(path: str) -> dict:
@@ -136,7 +121,7 @@ class History:
         self.data = read_json(path)
 
     def save(self) -> None:
-        write_json(self.path, self.data, durable=True)
+        write_json(self.path, self.data)
 
     @property
     def pending(self) -> dict | None:

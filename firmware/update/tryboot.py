@@ -96,7 +96,7 @@ class TrybootBackend:
         return {"primary": data.get("primary"), "bad": sorted(set(data.get("bad") or []))}
 
     def _save(self, state: dict) -> None:
-        write_json(self.state_path, state, durable=True)
+        write_json(self.state_path, state)
 
     # -- RAUC's interface -----------------------------------------------------------------------
 

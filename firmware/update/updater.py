@@ -99,7 +99,7 @@ class Updater:
                 "version": self.version, "build": self.release.get("build"), "other": other,
                 "last": self.history.last, "rolled_back": rolled_back,
                 "channel": self.settings.channel, "updated": int(self.clock()), **self.extra}
-        write_json(self.runtime_status, data, durable=False)
+        write_json(self.runtime_status, data)
         self._last_status = data
         return data
 

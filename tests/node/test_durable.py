@@ -108,6 +108,9 @@ PENDING = {
                                 "fsync after the rename, which FAT needs); use firmware.durable",
     # not data: a preallocated space reserve, made again whenever it is missing
     "firmware/store/reserve.py": "the store's disk-space reserve (no content to lose)",
+    # not data: update bundles streamed to `.part` (fsync'd) then renamed, and a refused
+    # bundle renamed `.refused`; a power cut only means fetching or refusing it again
+    "firmware/update/sources.py": "bundle downloads and copies (fetched again after a cut)",
 }
 SCANNED = ["firmware", "hal", "image/device"]
 

@@ -19,19 +19,19 @@ def test_missing_file_means_nothing_to_show(tmp_path):
                                            (None, None)])
 def test_phase(tmp_path, phase, expect):
     path = tmp_path / "status.json"
-    write_json(str(path), {"phase": phase, "slot": "B", "version": "0.2.0"}, durable=False)
+    write_json(str(path), {"phase": phase, "slot": "B", "version": "0.2.0"})
     assert UpdateStatus(str(path)).phase() == expect
 
 
 def test_info_and_rereading_after_a_change(tmp_path):
     path = tmp_path / "status.json"
     write_json(str(path), {"phase": "installing", "progress": 40, "slot": "A",
-                           "version": "0.1.0", "boot": "uboot"}, durable=False)
+                           "version": "0.1.0", "boot": "uboot"})
     s = UpdateStatus(str(path))
     assert s.info()["progress"] == 40 and s.phase() == "updating"
     write_json(str(path), {"phase": None, "slot": "A", "version": "0.1.0", "rolled_back": True,
                            "last": {"result": "rolled_back", "version": "0.2.0",
-                                    "reason": "the node restarted"}}, durable=False)
+                                    "reason": "the node restarted"}})
     os.utime(path, ns=(1, 2))  # a new mtime even on coarse clocks
     info = s.info()
     assert s.phase() is None
@@ -90,15 +90,13 @@ async def test_device_led_shows_updating_from_the_status_file(tmp_path):
         node.state = "serving"
         await health.tick()
         assert health.state != "updating" and node._status()["update"] == {"available": False}
-        write_json(str(status), {"phase": "trial", "slot": "B", "version": "0.2.0"},
-                   durable=False)
+        write_json(str(status), {"phase": "trial", "slot": "B", "version": "0.2.0"})
         await health.tick()
         assert (health.state, health.reason) == updates.health_phase()
         assert health.reason.startswith("running a new system on trial")
         assert node.device.leds.animator.state == "updating"
         assert node._status()["update"]["slot"] == "B"
-        write_json(str(status), {"phase": None, "slot": "B", "version": "0.2.0"},
-                   durable=False)
+        write_json(str(status), {"phase": None, "slot": "B", "version": "0.2.0"})
         os.utime(status, ns=(5, 6))
         await health.tick()
         assert health.state != "updating"
