@@ -28,6 +28,7 @@ from firmware.config import ConfigError
 from firmware.device.hardware import open_device_hardware
 from firmware.device.services import DeviceServices
 from firmware.device.shaping import BandwidthService, reads_held
+from firmware.durable import write_durably
 from firmware.identity import (
     ensure_data_dir,
     load_id_work,
@@ -429,13 +430,7 @@ class Node:
                 "version": __version__}
         if self.bridge is not None:  # where the bridge port listens (`homenode bridge line`)
             info["bridge_port"] = self.bridge_address[1]
-        path = os.path.join(self.data_dir, ADDRESS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(info, f)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        write_durably(os.path.join(self.data_dir, ADDRESS_FILE), json.dumps(info) + "\n", 0o644)
 
     def _remove_address_file(self) -> None:
         try:

@@ -17,6 +17,7 @@ import os
 
 import trio
 
+from firmware.durable import write_durably
 from firmware.net import nat
 
 __all__ = ["BridgePortMapper", "PUBLIC_FILE", "read_public"]
@@ -90,11 +91,8 @@ class BridgePortMapper:
             await self._give_back()
 
     def _write(self, m: nat.Mapping) -> None:
-        tmp = self.path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"host": m.external_ip, "port": m.external_port, "method": m.method}, f)
-        os.replace(tmp, self.path)
+        write_durably(self.path, json.dumps(
+            {"host": m.external_ip, "port": m.external_port, "method": m.method}), 0o600)
 
     def _forget(self) -> None:
         try:

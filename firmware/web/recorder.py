@@ -12,29 +12,12 @@ import os
 
 import trio
 
+from firmware.durable import write_durably
 from firmware.web.history import CounterDeltas, History, sample_from_info
 
 HISTORY_FILE = "history.bin"
 SAMPLE_S = 60.0
 MIN_SAVE_GAP_S = 60.0
-
-
-def write_durably(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 def load_history(path: str, log=None) -> History:
