@@ -38,6 +38,17 @@ def run(args) -> int:
     action = args.update_command
     if action == "status":
         return _status(args)
+    from firmware.update.bootstate import cmdline_value, read_cmdline
+
+    try:
+        cmdline = read_cmdline()
+    except OSError:
+        cmdline = ""
+    if cmdline_value(cmdline, "rauc.slot") is None:
+        print(f"homenode update {action}: this system was not started by the A/B boot (no "
+              "rauc.slot= on the kernel command line); system updates work only on a homenode "
+              "box", file=sys.stderr)
+        return EXIT_USAGE
     if os.geteuid() != 0:
         print(f"homenode update {action}: needs root (it writes the system slots); run it with "
               "sudo or as root over SSH", file=sys.stderr)
