@@ -3,8 +3,10 @@ on the device, a recorder in tests). RAUC does the real work: signature and comp
 checks, writing the inactive slot group, the bootloader switch, its own slot records."""
 
 import json
+import os
 import re
 import subprocess
+import tempfile
 from dataclasses import dataclass
 
 PROGRESS = re.compile(r"^\s*(\d{1,3})% (.*)$")
@@ -51,6 +53,45 @@ def info(path: str, run=subprocess.run, keyring: str | None = None) -> BundleInf
     return BundleInfo(compatible=str(doc.get("compatible")), version=str(doc.get("version")),
                       build=str(doc.get("build") or ""),
                       key=f"{doc.get('build') or ''}:{'+'.join(sums)}")
+
+
+def verify_payload(path: str, run=subprocess.run, under: str = "/run/homenode-update",
+                   read=None) -> None:
+    """Read the whole bundle payload through dm-verity before anything is installed: RAUC 1.13
+    installs a verity bundle while reading it (its `perform-pre-check` did not run for an
+    install here), so a block changed after signing showed up only halfway through writing the
+    other slot. `rauc mount` sets up the same verity device RAUC installs from; reading every
+    block of it (~200 MB, under 2 s in QEMU) turns a tampered bundle into a refusal with every
+    slot untouched. Raises RaucError naming the failure."""
+    os.makedirs(under, mode=0o755, exist_ok=True)
+    prefix = tempfile.mkdtemp(prefix="check-", dir=under)
+    mount = os.path.join(prefix, "bundle")
+    try:
+        out = run(["rauc", "mount", f"--mount={prefix}", path], capture_output=True, text=True,
+                  timeout=300)
+        if out.returncode != 0:
+            raise RaucError(_last_error(out.stderr + out.stdout))
+        try:
+            src = run(["findmnt", "-n", "-o", "SOURCE", mount], capture_output=True, text=True,
+                      timeout=60).stdout.strip()
+            (read or _read_all)(src)
+        except OSError as e:
+            raise RaucError(f"payload verification failed: the bundle was changed after it was "
+                            f"signed (verity: {e.strerror or e})") from None
+        finally:
+            run(["umount", mount], capture_output=True, timeout=120)
+    finally:
+        for d in (mount, prefix):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+
+
+def _read_all(device: str) -> None:
+    with open(device, "rb", buffering=0) as f:
+        while f.read(1 << 20):
+            pass
 
 
 def install(path: str, on_progress, run_lines) -> None:

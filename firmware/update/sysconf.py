@@ -35,11 +35,9 @@ def system_conf(partitions: dict[int, str], mode: str) -> str:
         lines += ["bootloader=custom"]
     else:
         raise ValueError(f"unknown boot mode {mode!r}")
-    # perform-pre-check: a verity bundle's payload is hashed in full before anything is written,
-    # so a damaged or tampered bundle is refused with every slot untouched (RAUC otherwise
-    # finds the bad block only while writing it)
-    lines += [f"data-directory={DATA_DIRECTORY}", "bundle-formats=-plain",
-              "perform-pre-check=true", "",
+    # a damaged or tampered payload is found before install by the updater itself
+    # (rauc.verify_payload): RAUC's perform-pre-check did not run for installs with 1.13
+    lines += [f"data-directory={DATA_DIRECTORY}", "bundle-formats=-plain", "",
               "[keyring]", f"path={KEYRING}", ""]
     if mode == "tryboot":
         lines += ["[handlers]", f"bootloader-custom-backend={TRYBOOT_BACKEND}", ""]

@@ -128,6 +128,10 @@ class Updater:
         if info.compatible != layout.COMPATIBLE:
             raise UpdateRefused(f"{os.path.basename(path)} is for {info.compatible!r}, this box "
                                 f"is {layout.COMPATIBLE!r}")
+        try:
+            rauc_cmd.verify_payload(path, run=self.run)
+        except rauc_cmd.RaucError as e:
+            raise UpdateRefused(f"{os.path.basename(path)} refused: {e}") from None
         return info
 
     def apply(self, path: str, source: str = "command", reboot: bool | None = None) -> str:
@@ -211,7 +215,8 @@ class Updater:
         situation, reason = classify(facts, pending)
         version = (pending or {}).get("version")
         if situation == COMMITTED:
-            self.history.event(COMMITTED, version, reason)
+            self.history.event(COMMITTED, version, reason,
+                               replaced=(pending or {}).get("from_version"))
             self.history.set_pending(None)
         elif situation == ROLLED_BACK:
             self._rolled_back(facts, pending, reason)
@@ -249,7 +254,8 @@ class Updater:
         rauc_cmd.mark("good", "booted", run=self.run)
         pending = self.history.pending
         version = (pending or {}).get("version") or self.version
-        self.history.event(COMMITTED, version, reason)
+        self.history.event(COMMITTED, version, reason,
+                           replaced=(pending or {}).get("from_version"))
         self.history.set_pending(None)
         self.note(f"update {version} is running well and was kept")
         self.log(f"kept {version}: {reason}")
@@ -271,8 +277,8 @@ class Updater:
 
 def _is_refusal(message: str) -> bool:
     """RAUC failed before it touched a slot: the bundle itself was the problem. Mounting the
-    bundle (with perform-pre-check: reading all of it through dm-verity) comes before RAUC
-    selects and marks the target slots."""
+    bundle comes before RAUC selects and marks the target slots (and `verify_payload` has read
+    all of it through dm-verity before the install starts)."""
     m = message.lower()
     return any(w in m for w in ("signature", "verif", "compatible", "keyring", "certificate",
                                 "hash", "corrupt", "pre-check", "payload", "mounting bundle",

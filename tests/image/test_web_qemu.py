@@ -86,7 +86,7 @@ def test_homenode_local_resolves_inside_the_guest(sd_image, tmp_path):
         # DNS-SD: both services resolved through avahi-daemon's own D-Bus API (busctl ships
         # with systemd; avahi-utils is not in the image): the announced host name and port
         for service, port in (("_homenode._tcp", 7070), ("_http._tcp", 80)):
-            r = m.ssh(key, "busctl --system call org.freedesktop.Avahi / "
+            r = m.ssh(key, "busctl --system -- call org.freedesktop.Avahi / "
                            "org.freedesktop.Avahi.Server ResolveService iisssiu -1 -1 "
                            f"'homenode homenode' {service} local -1 0")
             assert r.returncode == 0, r.stderr

@@ -61,7 +61,7 @@ def test_system_conf_uboot_and_tryboot():
     text = sysconf.system_conf(parts, "uboot")
     assert "bootloader=uboot" in text and "boot-attempts=3" in text
     assert "boot-attempts-primary=2" in text and "bundle-formats=-plain" in text
-    assert "perform-pre-check=true" in text
+    assert "perform-pre-check" not in text  # the updater reads the payload itself
     assert "[slot.rootfs.1]\ndevice=/dev/mmcblk0p6\ntype=ext4\nbootname=B" in text
     assert "[slot.boot.0]\ndevice=/dev/mmcblk0p2\ntype=vfat\nparent=rootfs.0" in text
     assert "data-directory=/data/system/rauc" in text
