@@ -36,8 +36,9 @@ PACKAGES = (
     # A/B system updates: RAUC (CLI + D-Bus service), U-Boot for Pis without tryboot (Pi 3,
     # Zero 2 W) and fw_printenv/fw_setenv for its environment (RAUC's uboot backend)
     "rauc", "rauc-service", "u-boot-rpi", "libubootenv-tool",
-    # <hostname>.local by mDNS and DNS-SD announcements (issue 10)
-    "avahi-daemon", "libnss-mdns",
+    # <hostname>.local by mDNS and DNS-SD announcements (issue 10); avahi-browse (avahi-utils)
+    # is how the node finds other boxes on the LAN ([join] lan_discovery)
+    "avahi-daemon", "libnss-mdns", "avahi-utils",
 )
 
 # Kernel modules in the initramfs (MODULES=list): QEMU virt disks/net, the Pi SD hosts (Pi 3 /
