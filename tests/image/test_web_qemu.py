@@ -52,7 +52,8 @@ def test_the_owners_window_on_a_booted_box(sd_image, tmp_path):
     """One boot (and one reboot) for everything the owner sees, to keep CI's QEMU time down:
     the page through the forwarded port 80, DNS rebinding refused, /metrics for Prometheus'
     parser, the diagnostics bundle with the journal; homenode.local and both DNS-SD services
-    inside the guest; the chart history kept across the reboot under its cap."""
+    inside the guest, and the node's own LAN discovery (avahi-browse) running; the chart
+    history kept across the reboot under its cap."""
     key, toml = ssh_config(tmp_path)
     with machine(sd_image, tmp_path) as m:
         fat_write(m.disk, "homenode.toml", toml.encode(), tmp_path)
@@ -98,6 +99,8 @@ def test_the_owners_window_on_a_booted_box(sd_image, tmp_path):
         # the history: one sample a minute into 2-minute buckets; samples spanning > 120 s fill
         # two buckets (and this is past the 60 s no-save window after start)
         time.sleep(max(0.0, started + 270 - time.monotonic()))
+        # LAN discovery has browsed with avahi-browse by now (a round a minute) and still runs
+        assert g.status()["join"]["lan_discovery"] == "on"
         _, bundle = get(m, "/diag.tar.gz", timeout=120)
         before = _history(bundle)
         assert len(before["day"]["series"]["messages"]) >= 2
