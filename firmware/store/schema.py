@@ -9,7 +9,6 @@ into the main file once per checkpoint, which is most of the SD-card write savin
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
@@ -245,10 +244,3 @@ def split_statements(script: str) -> list[str]:
     return out
 
 
-def fsync_dir(path: Path) -> None:
-    """Make the creation of the database and WAL files themselves durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

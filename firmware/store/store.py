@@ -18,6 +18,7 @@ from pathlib import Path
 import trio
 
 from firmware import fsaccess
+from firmware.durable import fsync_dir
 
 from . import ops, schema
 from .committer import GroupCommitter
@@ -116,7 +117,7 @@ class MessageStore:
                 raise schema.access_error(path, e) from e
             schema.migrate(writer, version, path)
             if not existed:
-                schema.fsync_dir(path.parent)
+                fsync_dir(str(path.parent))  # the new database file itself is durable
             reader = schema.connect(path)
             schema.configure(reader, wal_bytes=wal_bytes, query_only=True)
             reserve.restore(fsaccess.free_bytes(str(path.parent)), headroom=reserve.size)
