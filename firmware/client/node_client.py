@@ -34,7 +34,10 @@ class StorageCalls:
     _clock_ms = staticmethod(wall_ms)
 
     async def request(self, op: str, args: dict, *, recipient: bytes | None = None):
-        raise NotImplementedError
+        """Send one op and return its typed result. The transport's half of this mixin: each
+        client class defines it (`NodeClient` over one link, `OnionClient` over a path)."""
+        raise NotImplementedError(f"{type(self).__name__} must define request() (StorageCalls "
+                                  "is a mixin for a client class, not a client)")
 
     def _sig(self, signing_key, op, recipient, ns, **bound) -> dict:
         """v2: the signature also covers what the op does (``bound``: msg_hash, hashes, expiry)."""
