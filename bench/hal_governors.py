@@ -1,7 +1,7 @@
 """Cost of the hal core decisions per call vs a bare token bucket, plus the month-of-traffic figures.
 
 floor  = TokenBucket.take (the cheapest decision the node already makes per request)
-shaper = BandwidthShaper.grant (link bucket + paced monthly cap + quiet hours)
+shaper = BandwidthShaper.claim (link bucket + paced monthly cap + quiet hours), per send
 thermal = ThermalGovernor.update (median smoothing + hysteresis)
 led    = LedAnimator.poll
 Also: a simulated 31-day cycle with demand ~3.5x the cap (the same model as
@@ -43,9 +43,9 @@ def floor(number):
 def shaper(number):
     s = BandwidthShaper(0, monthly_cap_bytes=10**12, billing_day=1,
                         quiet_windows=[civil.parse_window("19:00-22:00")])
-    grant = s.grant
+    claim = s.claim  # what every shaped send asks
     for i in range(number):
-        grant("up", 1000, i)
+        claim("up", 1000, i)
 
 
 def thermal(number):

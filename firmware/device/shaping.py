@@ -128,25 +128,31 @@ class ShapedStream(trio.abc.Stream):
             self.sync()
 
     async def _wait_to_send(self, want):
-        """Take tokens for the wire bytes of the next chunk; returns its payload size."""
+        """Wait for the turn of the next chunk's wire bytes (its address's share, then the
+        link and the cap, each first come first served); returns its payload size."""
         m = self.meter
         most = self.shaper.max_chunk(UP)
         if self.peer is not None and self.peer[UP].burst < most:
             most = int(self.peer[UP].burst)
         n = min(want, max(1, wire.payload_fitting(most, m.mss, m.hdr)))
         cost = min(most, wire.estimate_bytes(n, m.mss, m.hdr))
-        while True:
+        if self.peer is not None:  # this address's turn first, then the link's and the cap's
             now = self.clock_ms()
-            wait = self.peer[UP].wait_ms(cost, now) if self.peer is not None else 0
-            if wait == 0:
-                wait = self.shaper.take(UP, cost, now)
-            if wait == 0:
+            self.peer[UP].force(cost, now)
+            await self._sleep_ms(self.peer[UP].wait_ms(0, now))
+        while True:
+            claimed, wait = self.shaper.claim(UP, cost, self.clock_ms())
+            if claimed:
                 break
-            await trio.sleep(wait / 1000)
-        if self.peer is not None:
-            self.peer[UP].force(cost, self.clock_ms())
-        self.charged[UP] += cost
+            await self._sleep_ms(wait)
+        self.charged[UP] += cost  # (counted now: `finish` refunds it if it never goes out)
+        await self._sleep_ms(wait)
         return n
+
+    @staticmethod
+    async def _sleep_ms(ms):
+        if ms > 0:
+            await trio.sleep(ms / 1000)
 
     async def wait_send_all_might_not_block(self):
         await self.inner.wait_send_all_might_not_block()

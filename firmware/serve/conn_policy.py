@@ -7,7 +7,9 @@ whether the connection must go (`check`). Tested in virtual time without sockets
 The rules, each against a way a stranger could tie a slot up:
 
 - `handshake`: TLS must finish within `handshake_timeout` of the accept (a peer that opens a
-  socket and says nothing costs it no crypto, so it must not cost us a slot for long);
+  socket and says nothing costs it no crypto, so it must not cost us a slot for long), not
+  counting time the node held its reads (a newcomer waiting its turn under a paced cap would
+  otherwise be cut off after spending cap bytes, and try again, spending them again);
 - `slow_frame`: once a frame's length header has arrived, its body must arrive within
   `frame_timeout + size / min_rate` (a header announcing 60 KB then one byte every 3 s),
   not counting time the node itself held its reads (pacing a bandwidth cap is not the peer's
@@ -98,7 +100,7 @@ class ConnPolicy:
         """The earliest time `check` could close the connection (inf: nothing pending)."""
         lim = self.limits
         if not self.shaken:
-            return self.opened + lim.handshake_timeout
+            return self.opened + lim.handshake_timeout + held
         at = math.inf
         if write_started is not None:
             at = write_started + lim.stall_timeout
@@ -113,7 +115,7 @@ class ConnPolicy:
         """Why the connection must be closed now (HANDSHAKE, SLOW_FRAME, STALLED, IDLE), or None."""
         lim = self.limits
         if not self.shaken:
-            return HANDSHAKE if now >= self.opened + lim.handshake_timeout else None
+            return HANDSHAKE if now >= self.opened + lim.handshake_timeout + held else None
         if write_started is not None and now >= write_started + lim.stall_timeout:
             return STALLED
         if self.frame_started is not None and now >= self._frame_deadline(held):

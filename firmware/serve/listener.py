@@ -211,10 +211,13 @@ class Listener:
         try:
             with conn.scope:
                 policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
-                with trio.move_on_at(policy.deadline(0, None)):
-                    await trio.lowlevel.wait_readable(tcp.socket)  # silence costs no TLS state
-                    stream = TlsStream(raw, self.ssl_context, server_side=True)
-                    await stream.do_handshake()
+                with trio.CancelScope() as handshake:
+                    async with trio.open_nursery() as clock:
+                        clock.start_soon(self._handshake_clock, conn, handshake)
+                        await trio.lowlevel.wait_readable(tcp.socket)  # silence: no TLS state
+                        stream = TlsStream(raw, self.ssl_context, server_side=True)
+                        await stream.do_handshake()
+                        clock.cancel_scope.cancel()
                 if stream is not None and _handshaken(stream):
                     policy.handshake_done(trio.current_time())
                     self.table.set_stage(key, FRESH)
@@ -231,6 +234,18 @@ class Listener:
             await trio.aclose_forcefully(raw)  # (closes tcp; the shaper's count ends now)
             if stream is not None:
                 self.reclaimer.ended()
+
+    @staticmethod
+    async def _handshake_clock(conn: _Conn, handshake: trio.CancelScope) -> None:
+        """Ends the handshake at its deadline, which moves by the time the node itself held
+        the connection's reads (pacing a cap; see ConnPolicy)."""
+        policy = conn.policy
+        while True:
+            held = conn.held()
+            if policy.check(trio.current_time(), 0, None, held) is not None:
+                handshake.cancel()
+                return
+            await trio.sleep_until(policy.deadline(0, None, held))
 
     async def serve_stream(self, stream: trio.abc.Stream, info: ConnInfo, *, raw=None) -> None:
         """Serve frames on an already secured stream (a bridge's tunnel) until it ends; the

@@ -225,28 +225,32 @@ class BandwidthShaper:
         self._spend(direction, n, now_ms)
         return n
 
-    def take(self, direction, n, now_ms):
-        """All-or-nothing: 0 when `n` bytes were taken, else ms to wait before asking again
-        (until the next cycle when the cap is spent)."""
+    def claim(self, direction, n, now_ms):
+        """Count `n` bytes to send, in turn: (True, ms) when they are counted now and go out
+        after `ms` (0: at once); (False, ms) when the cap has no room for them (nothing
+        counted; ask again after `ms`, until the next cycle when the cap is spent).
+
+        Why in turn, not all-or-nothing: waiting until the buckets hold `n` lets a steady run
+        of small sends and reads (reads pay afterwards) keep the level below a larger chunk for
+        ever. Under a paced cap one busy client starved every new connection's TLS handshake
+        that way. A claim leaves its debt in the buckets at once, so whoever comes later,
+        sender or reader, waits behind it: first come, first served, at the same rate."""
         self._maybe_refresh(now_ms)
-        if n > self.max_chunk(direction):
-            raise ValueError("%d bytes exceed the %s burst; split into chunks of at most %d"
-                             % (n, direction, self.max_chunk(direction)))
-        w = self.links[direction].wait_ms(n, now_ms)
-        if self.counted(direction) and self.budget.cap_bytes:
+        capped = self.counted(direction) and self.budget.cap_bytes
+        if capped:
             cw = self._cap_wait(n, now_ms)
             if cw > 0:
                 self.paced_until_ms = now_ms + self.refresh_ms
-                return cw
-            pw = self.pace.wait_ms(n, now_ms)
+                return False, cw
+        self._spend(direction, n, now_ms)
+        w = self.links[direction].wait_ms(0, now_ms)
+        if capped:
+            pw = self.pace.wait_ms(0, now_ms)
             if pw > 0:
                 self.paced_until_ms = now_ms + self.refresh_ms
             if pw > w:
                 w = pw
-        if w > 0:
-            return w
-        self._spend(direction, n, now_ms)
-        return 0
+        return True, w
 
     def account(self, direction, n, now_ms):
         """Bytes that moved without asking (already received): counted, owed by the buckets."""

@@ -57,3 +57,34 @@ async def test_operator_traffic_is_counted_apart_from_the_metered_line(tmp_path)
         assert bw["up_bytes"] == bw["down_bytes"] == bw["used_bytes"] == 0
     finally:
         node.stop()
+
+
+async def test_status_answers_while_a_busy_client_is_paced_by_the_cap(tmp_path):
+    """One client storing flat out through a paced cap used to take every turn of the pacing
+    bucket: every new connection's TLS handshake then timed out, `homenode status` included
+    (found by the power-cut test of a QEMU box, whose host polls status while writing)."""
+    node = NodeProcess(tmp_path, {"node": {"listen_host": "127.0.0.2"},
+                                  "network": {"enabled": False}, "hal": {"backend": "sim"},
+                                  "bandwidth": {"unmetered_networks": [],
+                                                "monthly_cap_gb": 30.0}}).start()
+    stored = []
+    try:
+        async with trio.open_nursery() as n:
+            async def busy():
+                async with connect(node.host, node.port, node.node_id) as c:
+                    while True:
+                        await c.store(RECIPIENT, os.urandom(700))
+                        stored.append(1)
+
+            n.start_soon(busy)
+            # the pace (~11.5 kB/s) is taken: the busy client is held back by it ...
+            bw = await status_until(node, lambda b: b["pacing"], "the cap pacing", timeout=30)
+            assert bw["paced_rate"] < 20_000
+            # ... and the operator's status still gets its turns, several times over
+            for _ in range(3):
+                r = await trio.to_thread.run_sync(lambda: node.cli("status", "--json"))
+                assert r.returncode == 0, r.stderr
+            n.cancel_scope.cancel()
+        assert len(stored) > 10
+    finally:
+        node.stop()

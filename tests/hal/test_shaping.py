@@ -94,6 +94,45 @@ async def test_one_peer_cannot_take_the_whole_link(autojump_clock):
     assert 3.5 < max(times["greedy-1"], times["greedy-2"]) < 3.9, times
 
 
+async def test_a_busy_client_under_a_paced_cap_does_not_starve_a_newcomer(autojump_clock):
+    # One client stores flat out (a 700-byte request, a 150-byte answer) through a node whose
+    # cap is paced at ~1000 B/s. A new connection's first flight (~1100 bytes of TLS) must get
+    # its turn: it used to wait for ever, which locked `homenode status` out of a busy box.
+    shaper = BandwidthShaper(clock_ms(), burst_s=1, min_chunk=1000,
+                             monthly_cap_bytes=10**6, cycle_ms=1000 * 1000)
+    busy_client, busy_node = trio.testing.memory_stream_pair()
+    busy = ShapedStream(busy_node, shaper, clock_ms)
+    newcomer, newcomer_peer = trio.testing.memory_stream_pair()
+    shaped_newcomer = ShapedStream(newcomer, shaper, clock_ms)
+    answered = []
+
+    async def client():
+        while True:
+            await busy_client.send_all(b"r" * 700)
+            await drain(busy_client, 150)
+
+    async def node():
+        while True:
+            await drain(busy, 700)
+            await busy.send_all(b"a" * 150)
+            answered.append(trio.current_time())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(client)
+        n.start_soon(node)
+        await trio.sleep(5)
+        t0 = trio.current_time()
+        took = None
+        with trio.move_on_after(60):
+            async with trio.open_nursery() as nn:
+                nn.start_soon(pump, shaped_newcomer, b"h" * 1100)
+                await drain(newcomer_peer, 1100)
+            took = trio.current_time() - t0
+        n.cancel_scope.cancel()
+    assert took is not None and took < 3.0, took
+    assert len(answered) >= 3  # the busy client was served as well (it is not starved either)
+
+
 # -- what is metered, and how: the service's wrapper on real loopback sockets ----------------
 
 

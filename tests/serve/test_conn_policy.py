@@ -35,6 +35,13 @@ def test_a_connection_must_finish_its_handshake_in_time():
     assert p.check(105.0, 0, None) is None and p.deadline(0, None) == 133.0
 
 
+def test_time_the_node_held_a_handshakes_reads_is_not_the_peers():
+    p = ConnPolicy(LIM, 100.0)
+    assert p.deadline(0, None, held=3.5) == 108.5  # pacing the cap held its reads 3.5 s
+    assert p.check(107.0, 0, None, held=3.5) is None
+    assert p.check(108.5, 0, None, held=3.5) == HANDSHAKE
+
+
 def test_silence_with_nothing_in_flight_is_idle_but_busy_is_not():
     p = ConnPolicy(LIM, 0.0, handshaken=True)
     p.received(1.0, None)

@@ -246,3 +246,23 @@ async def test_a_slow_reader_stops_the_node_reading_and_then_gets_everything(
         n.cancel_scope.cancel()
     assert sorted(f["id"] for f in got) == list(range(1, 51))
     assert [f["id"] for f in got] == harness.served
+
+
+async def test_the_handshake_deadline_moves_by_the_time_the_node_held_its_reads(autojump_clock):
+    from firmware.serve.conn_policy import ConnLimits, ConnPolicy
+    from firmware.serve.listener import Listener, _Conn
+    from firmware.serve.pipeline import ConnInfo
+
+    held = [0.0]
+    conn = _Conn(object(), ConnInfo("192.0.2.1", 1), raw=object(),
+                 reads_held=lambda raw: held[0])
+    t0 = trio.current_time()
+    conn.policy = ConnPolicy(ConnLimits(handshake_timeout=10), t0)
+    with trio.CancelScope() as handshake:
+        async with trio.open_nursery() as n:
+            n.start_soon(Listener._handshake_clock, conn, handshake)
+            await trio.sleep(6)
+            held[0] = 7.0  # pacing the cap held its reads 7 s meanwhile
+            await trio.sleep_forever()
+    assert handshake.cancelled_caught
+    assert trio.current_time() - t0 == pytest.approx(17.0)

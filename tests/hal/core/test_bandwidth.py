@@ -97,18 +97,40 @@ def test_below_the_cap_nothing_is_held_back():
     assert not sh.pacing(T0 + 31 * civil.DAY_MS)
 
 
-def test_take_is_all_or_nothing_and_waits_for_the_pace():
+def test_claim_counts_at_once_and_says_how_long_to_wait_for_the_pace():
     sh = BandwidthShaper(T0, up_rate=100000, down_rate=100000, burst_s=1,
                          monthly_cap_bytes=31 * 86400 * 1000, billing_day=15, offset_ms=OFFSET,
                          min_chunk=1000)
-    # paced rate is ~1000 B/s with a 1 s burst: the second 1000 bytes must wait ~1 s
-    assert sh.take(UP, 1000, T0) == 0
-    w = sh.take(UP, 1000, T0)
-    assert w >= 900 and sh.pacing(T0)
-    assert sh.take(UP, 1000, T0 + w) == 0
+    # paced rate is ~1000 B/s with a 1 s burst: the first 1000 bytes go at once, the second
+    # 1000 are counted now and go out ~1 s later
+    assert sh.claim(UP, 1000, T0) == (True, 0)
+    claimed, w = sh.claim(UP, 1000, T0)
+    assert claimed and 900 <= w <= 1100 and sh.pacing(T0)
     assert sh.totals[UP] == 2000 and sh.budget.used_bytes == 2000
-    e = raises(ValueError, sh.take, UP, 10 ** 6, T0 + w)
-    assert "chunks" in str(e)
+    assert sh.debt_ms(DOWN, T0) >= w - 1  # a reader comes after it too
+
+
+def test_a_large_claim_is_not_starved_by_a_stream_of_small_ones():
+    # One busy client under a paced cap: it reads 700 bytes whenever nothing is owed and
+    # answers with 150. A newcomer's 1100-byte TLS flight, all-or-nothing, would wait for ever
+    # for a level the busy one never lets the bucket reach; claimed in turn it goes in ~1 s.
+    sh = BandwidthShaper(T0, burst_s=1, monthly_cap_bytes=31 * 86400 * 1000, billing_day=15,
+                         offset_ms=OFFSET, min_chunk=1000)
+    t, busy_send_at, flight_at, sent_at = T0, None, T0 + 5000, None
+    while t < T0 + 20000:
+        if busy_send_at is None and sh.debt_ms(DOWN, t) == 0:
+            sh.account(DOWN, 700, t)  # a request arrived and was read ...
+            claimed, w = sh.claim(UP, 150, t)  # ... its answer goes after its turn
+            busy_send_at = t + w
+        elif busy_send_at is not None and t >= busy_send_at:
+            busy_send_at = None
+        if t == flight_at:
+            claimed, w = sh.claim(UP, 1100, t)
+            assert claimed
+            sent_at = t + w
+        t += 10
+    assert sent_at is not None and sent_at - flight_at <= 2500, sent_at - flight_at
+    assert sh.budget.used_bytes <= 20 * 1000 + 1000 + 850  # the pace held: ~1000 B/s
 
 
 def test_spent_cap_blocks_until_the_next_cycle_then_resets():
@@ -117,12 +139,12 @@ def test_spent_cap_blocks_until_the_next_cycle_then_resets():
                          used_bytes=cap, cycle_day=civil.local_day(T0, OFFSET))
     end = sh.budget.end_ms
     assert civil.civil_from_days(civil.local_day(end, OFFSET)) == (2026, 4, 15)
-    assert sh.take(DOWN, 100, T0 + HOUR) == end - (T0 + HOUR)
+    assert sh.claim(DOWN, 100, T0 + HOUR) == (False, end - (T0 + HOUR))
     assert sh.grant(DOWN, 100, T0 + HOUR) == 0
     st = sh.status(end)
     assert st["used_bytes"] == 0 and st["cycle_start_ms"] == end
     assert 3850 < st["paced_rate"] < 3860  # 10 GB over the 30 days to 15 May
-    assert sh.take(DOWN, 10000, end + 60000) == 0
+    assert sh.claim(DOWN, 10000, end + 60000)[0]
     assert sh.budget.used_bytes == 10000
 
 
@@ -153,8 +175,8 @@ def test_snapshot_restores_usage_within_the_cycle():
 def test_account_counts_bytes_that_already_arrived_as_debt():
     sh = BandwidthShaper(T0, up_rate=1000, down_rate=1000, burst_s=1, min_chunk=1000)
     sh.account(DOWN, 3000, T0)
-    assert sh.take(DOWN, 1000, T0) == 3000  # repay 2000 of debt first, then 1000 more
-    assert sh.totals[DOWN] == 3000
+    assert sh.claim(DOWN, 1000, T0) == (True, 3000)  # after 2000 of debt and 1000 more
+    assert sh.totals[DOWN] == 4000
 
 
 def test_debt_from_received_bytes_delays_the_next_read():
@@ -220,11 +242,12 @@ def test_the_window_reserve_stops_reading_and_sending_before_the_cap():
     assert sh.reserved() == 100000
     wait = sh.debt_ms(DOWN, t)
     assert 0 < wait <= 250 and sh.pacing(t)  # held, rechecking soon (not until the cycle end)
-    assert 0 < sh.take(UP, 1000, t) <= 250
+    claimed, w = sh.claim(UP, 1000, t)
+    assert not claimed and 0 < w <= 250
     assert sh.grant(UP, 1000, t) == 0
     sh.add_reserve(-5000, -45000)  # a connection closed: its window is free again
     assert sh.debt_ms(DOWN, t) == 0
-    assert sh.take(UP, 1000, t) == 0
+    assert sh.claim(UP, 1000, t) == (True, 0)
     assert sh.status(t)["reserve_bytes"] == 50000
 
 
@@ -232,13 +255,13 @@ def test_reserve_in_an_uncounted_direction_does_not_hold_the_cap():
     t = 1796173940000
     sh = BandwidthShaper(t, monthly_cap_bytes=1000000, cycle_ms=20000, cap_directions="up")
     sh.add_reserve(0, 10 ** 7)
-    assert sh.reserved() == 0 and sh.take(UP, 1000, t) == 0
+    assert sh.reserved() == 0 and sh.claim(UP, 1000, t)[0]
 
 
 def test_refund_gives_back_an_estimate_that_never_went_out():
     t = 1796173940000
     sh = BandwidthShaper(t, monthly_cap_bytes=1000000, cycle_ms=20000)
-    assert sh.take(UP, 1500, t) == 0
+    assert sh.claim(UP, 1500, t)[0]
     sh.refund(UP, 400)
     assert sh.totals[UP] == 1100 and sh.budget.used_bytes == 1100
     sh.refund(UP, 10 ** 6)  # never below zero
