@@ -185,6 +185,21 @@ async def wait_info(client, pred, what, timeout=20.0):
 
 
 @pytest.fixture
+def mock_pins():
+    """gpiozero's own MockFactory (PWM-capable pins) as the default pin factory, restored
+    after the test."""
+    import gpiozero
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    old = gpiozero.Device.pin_factory
+    factory = MockFactory(pin_class=MockPWMPin)
+    gpiozero.Device.pin_factory = factory
+    yield factory
+    factory.reset()
+    gpiozero.Device.pin_factory = old
+
+
+@pytest.fixture
 def node_factory(tmp_path):
     made = []
 

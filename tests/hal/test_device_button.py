@@ -11,11 +11,9 @@ import os
 import shlex
 import sys
 
-import gpiozero
 import pytest
 import trio
 import trio.testing
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from firmware.exit_status import EXIT_POWEROFF, EXIT_RESTART
 from firmware.identity import NODE_KEY_FILE
@@ -33,16 +31,6 @@ RGB = (17, 27, 22)
 @pytest.fixture
 def jump_clock():
     return trio.testing.MockClock(autojump_threshold=0.02)
-
-
-@pytest.fixture
-def mock_pins():
-    old = gpiozero.Device.pin_factory
-    factory = MockFactory(pin_class=MockPWMPin)
-    gpiozero.Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    gpiozero.Device.pin_factory = old
 
 
 class Box:

@@ -28,10 +28,8 @@ import sys
 import time
 from html import unescape
 
-import gpiozero
 import pytest
 import trio
-from gpiozero.pins.mock import MockFactory, MockPWMPin
 from prometheus_client.parser import text_string_to_metric_families
 
 from firmware.identity import NODE_KEY_FILE
@@ -96,6 +94,25 @@ async def check_page(url, status_args, want, shots=True, netns=None):
         await browser.screenshot(url, f"{want}-desktop.png", browser.DESKTOP, netns)
     SEEN[want] = url
     return html
+
+
+async def only_the_page_answers(node, url, status_args, state, cli_says, page_says):
+    """The in-process `node`'s client listener is down: `homenode status` gets no answer (its
+    stderr has `cli_says`), so the page - its own listener - is the only window, and it must
+    agree with the node's state."""
+    with trio.fail_after(20):
+        while node.device.health.state != state:
+            await trio.sleep(0.05)
+    r = await trio.run_process([sys.executable, "-m", "firmware.cli", "status", "--json",
+                                "--timeout", "2", *status_args], capture_stdout=True,
+                               capture_stderr=True, check=False)
+    assert r.returncode == 1 and cli_says in r.stderr, r.stderr
+    html = await browser.dom(url)
+    assert browser.page_state(html) == state == node.device.health.state
+    assert page_says in html
+    await browser.screenshot(url, f"{state}-phone.png", browser.PHONE)
+    await browser.screenshot(url, f"{state}-desktop.png", browser.DESKTOP)
+    SEEN[state] = url
 
 
 def page_url(info):
@@ -192,16 +209,6 @@ async def test_page_connecting_needs_setup_and_storage_trouble(tmp_path):
         full.stop()
 
 
-@pytest.fixture
-def mock_pins():
-    old = gpiozero.Device.pin_factory
-    factory = MockFactory(pin_class=MockPWMPin)
-    gpiozero.Device.pin_factory = factory
-    yield factory
-    factory.reset()
-    gpiozero.Device.pin_factory = old
-
-
 async def test_page_booting_updating_fatal_error_and_safe_to_unplug_in_process(tmp_path,
                                                                                mock_pins):
     fake = fake_pi(tmp_path)
@@ -252,22 +259,9 @@ async def _drive_in_process(node, update, hold, boot_done, release):
                 await trio.sleep(0.02)
         url = "http://{}:{}/".format(*node.web.service.address)
         args = ["--node", "{}:{}".format(*node.address), "--node-id", node.identity.id_hex]
-        # While it starts, the node's client listener is not up yet (it starts last), so
-        # `homenode status` gets no answer: the page is the only window; it shows the node's
-        # own state.
-        with trio.fail_after(20):
-            while node.device.health.state != "booting":
-                await trio.sleep(0.05)
-        r = await trio.run_process([sys.executable, "-m", "firmware.cli", "status", "--json",
-                                    "--timeout", "2", *args], capture_stdout=True,
-                                   capture_stderr=True, check=False)
-        assert r.returncode == 1 and b"no TLS handshake" in r.stderr
-        html = await browser.dom(url)
-        assert browser.page_state(html) == "booting" == node.device.health.state
-        assert "Starting up" in html
-        await browser.screenshot(url, "booting-phone.png", browser.PHONE)
-        await browser.screenshot(url, "booting-desktop.png", browser.DESKTOP)
-        SEEN["booting"] = url
+        # While it starts, the node's client listener is not up yet (it starts last)
+        await only_the_page_answers(node, url, args, "booting", b"no TLS handshake",
+                                    "Starting up")
         boot_done.set()
         await check_page(url, args, "healthy", shots=False)
         update[0] = ("updating", "installing homenode 0.2.0")
@@ -281,21 +275,9 @@ async def _drive_in_process(node, update, hold, boot_done, release):
         await trio.sleep(1)
         await hold(0.2)  # the confirming press
         # The reset drained the node's client listener before it failed, and nothing re-opens
-        # it (reported to the integrator): `homenode status` cannot reach the box now, so the
-        # page - its own listener - is the only window; it must agree with the node's state.
-        with trio.fail_after(20):
-            while node.device.health.state != "fatal_error":
-                await trio.sleep(0.05)
-        r = await trio.run_process([sys.executable, "-m", "firmware.cli", "status", "--json",
-                                    "--timeout", "2", *args], capture_stdout=True,
-                                   capture_stderr=True, check=False)
-        assert r.returncode == 1 and b"cannot talk to the node" in r.stderr
-        html = await browser.dom(url)
-        assert browser.page_state(html) == "fatal_error" == node.device.health.state
-        assert "factory reset failed" in html
-        await browser.screenshot(url, "fatal_error-phone.png", browser.PHONE)
-        await browser.screenshot(url, "fatal_error-desktop.png", browser.DESKTOP)
-        SEEN["fatal_error"] = url
+        # it (reported to the integrator)
+        await only_the_page_answers(node, url, args, "fatal_error", b"cannot talk to the node",
+                                    "factory reset failed")
         # hold 3 s: safe shutdown; its command waits for us while the page says so
         await hold(3.3)
         with trio.fail_after(20):
