@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import nacl.exceptions
 import nacl.signing
 
+from firmware.identity import parse_node_id
+
 FORMAT = "homenode-seeds-1"
 DOMAIN = b"homenode seed list v1\n"
 MAX_BYTES = 256 * 1024
@@ -102,14 +104,10 @@ def read_release_key(path: str) -> bytes:
         raise SeedListError(f"no release key at {path}") from None
     except OSError as e:
         raise SeedListError(f"cannot read the release key {path}: {e.strerror}") from None
-    token = text.split()[0] if text.split() else ""
     try:
-        key = bytes.fromhex(token)
+        return parse_node_id(text.split()[0] if text.split() else "")
     except ValueError:
-        key = b""
-    if len(key) != 32:
-        raise SeedListError(f"{path}: expected 64 hex digits (a public key)")
-    return key
+        raise SeedListError(f"{path}: expected 64 hex digits (a public key)") from None
 
 
 def best_seed_list(paths, key_path: str, now_ms: int) -> tuple[SeedList | None, str]:

@@ -73,6 +73,9 @@ def test_newest_valid_list_wins_expired_and_broken_ones_are_named(tmp_path):
     assert sl is None and "not JSON" in note
     sl, note = best_seed_list([old], str(tmp_path / "nokey.pub"), NOW)
     assert sl is None and "no release key" in note
+    (tmp_path / "short.pub").write_text(release.id_hex[:40] + "\n")
+    sl, note = best_seed_list([old], str(tmp_path / "short.pub"), NOW)
+    assert sl is None and "short.pub: expected 64 hex digits" in note
     assert best_seed_list([""], str(key), NOW) == (None, "none configured")
 
 
