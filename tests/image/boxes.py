@@ -45,10 +45,12 @@ class Box:
                           timeout, "SSH login with the test key", interval=3)
 
     def fetch(self, url: str, dest: str, timeout: float = 600) -> None:
-        """Download on the guest (its own Python; the image has no curl)."""
+        """Download on the guest (its own Python; the image has no curl), then fsync it: the
+        power-cut test pulls the plug a minute later, and a bundle still in the page cache
+        comes back with a zeroed tail (RAUC then rightly refuses it)."""
         self.sh("/opt/homenode/bin/python3 -c 'import shutil, sys, urllib.request as u; "
                 "shutil.copyfileobj(u.urlopen(sys.argv[1], timeout=60), open(sys.argv[2], "
-                f"\"wb\"), 1 << 20)' {url} {dest}", timeout=timeout)
+                f"\"wb\"), 1 << 20)' {url} {dest} && sync {dest}", timeout=timeout)
 
     def update_info(self) -> dict:
         return self.g.status().get("update") or {}

@@ -360,12 +360,22 @@ def power_cut_scenario(lab: Lab) -> None:
 
     def install_and_cut(point: str, at_progress: int):
         t, stop = writing()
-        runner = threading.Thread(target=lambda: box.m.ssh(
-            box.key, "homenode update apply --no-reboot /data/system/update/v2.raucb",
-            timeout=900), daemon=True)
-        runner.start()
-        box.m.wait_until(lambda: (box.update_info().get("progress") or -1) >= at_progress,
-                         600, f"install progress {at_progress}%", interval=1)
+        ended = {}
+
+        def apply():
+            ended["r"] = box.m.ssh(
+                box.key, "homenode update apply --no-reboot /data/system/update/v2.raucb",
+                timeout=900)
+
+        threading.Thread(target=apply, daemon=True).start()
+        seen = box.m.wait_until(
+            lambda: "r" in ended or (box.update_info().get("progress") or -1) >= at_progress,
+            600, f"install progress {at_progress}%", interval=1)
+        if "r" in ended:  # the install ended (or was refused) before the cut point
+            r = ended["r"]
+            raise AssertionError(f"`homenode update apply` ended before {at_progress}% "
+                                 f"(rc {r.returncode}, saw {seen!r}): {r.stdout}{r.stderr}\n"
+                                 f"update status: {box.update_info()}\n" + box.m.tail(40))
         box.m.power_cut()
         stop.set()
         after_cut(point, "A")
