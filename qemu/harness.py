@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,11 +56,14 @@ def fat_read(disk: Path, name: str) -> bytes:
 
 
 def fat_write(disk: Path, name: str, data: bytes, tmp: Path) -> None:
-    """Write a file onto the image's boot partition, as a user editing the card on a PC."""
-    src = tmp / name
-    src.write_bytes(data)
-    subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{BOOT_OFFSET}", str(src), f"::/{name}"],
-                   check=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
+    """Write a file onto the image's boot partition, as a user editing the card on a PC.
+    The staging copy has a directory of its own: machines prepared at once in threads share
+    `tmp` (two boxes' homenode.toml once ran into each other there)."""
+    with tempfile.TemporaryDirectory(dir=tmp) as own:
+        src = Path(own) / name
+        src.write_bytes(data)
+        subprocess.run(["mcopy", "-o", "-i", f"{disk}@@{BOOT_OFFSET}", str(src), f"::/{name}"],
+                       check=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
 
 
 def extract_dtb(disk: Path, name: str, dest: Path) -> Path:
