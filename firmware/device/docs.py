@@ -65,6 +65,8 @@ Bandwidth (`[bandwidth]`): token buckets cap each direction at `up_mbit` / `down
 `quiet_hours` both use `quiet_mbit`. With `monthly_cap_gb` set, whatever is left of the cap is
 spread over what is left of the billing cycle (starting on `billing_day`, local time), so a busy
 week slows the node down instead of cutting it off on day 20; the cap itself is not exceeded.
+While it paces, connections take turns (first come, first served): one peer sending flat out
+slows everyone down but cannot starve a new connection or `homenode status` from another host.
 Usage survives restarts (`bandwidth.json` in the data dir, saved every `persist_interval` s).
 
 What counts is what an ISP meters: IP bytes on the wire, both directions, read per connection
