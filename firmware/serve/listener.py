@@ -211,13 +211,19 @@ class Listener:
         try:
             with conn.scope:
                 policy = conn.policy = ConnPolicy(self.limits, trio.current_time())
+                failed = None  # (raised after the nursery, not wrapped in an exception group)
                 with trio.CancelScope() as handshake:
                     async with trio.open_nursery() as clock:
                         clock.start_soon(self._handshake_clock, conn, handshake)
-                        await trio.lowlevel.wait_readable(tcp.socket)  # silence: no TLS state
-                        stream = TlsStream(raw, self.ssl_context, server_side=True)
-                        await stream.do_handshake()
+                        try:
+                            await trio.lowlevel.wait_readable(tcp.socket)  # silence: no TLS
+                            stream = TlsStream(raw, self.ssl_context, server_side=True)
+                            await stream.do_handshake()
+                        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                            failed = e
                         clock.cancel_scope.cancel()
+                if failed is not None:
+                    raise failed
                 if stream is not None and _handshaken(stream):
                     policy.handshake_done(trio.current_time())
                     self.table.set_stage(key, FRESH)

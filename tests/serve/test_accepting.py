@@ -160,3 +160,25 @@ def test_accept_ready_takes_what_is_queued_and_no_more():
         sock.close()
         for c in clients:
             c.close()
+
+
+async def test_a_failed_handshake_is_counted_not_logged_as_a_node_error(listening):
+    """Bytes that are not TLS, and a peer that leaves mid-handshake: each is a failed handshake
+    in the counters and no `connection_failed` line (a stranger must not be able to write the
+    operator's error log)."""
+    h, sock = listening(TableLimits(trusted=frozenset({"127.0.0.1"})))
+    addr = sock.getsockname()[:2]
+    async with trio.open_nursery() as n:
+        await n.start(h.listener.run, sock)
+        junk = await tcp_from("127.0.0.1", addr)
+        await junk.send_all(b"GET / HTTP/1.0\r\n\r\n" * 4)
+        assert await closed_by_peer(junk)
+        half = await tcp_from("127.0.0.1", addr)
+        await half.send_all(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's start
+        await half.aclose()
+        with trio.fail_after(GUARD_S):
+            while h.listener.counters["handshake_failed"] < 2:
+                await trio.sleep(0.01)
+        n.cancel_scope.cancel()
+    assert h.listener.counters["handshake_failed"] == 2
+    assert not [line for line in h.log_lines if "connection_failed" in line], h.log_lines
