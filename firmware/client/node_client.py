@@ -12,6 +12,7 @@ Errors from the node raise the `firmware.proto.errors` class of their wire code 
 anything is sent.
 """
 
+import abc
 from contextlib import asynccontextmanager
 
 import nacl.signing
@@ -27,17 +28,16 @@ __all__ = ["NodeClient", "StorageCalls", "connect"]
 _TYPED_OPS = frozenset(("store", "retrieve", "delete", "expire", "info"))
 
 
-class StorageCalls:
+class StorageCalls(abc.ABC):
     """The storage ops, for any client with ``await request(op, args, recipient=)`` returning
     the typed result: one node (`NodeClient`) or an onion path (`OnionClient`)."""
 
     _clock_ms = staticmethod(wall_ms)
 
+    @abc.abstractmethod
     async def request(self, op: str, args: dict, *, recipient: bytes | None = None):
-        """Send one op and return its typed result. The transport's half of this mixin: each
-        client class defines it (`NodeClient` over one link, `OnionClient` over a path)."""
-        raise NotImplementedError(f"{type(self).__name__} must define request() (StorageCalls "
-                                  "is a mixin for a client class, not a client)")
+        """Send one op and return its typed result: the transport, which each client class
+        defines (`NodeClient` over one link, `OnionClient` over a path)."""
 
     def _sig(self, signing_key, op, recipient, ns, **bound) -> dict:
         """v2: the signature also covers what the op does (``bound``: msg_hash, hashes, expiry)."""
