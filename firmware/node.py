@@ -294,7 +294,7 @@ class Node:
                               subnet_rate=lim.new_connections_per_sec_per_subnet,
                               subnet_burst=max(1, int(2 * lim.new_connections_per_sec_per_subnet)),
                               trusted=_trusted(lim.trusted_addresses)),
-            wrap_stream=shaping, reads_held=reads_held)
+            wrap_stream=shaping, reads_held=reads_held if bandwidth.enabled else None)
         # the bridge port: the decoy web site, and for key holders an ordinary link served by
         # the listener above (it takes a slot of the client address's share there too)
         self.bridge = None

@@ -29,7 +29,7 @@ class Harness:
     """Node ops for tests: `block` holds until released, `nap` sleeps its `ms`, `big` answers
     half a megabyte; `served` lists request ids in the order they started."""
 
-    def __init__(self, tmp_path, limits, table):
+    def __init__(self, tmp_path, limits, table, reads_held=None):
         self.store = MessageStore.open(tmp_path / "m.sqlite3", quota_bytes=10**7,
                                        clock_ms=lambda: T0)
         self.active = 0
@@ -43,7 +43,8 @@ class Harness:
             limiter=RateLimiter(1e9, 10**9),
             node_ops={"block": self.block, "nap": self.nap, "big": self.big})
         self.listener = Listener(self.pipeline, server_ssl_context(NODE), clock_ms=lambda: T0,
-                                 log=Log("debug", stream=self), limits=limits, table=table)
+                                 log=Log("debug", stream=self), limits=limits, table=table,
+                                 reads_held=reads_held)
 
     def write(self, line):  # the listener's log stream
         self.log_lines.append(line)

@@ -45,8 +45,8 @@ def listening(tmp_path):
     """A Harness listener (real pipeline and store) with `table` limits, on 127.0.0.1:0."""
     made = []
 
-    def make(table: TableLimits):
-        h = Harness(tmp_path, ConnLimits(), table)
+    def make(table: TableLimits, reads_held=None):
+        h = Harness(tmp_path, ConnLimits(), table, reads_held)
         sock = bind_tcp("127.0.0.1", 0)
         made.append((h, sock))
         return h, sock
@@ -162,11 +162,14 @@ def test_accept_ready_takes_what_is_queued_and_no_more():
             c.close()
 
 
-async def test_a_failed_handshake_is_counted_not_logged_as_a_node_error(listening):
+@pytest.mark.parametrize("shaped", [False, True], ids=["fixed-deadline", "handshake-clock"])
+async def test_a_failed_handshake_is_counted_not_logged_as_a_node_error(listening, shaped):
     """Bytes that are not TLS, and a peer that leaves mid-handshake: each is a failed handshake
     in the counters and no `connection_failed` line (a stranger must not be able to write the
-    operator's error log)."""
-    h, sock = listening(TableLimits(trusted=frozenset({"127.0.0.1"})))
+    operator's error log). With and without a shaper that may hold reads (the handshake then
+    runs beside a clock task)."""
+    h, sock = listening(TableLimits(trusted=frozenset({"127.0.0.1"})),
+                        reads_held=(lambda raw: 0.0) if shaped else None)
     addr = sock.getsockname()[:2]
     async with trio.open_nursery() as n:
         await n.start(h.listener.run, sock)
