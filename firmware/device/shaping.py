@@ -301,7 +301,7 @@ class BandwidthService:
         self.log = log
         self.net = net_counters
         self.enabled = bool(cfg.up_mbit or cfg.down_mbit or cfg.monthly_cap_gb
-                            or cfg.per_peer_mbit)  # shaping; counting always runs
+                            or cfg.per_peer_mbit or cfg.quiet_hours)  # counting always runs
         self.unmetered = Unmetered(cfg.unmetered_networks)
         self._live = set()  # metered socket streams not yet closed
         self.peers = (PeerBuckets(mbit(cfg.per_peer_mbit), cfg.burst_s, clock_ms)

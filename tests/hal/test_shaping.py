@@ -166,6 +166,13 @@ def service(tmp_path, **bandwidth):
                             Log("warning", stream=io.StringIO()))
 
 
+async def test_quiet_hours_alone_turn_shaping_on(tmp_path):
+    # quiet hours with no other limit used to leave shaping off: the quiet rate never applied
+    assert not service(tmp_path).enabled
+    assert service(tmp_path, quiet_hours=["18:00-23:00"]).enabled
+    assert service(tmp_path, monthly_cap_gb=1.0).enabled
+
+
 async def tcp_pair(host):
     """(accepted server-side stream, client stream) over loopback, the server on `host`."""
     listener = (await trio.open_tcp_listeners(0, host=host))[0]
