@@ -69,7 +69,8 @@ class MonthlyBudget:
 
 
 class BandwidthShaper:
-    """Sans-IO shaper. Callers ask before moving bytes and get a grant or a wait in ms.
+    """Sans-IO shaper. A sender `claim`s its bytes and learns how long to wait before they go
+    out; a reader `account`s what arrived and waits out `debt_ms` before reading again.
 
     Rates are bytes/s. `burst_s` sizes every bucket as that many seconds of its rate. The cap
     counts the directions in `cap_directions` ("both", "up" or "down"). The paced rate is
@@ -204,26 +205,6 @@ class BandwidthShaper:
         if (now_ms >= self._next_refresh or now_ms >= self.budget.end_ms
                 or self.is_quiet(now_ms) != self.quiet):
             self.refresh(now_ms)
-
-    def grant(self, direction, want, now_ms):
-        """Take up to `want` bytes now; returns how many (0 = wait, see `wait_ms`)."""
-        self._maybe_refresh(now_ms)
-        n = want
-        lvl = self.links[direction].level(now_ms)
-        if lvl < n:
-            n = lvl
-        if self.counted(direction) and self.budget.cap_bytes:
-            if self.pace.level(now_ms) < n:
-                n = self.pace.level(now_ms)
-                self.paced_until_ms = now_ms + self.refresh_ms
-            room = self.budget.remaining() - self.reserved()
-            if room < n:
-                n = room
-        n = int(n)
-        if n <= 0:
-            return 0
-        self._spend(direction, n, now_ms)
-        return n
 
     def claim(self, direction, n, now_ms):
         """Count `n` bytes to send, in turn: (True, ms) when they are counted now and go out
