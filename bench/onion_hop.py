@@ -14,11 +14,12 @@ relay:  server CPU (all threads of a real node process, from /proc/<pid>/task/*/
         per layer it peeled and forwarded, with a client driving it over a real TLS link on
         loopback (32 onions in flight; the client builds its onions before the clock starts,
         as a client on another machine would: `relay_inline_built_*` is the same with the
-        client building each onion as it sends it, on the same two cores). The next hop is another real node that stores 1 KiB; only
-        the middle node's CPU is counted: TLS in and out twice, framing, the op dispatch, peel,
-        forward, and carrying the answer. Each run measures the v2 floor on fresh packets right
-        before its relay figure, and the ratio printed is the median of the runs' own ratios:
-        the machine (shared, 2 cores) drifts from minute to minute, less within one run's pair.
+        client building each onion as it sends it, on the same two cores). The next hop is
+        another real node that stores 1 KiB; only the middle node's CPU is counted: TLS in and
+        out twice, framing, the op dispatch, peel, forward, and carrying the answer. Each run
+        measures the v2 floor on fresh packets right before its relay figure, and the ratio
+        printed is the median of the runs' own ratios: the machine (shared, 2 cores) drifts
+        from minute to minute, less within one run's pair.
 rpc:    the same middle node's CPU per plain ``info`` request on the same kind of link, same run:
         the TLS + framing + dispatch a hop pays twice (request in, forward out).
 
