@@ -9,8 +9,6 @@ wedges, pings stop and systemd restarts the node - which is the point.
 import os
 import socket
 
-import trio
-
 
 class Notifier:
     def __init__(self, address: str | None = None, watchdog_usec: int | None = None, log=None):
@@ -58,9 +56,13 @@ class Notifier:
             self._sock.close()
             self._sock = None
 
-    async def run_watchdog(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        """Ping WATCHDOG=1 at half the interval systemd asked for (forever; cancel to stop)."""
-        task_status.started()
+    async def run_watchdog(self, task_status=None) -> None:
+        """Ping WATCHDOG=1 at half the interval systemd asked for (forever; cancel to stop).
+        (`nursery.start` passes `task_status`.)"""
+        import trio  # here: the update gate notifies at every boot and never loads trio
+
+        if task_status is not None:
+            task_status.started()
         if self.address is None or not self.watchdog_usec:
             await trio.sleep_forever()
         period = self.watchdog_usec / 2e6

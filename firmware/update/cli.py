@@ -159,26 +159,44 @@ def _scan(args) -> int:
 
 
 def _gate(args) -> int:
-    from firmware.update.gate import TRIAL, HealthGate
+    from firmware.sdnotify import Notifier
 
-    u = _updater()
+    return run_gate(_updater(), Notifier(), _watch_trial)
+
+
+def run_gate(updater, notifier, watch_trial) -> int:
+    """Settle the last install, tell systemd (READY=1), then watch a trial if there is one.
+
+    Why READY only after settling: the units that install bundles (USB stick, boot partition,
+    release channel) are ordered after this one, and read the update history. Started before
+    the rolled-back boot had recorded its rollback, a stick left in the port installed the same
+    failed bundle again (the history it read did not decline it yet)."""
+    from firmware.update.gate import TRIAL
+
     try:
-        situation, _ = u.settle()
+        situation, _ = updater.settle()
     except (OSError, ValueError) as e:
         print(f"homenode update gate: {e}", file=sys.stderr)
-        u.write_status()
-        return EXIT_FAIL
+        updater.write_status()
+        return EXIT_FAIL  # (systemd counts the unit failed; the units after it start anyway)
+    notifier.ready(f"last update settled: {situation}")
     if situation != TRIAL:
         return EXIT_OK
+    return EXIT_OK if watch_trial(updater) == "commit" else EXIT_FAIL
+
+
+def _watch_trial(updater) -> str:
+    """The health gate over a new system on trial; returns "commit" or "rollback"."""
     import trio  # only now: a second or more of imports on a Pi Zero, for every boot otherwise
 
+    from firmware.update.gate import HealthGate
     from firmware.update.gate_service import GateService, take_sample
 
-    s = u.settings
+    s = updater.settings
     service = GateService(HealthGate(s.health_window_s, s.trial_timeout_s),
-                          lambda at: take_sample(at), u.commit, u.roll_back, u.log)
-    verdict = trio.run(service.run)
-    return EXIT_OK if verdict.action == "commit" else EXIT_FAIL
+                          lambda at: take_sample(at), updater.commit, updater.roll_back,
+                          updater.log)
+    return trio.run(service.run).action
 
 
 def _config(args) -> int:
