@@ -40,7 +40,7 @@ import time
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodes import launch, node_addr  # noqa: E402
+from nodes import launch, node_addr, run_delay_s  # noqa: E402
 
 from firmware.client import NodeClient, connect  # noqa: E402
 from firmware.link import check_pin, client_ssl_context, open_link  # noqa: E402
@@ -65,18 +65,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def run_delay_s(pid: int) -> float:
-    """Seconds the node's threads were runnable but waited for a CPU (the box's other load)."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[1])
-        except OSError:
-            pass
-    return total / 1e9
 
 
 def cpu_seconds(pid: int) -> float:

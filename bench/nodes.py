@@ -12,6 +12,8 @@ the node defending itself, not what a throughput figure should measure).
         n = launch(tmp, "a", {"network": {"enabled": False}})
         ... connect(*node_addr(n)) ...
         n.stop()
+
+`cpu_s(pid)` and `run_delay_s(pid)` read a node's CPU and its wait for a CPU from schedstat.
 """
 
 import os
@@ -27,7 +29,8 @@ if ROOT not in sys.path:
 
 from tests.conftest import NodeProcess  # noqa: E402
 
-__all__ = ["NodeProcess", "BENCH_LIMITS", "launch", "launch_many", "node_addr", "stop_all"]
+__all__ = ["NodeProcess", "BENCH_LIMITS", "launch", "launch_many", "node_addr", "stop_all",
+           "cpu_s", "run_delay_s"]
 
 BENCH_LIMITS = {"rate_per_sec": 1e7, "rate_burst": 10_000_000}
 
@@ -89,3 +92,26 @@ def stop_all(nodes, *, kill: bool = False) -> None:
             n.kill() if kill else n.stop()
         except Exception:  # noqa: BLE001 - a node that will not stop is killed; go on
             n.kill()
+
+
+def _schedstat_s(pid: int, field: int) -> float:
+    """A /proc/<pid>/task/*/schedstat field summed over the process's threads, in seconds
+    (nanoseconds there: psutil's CPU figures come in 10 ms clock ticks)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[field])
+        except OSError:  # a thread that ended meanwhile
+            pass
+    return total / 1e9
+
+
+def cpu_s(pid: int) -> float:
+    """Seconds the process's threads ran on a CPU (user + system)."""
+    return _schedstat_s(pid, 0)
+
+
+def run_delay_s(pid: int) -> float:
+    """Seconds the process's threads were runnable but waited for a CPU (the box's other load)."""
+    return _schedstat_s(pid, 1)

@@ -38,7 +38,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,71 +159,38 @@ def bytes_table():
 # -- the real relay: two node processes on loopback ---------------------------------------------
 
 
-def start_node(base, name, extra_toml=""):
-    """A real daemon on 127.0.0.1, port 0 (tests/conftest.NodeProcess through bench/nodes.py:
-    READY=1 awaited, no request rate limit); returns (proc, info) with info as in node.json."""
-    import tomllib
-
-    from nodes import launch
-
-    # network on (only a node in the network relays onions), no bootstrap: nothing else runs
-    config = {"limits": {"max_inflight_per_conn": 256}}
-    for section, keys in tomllib.loads(extra_toml).items():
-        config.setdefault(section, {}).update(keys)
-    node = launch(base, name, config)
-    return node.proc, {"host": node.host, "port": node.port, "node_id": node.node_id.hex()}
-
-
-def _hop(info):
-    return onion.Hop(bytes.fromhex(info["node_id"]), info["host"], info["port"])
-
-
-def cpu_s(pid):
-    """CPU time (user + system) of every thread of process `pid`, in seconds, from
-    /proc/<pid>/task/*/schedstat (nanoseconds; psutil's figures come in 10 ms clock ticks, a few
-    per cent of a run of a few thousand layers)."""
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except FileNotFoundError:  # a thread that ended meanwhile
-            pass
-    return total / 1e9
+RELAY_CONFIG = {"limits": {"max_inflight_per_conn": 256}}  # network on: only such nodes relay
 
 
 class RelayLab:
-    """Two real node processes on loopback (middle, final) and a client driving onions through
-    them: `layer_cpu_us(n)` is the middle node's CPU per layer it peeled and forwarded,
-    `rpc_cpu_us(n)` its CPU per plain `info` request on the same kind of link."""
+    """Two real node processes on loopback (middle, final; bench/nodes.py: READY=1 awaited, no
+    request rate limit, no bootstrap) and a client driving onions through them:
+    `layer_cpu_us(n)` is the middle node's CPU per layer it peeled and forwarded, `rpc_cpu_us(n)`
+    its CPU per plain `info` request on the same kind of link."""
 
     def __init__(self, concurrency=32):
         self.concurrency = concurrency
         self.base = tempfile.mkdtemp(prefix="onion-hop-")
-        self.procs = []
+        self.nodes = []
 
     def __enter__(self):
+        from nodes import launch
+
         try:
-            mid_proc, self.mid = start_node(self.base, "middle")
-            self.procs.append(mid_proc)
-            fin_proc, fin = start_node(self.base, "final")
-            self.procs.append(fin_proc)
+            for name in ("middle", "final"):
+                self.nodes.append(launch(self.base, name, RELAY_CONFIG))
         except BaseException:
             self.__exit__()
             raise
-        self.pid = mid_proc.pid
-        self.path = [_hop(self.mid), _hop(fin)]
+        self.mid = self.nodes[0]
+        self.path = [onion.Hop(n.node_id, n.host, n.port) for n in self.nodes]
         self.rcpt = os.urandom(32)
         return self
 
     def __exit__(self, *exc):
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        from nodes import stop_all
+
+        stop_all(self.nodes)
         shutil.rmtree(self.base, ignore_errors=True)
 
     def _one_onion(self):
@@ -235,45 +201,52 @@ class RelayLab:
             "data": os.urandom(PAYLOAD)}})
         return onion.build_onion(self.path, req, wall_ms(), os.urandom)  # v2 packets
 
-    async def _drive(self, n, op, onions=None):
+    async def _send_onion(self, client, built):
+        # built beforehand, or here as it is sent (a layer is good for 60 s)
+        blob, keys = built if built is not None else self._one_onion()
+        ok = await client.request("onion", {"blob": blob})
+        resp = onion.unwrap_response(keys, ok["blob"])
+        assert "ok" in resp, resp
+
+    @staticmethod
+    async def _send_info(client, _):
+        await client.request("info", {})
+
+    async def _drive(self, items, send):
+        """`send(client, item)` for every item, `concurrency` at a time, over one link."""
         import trio
+        from nodes import node_addr
 
         from firmware.client import connect
 
-        async with connect(self.mid["host"], self.mid["port"], self.path[0].node_id) as c:
-            it = iter(onions if onions is not None else range(n))
+        async with connect(*node_addr(self.mid)) as client:
+            it = iter(items)
 
             async def worker():
                 for item in it:
-                    if op == "info":
-                        await c.request("info", {})
-                        continue
-                    # built beforehand, or here as they are sent (a layer is good for 60 s)
-                    blob, keys = item if onions is not None else self._one_onion()
-                    ok = await c.request("onion", {"blob": blob})
-                    resp = onion.unwrap_response(keys, ok["blob"])
-                    assert "ok" in resp, resp
+                    await send(client, item)
 
             async with trio.open_nursery() as nursery:
                 for _ in range(self.concurrency):
                     nursery.start_soon(worker)
 
-    def _cpu_us(self, n, op, onions=None):
+    def _cpu_us(self, items, send):
         import trio
+        from nodes import cpu_s
 
-        t0 = cpu_s(self.pid)
-        trio.run(self._drive, n, op, onions)
-        return (cpu_s(self.pid) - t0) / n * 1e6
+        t0 = cpu_s(self.mid.proc.pid)
+        trio.run(self._drive, items, send)
+        return (cpu_s(self.mid.proc.pid) - t0) / len(items) * 1e6
 
     def layer_cpu_us(self, n, *, prebuilt=True):
         """`prebuilt`: the client builds its n onions before the clock starts, as a client on
         another machine would; otherwise it builds each as it sends it, here, on the same two
         cores as both nodes (the figure this benchmark printed before)."""
-        onions = [self._one_onion() for _ in range(n)] if prebuilt else None
-        return self._cpu_us(n, "onion", onions)
+        onions = [self._one_onion() for _ in range(n)] if prebuilt else [None] * n
+        return self._cpu_us(onions, self._send_onion)
 
     def rpc_cpu_us(self, n):
-        return self._cpu_us(n, "info")
+        return self._cpu_us(range(n), self._send_info)
 
 
 def main():
