@@ -14,7 +14,7 @@ import time
 
 from firmware.update import layout
 from firmware.update.rauc import RaucError
-from firmware.update.updater import Updater, UpdateRefused
+from firmware.update.updater import UpdateDeferred, Updater, UpdateRefused
 
 DOWNLOADS = "/data/system/update/download"
 USB_MOUNT = "/run/homenode-update/usb"
@@ -40,6 +40,7 @@ def install_from(updater: Updater, paths: list[str], source: str, consume: bool)
     results = []
     for path in paths:
         name = os.path.basename(path)
+        updater.history.refresh()  # the gate or another installer may have written since
         try:
             info = updater.check_bundle(path)
         except UpdateRefused as e:
@@ -52,22 +53,20 @@ def install_from(updater: Updater, paths: list[str], source: str, consume: bool)
         if info.version == updater.version:
             results.append(f"{name}: {info.version} is already running")
             if consume:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                _remove(path)
             continue
         if updater.history.declined(info.key):
             results.append(f"{name}: {info.version} failed before; not retried by itself "
                            "(install it with `homenode update apply`)")
             continue
         try:
-            if consume:  # delete before the reboot that apply() may start
-                results.append(updater.apply(path, source=source, reboot=False))
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-                if updater.settings.reboot:
-                    updater.reboot_into_new(updater.facts().mode)
-            else:
-                results.append(updater.apply(path, source=source))
+            # consume: the copy is deleted once installed, before the restart apply() may start
+            results.append(updater.apply(path, source=source,
+                                         on_installed=(lambda p=path: _remove(p)) if consume
+                                         else None))
+            return results
+        except UpdateDeferred as e:  # kept where it is, offered again at the next scan
+            results.append(f"{name}: {e}")
             return results
         except (UpdateRefused, RaucError) as e:
             results.append(str(e))
@@ -75,6 +74,11 @@ def install_from(updater: Updater, paths: list[str], source: str, consume: bool)
                 with contextlib.suppress(OSError):
                     os.replace(path, path + ".refused")
     return results
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def scan_boot_partition(updater: Updater) -> list[str]:
@@ -167,42 +171,45 @@ def download(url: str, dest: str, size: int, sha256: str, opener=_urlopen) -> st
 
 
 def check_channel(updater: Updater, index_url: str, keyring: str = KEYRING, force: bool = False,
-                  opener=_urlopen) -> str:
+                  opener=_urlopen, downloads: str = DOWNLOADS) -> str:
     from firmware.update import index as release_index  # cryptography: only when checking
 
     s = updater.settings
-    hist = updater.history.data
+    history = updater.history
+    history.refresh()
     if s.channel == "off" and not force:
         return "release channel off ([update] channel = \"off\")"
     if not index_url:
         return "no release index address (set [update] index_url)"
     now = updater.clock()
-    if not force and now - float(hist.get("last_check", 0)) < s.check_interval_h * 3600:
+    if not force and now - float(history.data.get("last_check", 0)) < s.check_interval_h * 3600:
         return "not due yet"
-    hist["last_check"] = int(now)
-    updater.history.save()
+    with history.change():
+        history.data["last_check"] = int(now)
     deadline = time.monotonic() + INDEX_DEADLINE_S
     data = fetch(index_url, release_index.MAX_INDEX_BYTES, deadline, opener)
     sig = fetch(index_url + ".sig", 64 << 10, deadline, opener)
     with open(keyring, "rb") as f:
-        idx = release_index.load(data, sig, f.read(), layout.COMPATIBLE,
-                                 hist.get("index_generated"))
-    hist["index_generated"] = idx.generated
-    updater.history.save()
+        seen = history.data.get("index_generated")
+        idx = release_index.load(data, sig, f.read(), layout.COMPATIBLE, seen)
+    with history.change():
+        history.data["index_generated"] = max(idx.generated, seen or 0)
+        declined = frozenset(history.data.get("declined_sha256", []))
     channel = "all" if force and s.channel == "off" else s.channel
-    rel = release_index.choose(idx, updater.version, channel,
-                               frozenset(hist.get("declined_sha256", [])))
+    rel = release_index.choose(idx, updater.version, channel, declined)
     if rel is None:
         return f"up to date ({updater.version}; channel {channel})"
     url = release_index.bundle_url(index_url, rel)
-    dest = os.path.join(DOWNLOADS, f"homenode-{rel.version}.raucb")
+    dest = os.path.join(downloads, f"homenode-{rel.version}.raucb")
     updater.log(f"downloading {rel.version} from {url}")
     download(url, dest, rel.size, rel.sha256, opener)
     try:
         return updater.apply(dest, source=f"release channel ({rel.version})")
+    except UpdateDeferred:
+        raise  # offered again at the next check
     except (UpdateRefused, RaucError):
-        hist.setdefault("declined_sha256", []).append(rel.sha256)
-        updater.history.save()
+        with history.change():
+            history.data.setdefault("declined_sha256", []).append(rel.sha256)
         raise
     finally:
         with contextlib.suppress(OSError):

@@ -10,6 +10,8 @@ Two files, both written by root-side update tooling only:
                                      results, the last release index seen.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -113,29 +115,67 @@ def read_json(path: str) -> dict:
 
 
 class History:
-    """The persistent record on the data partition (one small JSON file, replaced atomically)."""
+    """The persistent record on the data partition (one small JSON file, replaced atomically).
+
+    Every change is a transaction, `with history.change():` an exclusive lock on a file beside
+    it, the record read again, changed, written. Why: the health gate and the bundle installers
+    are separate processes started at boot; each used to write back the whole record it had read
+    when it started, so an installer refusing a bundle during a trial could undo the gate's
+    commit that came in between."""
 
     def __init__(self, path: str = HISTORY, clock=time.time):
         self.path = path
         self.clock = clock
         self.data = read_json(path)
+        self._lock_fd: int | None = None
 
-    def save(self) -> None:
-        write_json(self.path, self.data)
+    def refresh(self) -> None:
+        """Read the record again (another process may have changed it since)."""
+        if self._lock_fd is None:
+            self.data = read_json(self.path)
+
+    @contextlib.contextmanager
+    def change(self):
+        """Lock, read again, let the caller change `data`, write. A nested `change()` joins the
+        one already open (written once, when the outer one ends). Interrupted by an exception,
+        nothing is written and `data` is read again."""
+        if self._lock_fd is not None:
+            yield self
+            return
+        os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd = fd
+            self.data = read_json(self.path)
+            try:
+                yield self
+            except BaseException:
+                self.data = read_json(self.path)
+                raise
+            write_json(self.path, self.data)
+        finally:
+            self._lock_fd = None
+            os.close(fd)  # closing the only descriptor releases the lock
 
     @property
     def pending(self) -> dict | None:
         p = self.data.get("pending")
         return p if isinstance(p, dict) else None
 
+    def _changing(self) -> None:
+        if self._lock_fd is None:
+            raise RuntimeError("the update history is changed only inside `with change():`")
+
     def set_pending(self, record: dict | None) -> None:
+        self._changing()
         if record is None:
             self.data.pop("pending", None)
         else:
             self.data["pending"] = record
-        self.save()
 
     def event(self, result: str, version: str | None, reason: str, **extra) -> dict:
+        self._changing()
         ev = {"result": result, "version": version, "reason": reason,
               "time": int(self.clock()), **extra}
         events = [e for e in self.data.get("events", []) if isinstance(e, dict)]
@@ -152,6 +192,7 @@ class History:
         return sha256 in self.data.get("declined", [])
 
     def decline(self, sha256: str) -> None:
+        self._changing()
         declined = [h for h in self.data.get("declined", []) if h != sha256]
         self.data["declined"] = (declined + [sha256])[-MAX_EVENTS:]
 

@@ -6,6 +6,8 @@ the install record (`pending`) is written before RAUC starts, a rollback's reaso
 reboot that carries it out, so the next boot can always tell what happened.
 """
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import time
@@ -31,10 +33,16 @@ from firmware.update.status import (
 )
 
 PROBLEMS_NOTE = os.path.join(layout.BOOTFS_MOUNT, "homenode-update.txt")
+WORK_DIR = "/run/homenode-update"  # where a bundle is mounted to read it through before install
 
 
 class UpdateRefused(RuntimeError):
     """The bundle was not installed; the message says why (nothing was written to any slot)."""
+
+
+class UpdateDeferred(UpdateRefused):
+    """Not installed now for a passing reason (a system on trial, a restart under way): the
+    source keeps the bundle and offers it again later; it is not declined."""
 
 
 class Updater:
@@ -42,7 +50,7 @@ class Updater:
                  run=subprocess.run, run_lines=rauc_cmd.popen_lines,
                  runtime_status: str = RUNTIME_STATUS, cmdline: str | None = None,
                  release_root: str = "/", note_path: str | None = PROBLEMS_NOTE, log=None,
-                 clock=time.time, tryboot=None):
+                 clock=time.time, tryboot=None, work_dir: str = WORK_DIR):
         self.settings = settings or UpdateSettings()
         self.history = history or History()
         self.run, self.run_lines = run, run_lines
@@ -53,6 +61,7 @@ class Updater:
         self.log = log or (lambda msg: print(f"homenode-update: {msg}", flush=True))
         self.clock = clock
         self.tryboot = tryboot
+        self.work_dir = work_dir
         self.extra: dict = {}
         self._last_status: dict = {}
 
@@ -79,6 +88,8 @@ class Updater:
         try:
             facts = self.facts()
             slot, boot = facts.booted, facts.mode
+            if phase is None and classify(facts, self.history.pending)[0] == TRIAL:
+                phase = "trial"  # an installer's report during a trial must not end "updating"
             other = {"slot": layout.other(slot).name,
                      "state": "bad" if layout.other(slot).name in facts.bad else "good",
                      "next_boot": facts.primary}
@@ -129,30 +140,55 @@ class Updater:
             raise UpdateRefused(f"{os.path.basename(path)} is for {info.compatible!r}, this box "
                                 f"is {layout.COMPATIBLE!r}")
         try:
-            rauc_cmd.verify_payload(path, run=self.run)
+            rauc_cmd.verify_payload(path, run=self.run, under=self.work_dir)
         except rauc_cmd.RaucError as e:
             raise UpdateRefused(f"{os.path.basename(path)} refused: {e}") from None
         return info
 
-    def apply(self, path: str, source: str = "command", reboot: bool | None = None) -> str:
+    def apply(self, path: str, source: str = "command", reboot: bool | None = None,
+              on_installed=None) -> str:
         """Install `path` into the other slot; returns a one-line result. Raises UpdateRefused
         (nothing written) or rauc_cmd.RaucError (install failed; the other slot is marked bad
-        and the running system stays)."""
+        and the running system stays). `on_installed()` runs once the install is on record,
+        before any restart (the boot partition deletes its copy then).
+
+        One install at a time: the USB stick, the boot partition and the release channel are
+        separate units that may find a bundle at the same moment; the second waits for the
+        first, and is deferred if the first is restarting the box into its system."""
+        with self._one_install():
+            return self._apply(path, source, reboot, on_installed)
+
+    @contextlib.contextmanager
+    def _one_install(self):
+        lock = os.path.join(os.path.dirname(self.history.path), "install.lock")
+        os.makedirs(os.path.dirname(lock), mode=0o755, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self.log("another update is being installed; waiting for it to finish")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _apply(self, path: str, source: str, reboot: bool | None, on_installed) -> str:
         facts = self.facts()
-        situation, _ = classify(facts, self.history.pending)
-        if situation == TRIAL:
-            raise UpdateRefused("the running system is still on trial after an update; wait "
-                                "until it is kept (homenode update status)")
+        self.history.refresh()
+        self._defer_if_busy(facts)  # early, before reading a whole bundle
         try:
             info = self.check_bundle(path)
         except UpdateRefused as e:
             self._record_refusal(str(e), None)
             raise
         target = layout.other(facts.booted).name
-        self.history.set_pending({"slot": target, "version": info.version, "key": info.key,
-                                  "source": source, "from_slot": facts.booted,
-                                  "from_version": self.version, "started": int(self.clock()),
-                                  "tried": False})
+        with self.history.change():
+            self._defer_if_busy(facts)  # for certain: the gate may have settled since
+            self.history.set_pending({"slot": target, "version": info.version, "key": info.key,
+                                      "source": source, "from_slot": facts.booted,
+                                      "from_version": self.version,
+                                      "started": int(self.clock()), "tried": False})
         self.log(f"installing {info.version} ({source}) into slot {target}")
         self.write_status(phase="installing", progress=0)
         last = [-1]
@@ -165,21 +201,23 @@ class Updater:
         try:
             rauc_cmd.install(path, progress, self.run_lines)
         except rauc_cmd.RaucError as e:
-            self.history.data.pop("pending", None)
             result = "refused" if _is_refusal(str(e)) else "failed"
-            self.history.event(result, info.version, str(e), source=source)
-            if result == "refused":
-                self.history.decline(info.key)
-            self.history.save()
+            with self.history.change():
+                self.history.set_pending(None)
+                self.history.event(result, info.version, str(e), source=source)
+                if result == "refused":
+                    self.history.decline(info.key)
             self.write_status()
             self.note(f"update {info.version} was not installed: {e}")
             self.log(f"install of {info.version} {result}: {e}")
             raise
-        self.history.data["pending"] = dict(self.history.pending or {}, installed=True)
-        self.history.event("installed", info.version, f"installed into slot {target}",
-                           source=source)
-        self.history.save()
+        with self.history.change():
+            self.history.set_pending(dict(self.history.pending or {}, installed=True))
+            self.history.event("installed", info.version, f"installed into slot {target}",
+                               source=source)
         self.log(f"{info.version} installed into slot {target}")
+        if on_installed:
+            on_installed()
         self.note(f"update {info.version} installed; the box restarts into it and keeps it once "
                   "it runs well")
         do_reboot = self.settings.reboot if reboot is None else reboot
@@ -189,18 +227,29 @@ class Updater:
             return f"installed {info.version} into slot {target}; restarting into it"
         return f"installed {info.version} into slot {target}; it starts at the next restart"
 
+    def _defer_if_busy(self, facts) -> None:
+        pending = self.history.pending
+        if classify(facts, pending)[0] == TRIAL:
+            raise UpdateDeferred("the running system is still on trial after an update; wait "
+                                 "until it is kept (homenode update status)")
+        if pending and pending.get("restarting"):
+            raise UpdateDeferred(f"the box is restarting into {pending.get('version')}; this "
+                                 "bundle waits until it has")
+
     def _record_refusal(self, why: str, version: str | None) -> None:
-        self.history.event("refused", version, why)
-        self.history.save()
+        with self.history.change():
+            self.history.event("refused", version, why)
         self.write_status()
         self.note(why)
         self.log(why)
 
     def reboot_into_new(self, mode: str) -> None:
+        """Restart into the new system; on record first, so no other install starts meanwhile
+        (tryboot: the firmware tries the new slot once; `tried` lets the next boot tell)."""
+        with self.history.change():
+            self.history.set_pending(dict(self.history.pending or {}, restarting=True,
+                                          **({"tried": True} if mode == "tryboot" else {})))
         if mode == "tryboot":
-            pending = dict(self.history.pending or {})
-            pending["tried"] = True
-            self.history.set_pending(pending)
             self.run(["systemctl", "reboot", "0 tryboot"], check=False)
         else:
             self.run(["systemctl", "reboot"], check=False)
@@ -211,18 +260,25 @@ class Updater:
         """Decide what the last install came to; record it. Returns (situation, reason); the
         caller runs the health gate when the situation is TRIAL."""
         facts = self.facts()
-        pending = self.history.pending
-        situation, reason = classify(facts, pending)
-        version = (pending or {}).get("version")
-        if situation == COMMITTED:
-            self.history.event(COMMITTED, version, reason,
-                               replaced=(pending or {}).get("from_version"))
-            self.history.set_pending(None)
-        elif situation == ROLLED_BACK:
+        with self.history.change():
+            pending = self.history.pending
+            situation, reason = classify(facts, pending)
+            version = (pending or {}).get("version")
+            if situation == COMMITTED:
+                self.history.event(COMMITTED, version, reason,
+                                   replaced=(pending or {}).get("from_version"))
+                self.history.set_pending(None)
+            elif situation == ROLLED_BACK:
+                self._record_rollback(pending, reason)
+            elif situation == INTERRUPTED:
+                self.history.event(INTERRUPTED, version, reason)
+                self.history.set_pending(None)
+            elif situation == WAITING and pending.get("restarting"):
+                # the restart came and did not switch systems: installs may go on
+                self.history.set_pending({k: v for k, v in pending.items() if k != "restarting"})
+        if situation == ROLLED_BACK:
             self._rolled_back(facts, pending, reason)
         elif situation == INTERRUPTED:
-            self.history.event(INTERRUPTED, version, reason)
-            self.history.set_pending(None)
             self.note(f"update {version} was interrupted before it was installed; "
                       f"{self.version} runs as before")
         self.log(f"boot: slot {facts.booted} ({facts.mode}), {situation}"
@@ -231,14 +287,16 @@ class Updater:
                           rolled_back=situation == ROLLED_BACK or None, slots=True)
         return situation, reason
 
-    def _rolled_back(self, facts, pending: dict, reason: str) -> None:
-        version = pending.get("version")
-        self.history.event(ROLLED_BACK, version, reason, slot=pending.get("slot"),
+    def _record_rollback(self, pending: dict, reason: str) -> None:
+        self.history.event(ROLLED_BACK, pending.get("version"), reason, slot=pending.get("slot"),
                            running=self.version)
         if pending.get("key"):
             self.history.decline(pending["key"])
-        self.history.data.pop("pending", None)
-        self.history.save()
+        self.history.set_pending(None)
+
+    def _rolled_back(self, facts, pending: dict, reason: str) -> None:
+        """After the rollback is on record: the failed slot marked bad, the owner told."""
+        version = pending.get("version")
         failed = pending.get("slot")
         if failed and failed not in facts.bad:
             try:
@@ -252,21 +310,23 @@ class Updater:
 
     def commit(self, reason: str) -> None:
         rauc_cmd.mark("good", "booted", run=self.run)
-        pending = self.history.pending
-        version = (pending or {}).get("version") or self.version
-        self.history.event(COMMITTED, version, reason,
-                           replaced=(pending or {}).get("from_version"))
-        self.history.set_pending(None)
+        with self.history.change():
+            pending = self.history.pending
+            version = (pending or {}).get("version") or self.version
+            self.history.event(COMMITTED, version, reason,
+                               replaced=(pending or {}).get("from_version"))
+            self.history.set_pending(None)
         self.note(f"update {version} is running well and was kept")
         self.log(f"kept {version}: {reason}")
         self.write_status(phase=None, rolled_back=False)
 
     def roll_back(self, reason: str) -> None:
         """The trial failed: record why, mark this slot bad, restart into the previous one."""
-        pending = dict(self.history.pending or {"slot": self.facts().booted,
-                                                "version": self.version})
-        pending["rollback_reason"] = reason
-        self.history.set_pending(pending)
+        booted = self.facts().booted
+        with self.history.change():
+            pending = dict(self.history.pending or {"slot": booted, "version": self.version})
+            pending["rollback_reason"] = reason
+            self.history.set_pending(pending)
         self.log(f"rolling back {pending.get('version')}: {reason}")
         try:
             rauc_cmd.mark("bad", "booted", run=self.run)
@@ -285,5 +345,5 @@ def _is_refusal(message: str) -> bool:
                                 "device failed between"))
 
 
-__all__ = ["COMMITTED", "IDLE", "INTERRUPTED", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateRefused",
-           "Updater"]
+__all__ = ["COMMITTED", "IDLE", "INTERRUPTED", "ROLLED_BACK", "TRIAL", "WAITING", "UpdateDeferred",
+           "UpdateRefused", "Updater"]

@@ -50,16 +50,17 @@ def test_garbage_file_is_reported_not_fatal(tmp_path):
 def test_history_pending_events_declined(tmp_path):
     path = str(tmp_path / "sys/update/history.json")
     h = History(path, clock=lambda: 1000)
-    h.set_pending({"slot": "B", "version": "0.2.0"})
-    for i in range(30):
-        h.event("refused", f"0.{i}", "bad signature")
-    h.decline("k1")
-    h.save()
+    with h.change():
+        h.set_pending({"slot": "B", "version": "0.2.0"})
+        for i in range(30):
+            h.event("refused", f"0.{i}", "bad signature")
+        h.decline("k1")
     again = History(path)
     assert again.pending == {"slot": "B", "version": "0.2.0"}
     assert len(again.data["events"]) == 20 and again.last["version"] == "0.29"
     assert again.declined("k1") and not again.declined("k2")
-    again.set_pending(None)
+    with again.change():
+        again.set_pending(None)
     assert History(path).pending is None
     assert json.loads(open(path).read())["events"][0]["time"] == 1000
 
