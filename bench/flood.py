@@ -40,7 +40,7 @@ import time
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodes import launch, node_addr, run_delay_s  # noqa: E402
+from nodes import cpu_s, launch, node_addr, run_delay_s  # noqa: E402
 
 from firmware.client import NodeClient, connect  # noqa: E402
 from firmware.link import check_pin, client_ssl_context, open_link  # noqa: E402
@@ -65,12 +65,6 @@ def rss_bytes(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def node_info(addr) -> dict:
@@ -291,7 +285,7 @@ async def phase(node, addr, a, spec=None) -> dict:
     before = (await node_info(addr))["listener"]
     sampler = Sampler(pid, addr)
     attacker = AttackerProcess(spec) if spec else None
-    cpu0, t0, drops0 = cpu_seconds(pid), time.monotonic(), listen_drops()
+    cpu0, t0, drops0 = cpu_s(pid), time.monotonic(), listen_drops()
     wait0 = run_delay_s(pid)
     try:
         async with trio.open_nursery() as n:
@@ -303,7 +297,7 @@ async def phase(node, addr, a, spec=None) -> dict:
     finally:
         attack = attacker.stop() if attacker else None
     took = time.monotonic() - t0
-    cpu = (cpu_seconds(pid) - cpu0) / took
+    cpu = (cpu_s(pid) - cpu0) / took
     waited = (run_delay_s(pid) - wait0) / took
     after = (await node_info(addr))["listener"]
     res = {**summarize(records), "rss_peak_mib": round(max(sampler.rss) / MIB, 1),

@@ -28,7 +28,7 @@ import psutil
 import trio
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nodes import launch_many, prepare, stop_all  # noqa: E402  (same directory)
+from nodes import cpu_s, launch_many, prepare, stop_all  # noqa: E402  (same directory)
 
 from firmware.client import connect  # noqa: E402
 
@@ -58,9 +58,8 @@ def cpu_seconds(nodes):
     total = 0.0
     for n in nodes:
         try:
-            t = psutil.Process(n.proc.pid).cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
+            total += cpu_s(n.proc.pid)
+        except OSError:  # a node that has exited
             pass
     return total
 

@@ -13,7 +13,7 @@ the node defending itself, not what a throughput figure should measure).
         ... connect(*node_addr(n)) ...
         n.stop()
 
-`cpu_s(pid)` and `run_delay_s(pid)` read a node's CPU and its wait for a CPU from schedstat.
+`cpu_s(pid)` reads a node's CPU time, `run_delay_s(pid)` its threads' wait for a CPU.
 """
 
 import os
@@ -94,24 +94,22 @@ def stop_all(nodes, *, kill: bool = False) -> None:
             n.kill()
 
 
-def _schedstat_s(pid: int, field: int) -> float:
-    """A /proc/<pid>/task/*/schedstat field summed over the process's threads, in seconds
-    (nanoseconds there: psutil's CPU figures come in 10 ms clock ticks)."""
+def cpu_s(pid: int) -> float:
+    """Seconds the process ran on a CPU (user + system, every thread, ended ones included), in
+    nanoseconds: the kernel's CPU clock of another process (clockid as glibc's
+    clock_getcpuclockid makes it). Not psutil (10 ms clock ticks), and not a sum of the threads'
+    schedstat, which loses a thread's time once it ends (trio's idle worker threads do)."""
+    return time.clock_gettime(((~pid) << 3) | 2)
+
+
+def run_delay_s(pid: int) -> float:
+    """Seconds the process's live threads were runnable but waited for a CPU (the box's other
+    load; /proc/<pid>/task/*/schedstat, nanoseconds)."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                total += int(f.read().split()[field])
+                total += int(f.read().split()[1])
         except OSError:  # a thread that ended meanwhile
             pass
     return total / 1e9
-
-
-def cpu_s(pid: int) -> float:
-    """Seconds the process's threads ran on a CPU (user + system)."""
-    return _schedstat_s(pid, 0)
-
-
-def run_delay_s(pid: int) -> float:
-    """Seconds the process's threads were runnable but waited for a CPU (the box's other load)."""
-    return _schedstat_s(pid, 1)

@@ -10,7 +10,7 @@ peel_large / peel_huge: the same for the 80 KiB request class (a full 76,800-byt
         carrying a 1020 KiB answer (a full retrieve page).
 bytes:  per hop, v2 packet and answer sizes vs what v1's nested layers took for the same request
         (payload + ~106 bytes per remaining layer): the price of hiding position and size.
-relay:  server CPU (all threads of a real node process, from /proc/<pid>/task/*/schedstat in ns)
+relay:  server CPU (a real node process, every thread, from its kernel CPU clock in ns)
         per layer it peeled and forwarded, with a client driving it over a real TLS link on
         loopback (32 onions in flight; the client builds its onions before the clock starts,
         as a client on another machine would: `relay_inline_built_*` is the same with the
