@@ -40,11 +40,10 @@ def install_from(updater: Updater, paths: list[str], source: str, consume: bool)
     results = []
     for path in paths:
         name = os.path.basename(path)
-        updater.history.refresh()  # the gate or another installer may have written since
         try:
             info = updater.check_bundle(path)
         except UpdateRefused as e:
-            updater._record_refusal(str(e), None)
+            updater.record_refusal(str(e), None)
             results.append(str(e))
             if consume:
                 with contextlib.suppress(OSError):
@@ -55,13 +54,14 @@ def install_from(updater: Updater, paths: list[str], source: str, consume: bool)
             if consume:
                 _remove(path)
             continue
+        updater.history.refresh()  # the gate or another installer may have written since
         if updater.history.declined(info.key):
             results.append(f"{name}: {info.version} failed before; not retried by itself "
                            "(install it with `homenode update apply`)")
             continue
         try:
             # consume: the copy is deleted once installed, before the restart apply() may start
-            results.append(updater.apply(path, source=source,
+            results.append(updater.apply(path, source=source, checked=info,
                                          on_installed=(lambda p=path: _remove(p)) if consume
                                          else None))
             return results
@@ -190,13 +190,13 @@ def check_channel(updater: Updater, index_url: str, keyring: str = KEYRING, forc
     data = fetch(index_url, release_index.MAX_INDEX_BYTES, deadline, opener)
     sig = fetch(index_url + ".sig", 64 << 10, deadline, opener)
     with open(keyring, "rb") as f:
-        seen = history.data.get("index_generated")
-        idx = release_index.load(data, sig, f.read(), layout.COMPATIBLE, seen)
-    with history.change():
-        history.data["index_generated"] = max(idx.generated, seen or 0)
-        declined = frozenset(history.data.get("declined_sha256", []))
+        idx = release_index.load(data, sig, f.read(), layout.COMPATIBLE,
+                                 history.data.get("index_generated"))
+    with history.change():  # never lowered, whatever another check stored meanwhile
+        history.data["index_generated"] = max(idx.generated,
+                                              history.data.get("index_generated") or 0)
     channel = "all" if force and s.channel == "off" else s.channel
-    rel = release_index.choose(idx, updater.version, channel, declined)
+    rel = release_index.choose(idx, updater.version, channel, history.declined_releases())
     if rel is None:
         return f"up to date ({updater.version}; channel {channel})"
     url = release_index.bundle_url(index_url, rel)
@@ -209,7 +209,7 @@ def check_channel(updater: Updater, index_url: str, keyring: str = KEYRING, forc
         raise  # offered again at the next check
     except (UpdateRefused, RaucError):
         with history.change():
-            history.data.setdefault("declined_sha256", []).append(rel.sha256)
+            history.decline(rel.sha256, release=True)
         raise
     finally:
         with contextlib.suppress(OSError):

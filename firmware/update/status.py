@@ -187,14 +187,21 @@ class History:
         events = self.data.get("events") or []
         return events[-1] if events else None
 
-    def declined(self, sha256: str) -> bool:
+    def declined(self, key: str) -> bool:
         """A bundle that failed its trial or was refused is not retried by itself."""
-        return sha256 in self.data.get("declined", [])
+        return key in self.data.get("declined", [])
 
-    def decline(self, sha256: str) -> None:
+    def declined_releases(self) -> frozenset:
+        """The release channel's refused releases (by the index's sha256 of the bundle)."""
+        return frozenset(self.data.get("declined_sha256", []))
+
+    def decline(self, key: str, *, release: bool = False) -> None:
+        """`key`: the bundle's (rauc info: build + image checksums), or with `release` the sha256
+        the release index gives for it. The last MAX_EVENTS of each are kept."""
         self._changing()
-        declined = [h for h in self.data.get("declined", []) if h != sha256]
-        self.data["declined"] = (declined + [sha256])[-MAX_EVENTS:]
+        name = "declined_sha256" if release else "declined"
+        declined = [h for h in self.data.get(name, []) if h != key]
+        self.data[name] = (declined + [key])[-MAX_EVENTS:]
 
 
 def read_release(root: str = "/") -> dict:

@@ -146,17 +146,19 @@ class Updater:
         return info
 
     def apply(self, path: str, source: str = "command", reboot: bool | None = None,
-              on_installed=None) -> str:
+              on_installed=None, checked: rauc_cmd.BundleInfo | None = None) -> str:
         """Install `path` into the other slot; returns a one-line result. Raises UpdateRefused
         (nothing written) or rauc_cmd.RaucError (install failed; the other slot is marked bad
         and the running system stays). `on_installed()` runs once the install is on record,
-        before any restart (the boot partition deletes its copy then).
+        before any restart (the boot partition deletes its copy then). `checked`: what
+        `check_bundle` said of this file just before (the bundle sources check first to skip
+        running and declined versions; the payload is then not read through a second time).
 
         One install at a time: the USB stick, the boot partition and the release channel are
         separate units that may find a bundle at the same moment; the second waits for the
         first, and is deferred if the first is restarting the box into its system."""
         with self._one_install():
-            return self._apply(path, source, reboot, on_installed)
+            return self._apply(path, source, reboot, on_installed, checked)
 
     @contextlib.contextmanager
     def _one_install(self):
@@ -173,15 +175,17 @@ class Updater:
         finally:
             os.close(fd)
 
-    def _apply(self, path: str, source: str, reboot: bool | None, on_installed) -> str:
+    def _apply(self, path: str, source: str, reboot: bool | None, on_installed, checked) -> str:
         facts = self.facts()
         self.history.refresh()
         self._defer_if_busy(facts)  # early, before reading a whole bundle
-        try:
-            info = self.check_bundle(path)
-        except UpdateRefused as e:
-            self._record_refusal(str(e), None)
-            raise
+        info = checked
+        if info is None:
+            try:
+                info = self.check_bundle(path)
+            except UpdateRefused as e:
+                self.record_refusal(str(e), None)
+                raise
         target = layout.other(facts.booted).name
         with self.history.change():
             self._defer_if_busy(facts)  # for certain: the gate may have settled since
@@ -236,7 +240,7 @@ class Updater:
             raise UpdateDeferred(f"the box is restarting into {pending.get('version')}; this "
                                  "bundle waits until it has")
 
-    def _record_refusal(self, why: str, version: str | None) -> None:
+    def record_refusal(self, why: str, version: str | None) -> None:
         with self.history.change():
             self.history.event("refused", version, why)
         self.write_status()

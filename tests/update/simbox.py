@@ -18,6 +18,7 @@ class SimBox:
     def __init__(self, tmp_path, booted, env):
         self.tmp, self.booted, self.env = tmp_path, booted, dict(env)
         self.log = []  # ("install-start" | "install-end", bundle), ("systemctl", its arguments)
+        self.payload_reads = []  # bundle names, one per `rauc mount` to read a payload through
         self.release = threading.Event()  # an install finishes once this is set
         self.release.set()
         self.install_status = 0  # what `rauc install` exits with
@@ -33,7 +34,8 @@ class SimBox:
             if doc.get("refuse"):
                 return done(1, err=f"LastError: {doc['refuse']}")
             return done(out=json.dumps(dict(doc, compatible="homenode-rpi-arm64")))
-        if cmd[:2] == ["rauc", "mount"]:
+        if cmd[:2] == ["rauc", "mount"]:  # before the updater reads the payload through
+            self.payload_reads.append(cmd[-1].rsplit("/", 1)[-1])
             return done()
         if cmd[0] == "findmnt":
             return done(out=str(self.tmp / "payload") + "\n")

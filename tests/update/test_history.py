@@ -116,6 +116,7 @@ def test_no_install_starts_while_the_box_restarts_into_another(tmp_path):
                                  consume=True)
     assert lines == ["installed 0.2.0 into slot B; restarting into it"]
     assert seen_at_reboot == [[]] and box.log[-1] == ("systemctl", "reboot")
+    assert box.payload_reads == ["homenode-0.2.0.raucb"]  # checked once, not again to install
     stick = tmp_path / "stick"
     stick.mkdir()
     late = bundle(boot, "0.3.0")
